@@ -168,9 +168,7 @@ class TableSchema:
     def to_spark(self) -> StructType:
         from pyspark.sql import types as T
 
-        return T.StructType(
-            [T.StructField(c.name, spark_type(c.dtype), nullable=c.nullable) for c in self.columns]
-        )
+        return T.StructType([T.StructField(c.name, spark_type(c.dtype), nullable=c.nullable) for c in self.columns])
 
     def to_pandas_dtypes(self) -> dict[str, Any]:
         return {c.name: pandas_dtype(c.dtype) for c in self.columns}

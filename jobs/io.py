@@ -187,9 +187,7 @@ def table_files(path: str | os.PathLike) -> list[Path]:
     if p.is_file():
         return [p]
     if not is_complete(p):
-        raise FileNotFoundError(
-            f"{p} has no {SUCCESS} marker: it is incomplete (a writer failed or is running)"
-        )
+        raise FileNotFoundError(f"{p} has no {SUCCESS} marker: it is incomplete (a writer failed or is running)")
     files = sorted(f for f in p.rglob("*.parquet") if not f.name.startswith((".", "_")))
     if not files:
         raise FileNotFoundError(f"{p} holds no parquet files")

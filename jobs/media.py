@@ -45,9 +45,7 @@ def resolve_media_path(root: str | os.PathLike, ref: str) -> Path:
     root_real = Path(root).resolve()
     candidate = (root_real / ref).resolve()
     if not candidate.is_relative_to(root_real):
-        raise UnsafeMediaPath(
-            f"media reference {ref!r} resolves to {candidate}, outside the media root {root_real}"
-        )
+        raise UnsafeMediaPath(f"media reference {ref!r} resolves to {candidate}, outside the media root {root_real}")
     return candidate
 
 

@@ -132,9 +132,7 @@ TABLE_RULES: dict[str, dict[str, Rule]] = {
     },
     "interactions": {
         "negative_duration": _range(pl.col("watch_ms") < 0),
-        "out_of_range": _range(
-            (pl.col("position") < 0) | (pl.col("propensity") <= 0) | (pl.col("propensity") > 1)
-        ),
+        "out_of_range": _range((pl.col("position") < 0) | (pl.col("propensity") <= 0) | (pl.col("propensity") > 1)),
         **_ts_rules("ts"),
         **_item_rules("item_id", "ts"),
     },
@@ -276,9 +274,7 @@ def validate_dataset(
     quarantined.append(q)
     items = clean["items"]
     start = items["created_ts"].min() if items.height else None
-    ctx = Context(
-        now=now + skew, catalogue_start=start, skew=skew, items=items.select("item_id", "created_ts")
-    )
+    ctx = Context(now=now + skew, catalogue_start=start, skew=skew, items=items.select("item_id", "created_ts"))
     for name in K.LOG_TABLES:
         if name == "items":
             continue
@@ -299,8 +295,7 @@ def validate_dataset(
     over = {k: r for k, r in reports.items() if r.rejected_share > cfg.max_rejected_share}
     if over:
         detail = "; ".join(
-            f"{k}: {r.rows_in - r.rows_ok} of {r.rows_in} rows ({r.rejected_share:.2%}) {r.rejected} "
-            f"from {r.source}"
+            f"{k}: {r.rows_in - r.rows_ok} of {r.rows_in} rows ({r.rejected_share:.2%}) {r.rejected} from {r.source}"
             for k, r in over.items()
         )
         raise TooManyRejectedError(

@@ -28,9 +28,7 @@ def check_torchrec() -> None:
         tables=[EmbeddingBagConfig(name="t", embedding_dim=4, num_embeddings=10, feature_names=["f"])],
         device=torch.device("cpu"),
     )
-    kjt = KeyedJaggedTensor.from_lengths_sync(
-        keys=["f"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1])
-    )
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1]))
     out = ebc(kjt).to_dict()["f"]
     if tuple(out.shape) != (2, 4):
         _fail(f"TorchRec EmbeddingBagCollection forward gave shape {tuple(out.shape)}, expected (2, 4)")

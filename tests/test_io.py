@@ -79,9 +79,7 @@ def test_mistyped_column_names_the_column_and_file(tmp_path):
     f = tmp_path / "activity.parquet"
     t = _activity(2).set_column(2, "sessions", pa.array(["1", "2"]))
     pq.write_table(t, f)
-    with pytest.raises(
-        SchemaError, match=r"activity\.parquet: column 'sessions'.*type string, expected int32"
-    ):
+    with pytest.raises(SchemaError, match=r"activity\.parquet: column 'sessions'.*type string, expected int32"):
         read_table(f, K.USER_ACTIVITY)
 
 

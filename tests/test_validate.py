@@ -55,9 +55,7 @@ def _imp(event_id, item_id, ts, **over):
 
 def _write(path, schema, rows):
     df = (
-        pl.DataFrame(rows, schema=schema.to_polars(), orient="row")
-        if rows
-        else pl.DataFrame(schema=schema.to_polars())
+        pl.DataFrame(rows, schema=schema.to_polars(), orient="row") if rows else pl.DataFrame(schema=schema.to_polars())
     )
     # bypass the writer's null check: a raw source may hold nulls, validation must catch them
     import pyarrow.parquet as pq
@@ -180,9 +178,7 @@ def test_run_fails_when_the_rejected_share_passes_the_limit(dataset, tmp_path):
 
 def test_clock_skew_tolerance(dataset, tmp_path):
     # e12 is 4 days before its item: still rejected with a 1-day skew; e8 is 1 day in the future: accepted
-    res = validate_dataset(
-        dataset, tmp_path / "v", ValidationConfig(max_rejected_share=1.0, clock_skew_s=86_400)
-    )
+    res = validate_dataset(dataset, tmp_path / "v", ValidationConfig(max_rejected_share=1.0, clock_skew_s=86_400))
     rej = res.tables["interactions"].rejected
     assert "ts_in_future" not in rej
     assert rej["ts_before_item_created"] == 1
@@ -193,9 +189,7 @@ def test_mistyped_source_column_is_an_error_naming_it(dataset, tmp_path):
 
     f = dataset / "interactions" / "part-0.parquet"
     t = pq.read_table(f)
-    pq.write_table(
-        t.set_column(t.schema.get_field_index("watch_ms"), "watch_ms", t["watch_ms"].cast("string")), f
-    )
+    pq.write_table(t.set_column(t.schema.get_field_index("watch_ms"), "watch_ms", t["watch_ms"].cast("string")), f)
     with pytest.raises(SchemaError, match=r"interactions/part-0\.parquet: column 'watch_ms'"):
         validate_dataset(dataset, tmp_path / "v")
 
