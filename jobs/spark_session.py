@@ -1,0 +1,56 @@
+"""The one place a SparkSession is built (entry points and the test fixture call it; transforms never do)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+
+def check_java() -> None:
+    """Raises RuntimeError with what to do when no Java 17+ is available for PySpark 4."""
+    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
+    if not java or not os.path.exists(java):
+        raise RuntimeError(
+            "Java 17 or newer is required by PySpark 4 and was not found; install openjdk-17 or set JAVA_HOME"
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    try:
+        major = int(out.split('"')[1].split(".")[0])
+    except (IndexError, ValueError) as exc:
+        raise RuntimeError(f"could not read the Java version from {java!r}: {out.strip()!r}") from exc
+    if major < 17:
+        raise RuntimeError(f"Java {major} found at {java}; PySpark 4 needs Java 17 or newer (set JAVA_HOME)")
+
+
+def build_spark(
+    app_name: str = "sail",
+    master: str | None = "local[*]",
+    shuffle_partitions: int | None = None,
+    ui: bool = False,
+    driver_memory: str | None = None,
+):
+    """A SparkSession with adaptive query execution on and UTC as the session time zone.
+
+    `master=None` leaves the master to `spark-submit` (cluster runs); `local[*]` is the single-machine default.
+    """
+    check_java()
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    builder = (
+        builder.config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.adaptive.skewJoin.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", str(ui).lower())
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    if shuffle_partitions:
+        builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    if driver_memory:
+        builder = builder.config("spark.driver.memory", driver_memory)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session

@@ -1,0 +1,20 @@
+"""Shared fixtures: one local Spark session per test run (Spark's start-up costs seconds)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A `local[2]` SparkSession with few shuffle partitions and the UI off, stopped at the end of the run."""
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.fail("Java 17+ is required for the Spark tests (PySpark 4); run scripts/setup.sh for the check")
+    from jobs.spark_session import build_spark
+
+    session = build_spark(app_name="sail-tests", master="local[2]", shuffle_partitions=4, ui=False)
+    yield session
+    session.stop()
