@@ -1,0 +1,292 @@
+"""SAIL-style omni-modal embedding model: towers -> projectors -> bidirectional LLM backbone -> Matryoshka heads.
+
+Notation key
+    B   batch (items)
+    L   text tokens per item (tokenizer)
+    F   frames per item (cover first)         P   patches per frame
+    Q   resampler latents (16)                C   audio chunks (10 s each)
+    K   instruction tokens per task           S   fused sequence length (K + 1 + Q + L before compaction)
+    Dt / Dv / Da   text / vision / audio tower widths
+    H   backbone width                        D   full embedding dim (largest Matryoshka dim)
+
+Data flow for one batch and task:
+    text ids (B, L)        -> TextTower           -> (B, L, Dt) -> text_proj   -> (B, L, H)
+    frames (B, F, 3, h, w) -> ViT per frame       -> (B, F*P, Dv) -> resampler -> (B, Q, Dv) -> vision_proj (B, Q, H)
+    log-mel (B, C, M, T)   -> audio encoder       -> (B, Da) (chunks mean-pooled) -> audio_proj -> (B, 1, H)
+    sequence = [instruction(task) (B, K, H); audio; vision; text], absent modalities and padding masked out, then
+    real tokens left-aligned (so an item's RoPE positions do not depend on the batch it is in)
+    -> Qwen2 with a 4D additive mask = BIDIRECTIONAL attention -> tanh -> mean over real positions -> (B, H)
+    -> head -> (B, D) = fused embedding.
+
+Late-fusion gate (documented choice): the visual-only embedding z_v (resampler tokens mean-pooled, projected,
+normalised) and the fused embedding z_f are combined as g = sigmoid(w . [z_f; z_v] + b),
+z = normalise(g * z_f + (1 - g) * z_v), with g forced to 1 for items without images. The bias starts at
+`gate_bias_init` (2.0, i.e. 88% fused) so training starts close to the fused embedding. Matryoshka outputs are
+the prefixes z[:, :d] for each d in `matryoshka_dims`, each re-normalised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from embedding.config import BackboneConfig, ModelConfig
+from embedding.preprocess import ItemBatch
+from embedding.towers import (
+    AudioEncoder,
+    InstructionEmbedding,
+    PerceiverResampler,
+    TextTower,
+    VisionEncoder,
+    _hf_load,
+    build_audio_encoder,
+    build_text_tower,
+    build_vision_encoder,
+    l2_normalize,
+    masked_mean,
+)
+
+
+@dataclass
+class EmbeddingOutput:
+    """Embeddings of one batch; every vector is L2-normalised (rows of absent modalities are zero)."""
+
+    matryoshka: dict[int, torch.Tensor]  # d -> (B, d), nested prefixes of the gated embedding
+    fused: torch.Tensor  # (B, D) backbone embedding before the late-fusion gate
+    visual: torch.Tensor  # (B, D) visual-only embedding (zero rows for items without images)
+    text: torch.Tensor  # (B, D) text-only embedding from the text tower (zero rows for items without text)
+    gate: torch.Tensor  # (B,) weight of `fused` in the final embedding
+    has_vision: torch.Tensor  # (B,) bool
+    has_text: torch.Tensor  # (B,) bool
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        """(B, D): the full-size final embedding."""
+        return self.matryoshka[max(self.matryoshka)]
+
+
+class BidirectionalBackbone(nn.Module):
+    """A decoder LLM (Qwen2Model) run with full bidirectional attention over a padded embedding sequence."""
+
+    def __init__(self, llm: nn.Module) -> None:
+        super().__init__()
+        self.llm = llm
+        self.hidden_size: int = llm.config.hidden_size
+
+    @staticmethod
+    def bidirectional_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, S) bool -> (B, 1, S, S) additive mask: 0 where the key is real, dtype-min where it is padding.
+
+        transformers returns a 4D mask to the attention as is, so no causal triangle is added.
+        """
+        blocked = torch.finfo(dtype).min
+        keys = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, blocked)
+        return keys[:, None, None, :].expand(-1, 1, valid.shape[1], -1)  # (B, 1, S, S)
+
+    def forward(self, embeds: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, S, H) input embeddings, (B, S) bool real positions -> (B, S, H) last hidden states."""
+        mask = self.bidirectional_mask(valid, embeds.dtype)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+
+
+def build_backbone(cfg: BackboneConfig, load_weights: bool = True) -> BidirectionalBackbone:
+    """A local Qwen2-family model (`load_dir`) or a random Qwen2 from the config fields."""
+    if cfg.load_dir is not None:
+        return BidirectionalBackbone(_hf_load(cfg.load_dir, load_weights))
+    from transformers import Qwen2Config, Qwen2Model
+
+    qcfg = Qwen2Config(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_positions,
+        use_sliding_window=False,
+        tie_word_embeddings=False,
+    )
+    qcfg._attn_implementation = "sdpa"
+    return BidirectionalBackbone(Qwen2Model(qcfg))
+
+
+def left_align(seq: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's real positions to the front (order kept) and trim to the longest row.
+
+    (B, S, H), (B, S) -> (B, S', H), (B, S') with S' = max real positions per row.
+    """
+    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)  # (B, S): real positions first
+    seq = torch.gather(seq, 1, order.unsqueeze(-1).expand_as(seq))
+    valid = torch.gather(valid, 1, order)
+    width = int(valid.sum(1).max())
+    return seq[:, :width], valid[:, :width]
+
+
+class SailEmbeddingModel(nn.Module):
+    """Wires the towers, projectors, instruction embeddings, backbone and heads; see the module docstring."""
+
+    def __init__(
+        self,
+        text_tower: TextTower,
+        vision_encoder: VisionEncoder,
+        resampler: PerceiverResampler,
+        audio_encoder: AudioEncoder,
+        backbone: BidirectionalBackbone,
+        instruction: InstructionEmbedding,
+        matryoshka_dims: tuple[int, ...],
+        gate_bias_init: float = 2.0,
+    ) -> None:
+        super().__init__()
+        h, d = backbone.hidden_size, matryoshka_dims[-1]
+        self.matryoshka_dims = tuple(matryoshka_dims)
+        self.text_tower = text_tower
+        self.vision_encoder = vision_encoder
+        self.resampler = resampler
+        self.audio_encoder = audio_encoder
+        self.backbone = backbone
+        self.instruction = instruction
+        self.text_proj = nn.Linear(text_tower.hidden_size, h)
+        self.vision_proj = nn.Linear(vision_encoder.hidden_size, h)
+        self.audio_proj = nn.Linear(audio_encoder.hidden_size, h)
+        self.head = nn.Linear(h, d)
+        self.visual_head = nn.Linear(vision_encoder.hidden_size, d)
+        self.text_head = nn.Linear(text_tower.hidden_size, d)
+        self.gate = nn.Linear(2 * d, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, gate_bias_init)
+        self.cfg: ModelConfig | None = None  # set by build_model; saved with checkpoints
+
+    def encode_modalities(self, batch: ItemBatch) -> dict[str, torch.Tensor]:
+        """Tower outputs: text (B, L, Dt), vision (B, Q, Dv), audio (B, Da) (zeros where absent)."""
+        b = len(batch)
+        text = self.text_tower(batch.input_ids, batch.attention_mask, batch.texts)
+        q, dv = self.resampler.latents.shape
+        if batch.has_vision.any():
+            patches, patch_mask = self.vision_encoder(batch.frames, batch.frame_mask)  # (B, F*P, Dv)
+            vision = self.resampler(patches, patch_mask)  # (B, Q, Dv)
+        else:
+            vision = text.new_zeros(b, q, dv)
+        if batch.has_audio.any():
+            audio = self.audio_encoder(batch.audio, batch.audio_chunk_mask, batch.audio_frames)  # (B, Da)
+        else:
+            audio = text.new_zeros(b, self.audio_encoder.hidden_size)
+        return {"text": text, "vision": vision, "audio": audio}
+
+    def forward(self, batch: ItemBatch, task: str) -> EmbeddingOutput:
+        """ItemBatch of B items, task name -> EmbeddingOutput (all (B, d) rows L2-normalised).
+
+        Raises ValueError when an item has no modality at all (no text, no decodable image, no audio).
+        """
+        empty = ~(batch.has_text | batch.has_vision | batch.has_audio)
+        if empty.any():
+            raise ValueError(f"items at batch positions {empty.nonzero().flatten().tolist()} have no modality")
+        b = len(batch)
+        towers = self.encode_modalities(batch)
+        text_valid = batch.attention_mask.bool() & batch.has_text.unsqueeze(1)  # (B, L)
+        q = towers["vision"].shape[1]
+
+        instr = self.instruction(task, b)  # (B, K, H)
+        seq = torch.cat(
+            [
+                instr,
+                self.audio_proj(towers["audio"]).unsqueeze(1),  # (B, 1, H)
+                self.vision_proj(towers["vision"]),  # (B, Q, H)
+                self.text_proj(towers["text"]),  # (B, L, H)
+            ],
+            dim=1,
+        )  # (B, S, H)
+        valid = torch.cat(
+            [
+                torch.ones(b, instr.shape[1], dtype=torch.bool, device=seq.device),
+                batch.has_audio.unsqueeze(1),
+                batch.has_vision.unsqueeze(1).expand(b, q),
+                text_valid,
+            ],
+            dim=1,
+        )  # (B, S)
+        seq, valid = left_align(seq, valid)
+        hidden = self.backbone(seq, valid)  # (B, S', H)
+        fused = l2_normalize(self.head(masked_mean(torch.tanh(hidden), valid, dim=1)))  # (B, D)
+
+        visual = l2_normalize(self.visual_head(towers["vision"].mean(1))) * batch.has_vision.unsqueeze(1)
+        text = l2_normalize(self.text_head(masked_mean(towers["text"], text_valid, dim=1)))
+        text = text * batch.has_text.unsqueeze(1)
+
+        gate = torch.sigmoid(self.gate(torch.cat([fused, visual], dim=1))).squeeze(1)  # (B,)
+        gate = torch.where(batch.has_vision, gate, torch.ones_like(gate))
+        final = l2_normalize(gate.unsqueeze(1) * fused + (1 - gate.unsqueeze(1)) * visual)  # (B, D)
+        return EmbeddingOutput(
+            matryoshka={d: l2_normalize(final[:, :d]) for d in self.matryoshka_dims},
+            fused=fused,
+            visual=visual,
+            text=text,
+            gate=gate,
+            has_vision=batch.has_vision,
+            has_text=batch.has_text,
+        )
+
+
+def build_model(cfg: ModelConfig, load_weights: bool = True) -> SailEmbeddingModel:
+    """The model of `cfg`. `load_weights=False` builds pretrained towers from their configs only (a checkpoint
+    will overwrite every weight anyway)."""
+    vision = build_vision_encoder(cfg.vision, cfg.preprocess, load_weights)
+    backbone = build_backbone(cfg.backbone, load_weights)
+    model = SailEmbeddingModel(
+        text_tower=build_text_tower(cfg.text, load_weights),
+        vision_encoder=vision,
+        resampler=PerceiverResampler(
+            vision.hidden_size, cfg.vision.num_latents, cfg.vision.num_heads, cfg.vision.resampler_layers
+        ),
+        audio_encoder=build_audio_encoder(cfg.audio, cfg.preprocess),
+        backbone=backbone,
+        instruction=InstructionEmbedding(cfg.backbone.tasks, cfg.backbone.instruction_tokens, backbone.hidden_size),
+        matryoshka_dims=cfg.matryoshka_dims,
+        gate_bias_init=cfg.gate_bias_init,
+    )
+    model.cfg = cfg
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------
+# Checkpoints: safetensors only (no pickled code is ever executed on load)
+# --------------------------------------------------------------------------------------------------------
+
+_FORMAT = "sail-embedding-v1"
+
+
+def save_model(model: SailEmbeddingModel, path: str | os.PathLike) -> Path:
+    """Write the weights (and the model's config, as JSON metadata) to `path` as safetensors, atomically."""
+    from safetensors.torch import save_model as st_save_model
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": _FORMAT}
+    if model.cfg is not None:
+        metadata["config"] = json.dumps(model.cfg.to_dict())
+    tmp = path.with_name(path.name + ".tmp")
+    st_save_model(model, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: str | os.PathLike, cfg: ModelConfig | None = None) -> SailEmbeddingModel:
+    """A model rebuilt from `cfg` (default: the config stored in the checkpoint) with the saved weights (strict)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_model as st_load_model
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    if metadata.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a {_FORMAT} checkpoint (metadata {metadata})")
+    if cfg is None:
+        if "config" not in metadata:
+            raise ValueError(f"{path} stores no config; pass cfg")
+        cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
+    model = build_model(cfg, load_weights=False)
+    st_load_model(model, str(path), strict=True)
+    return model
