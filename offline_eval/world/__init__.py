@@ -1,0 +1,18 @@
+"""The generated world: the embedded default data set (catalogue with media, logs, ground truth).
+
+    from offline_eval.world import WorldConfig, generate_world, SIZES
+    cfg = WorldConfig.for_size("tiny", seed=7)
+    result = generate_world(cfg, out_dir)            # WorldResult: paths, counts, seconds
+    media = render_item_media(item_id, world_seed, size="large")   # on-demand media of any item
+
+Items have latent topics that drive their text, image and audio, and a separate collaborative latent that no
+modality reveals; users have drifting interests and a collaborative preference; a logged feed policy with known
+propensities serves slates; users respond through `offline_eval.world.response` (shared with the A/B simulator)
+and return the next day depending on how satisfied they were, so LT metrics have a ground truth.
+"""
+
+from offline_eval.world.config import SIZES, WorldConfig
+from offline_eval.world.generate import WorldResult, generate_world
+from offline_eval.world.media import render_item_media
+
+__all__ = ["SIZES", "WorldConfig", "WorldResult", "generate_world", "render_item_media"]
