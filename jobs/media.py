@@ -56,3 +56,67 @@ def read_media(root: str | os.PathLike, ref: str) -> bytes:
         return path.read_bytes()
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"media reference {ref!r} not found under {root}") from exc
+
+
+_ON_DEMAND_REF = re.compile(r"^items/\d+/(?P<item>\d+)/(?P<name>cover\.png|frame_(?P<k>\d+)\.png|audio\.wav)$")
+
+
+class MediaStore:
+    """Reads an item's media by reference, from files under the media root or rendered on demand.
+
+    Built from a data set's manifest: mode "files" reads under `media.root`; "on_demand" (the `large` generated
+    world, whose media are too many to store) renders them from the world's seed; "none" (e.g. MovieLens) has
+    no media, and every read raises FileNotFoundError. Unsafe references raise UnsafeMediaPath in every mode.
+    """
+
+    def __init__(self, mode: str, root: Path | None = None, world_config: dict | None = None) -> None:
+        if mode not in ("files", "on_demand", "none"):
+            raise ValueError(f"unknown media mode {mode!r}; expected 'files', 'on_demand' or 'none'")
+        if mode == "files" and root is None:
+            raise ValueError("media mode 'files' needs a media root")
+        if mode == "on_demand" and world_config is None:
+            raise ValueError("media mode 'on_demand' needs the generated world's config (manifest 'config')")
+        self.mode, self.root, self._world_config = mode, root, world_config
+        self._cache: tuple[int, dict] | None = None  # last rendered item: frames and audio share one render
+
+    @classmethod
+    def from_data_dir(cls, data_dir: str | os.PathLike) -> MediaStore:
+        """The store described by `<data_dir>/manifest.json` (a relative media root is relative to data_dir)."""
+        import json
+
+        data_dir = Path(data_dir)
+        manifest = json.loads((data_dir / "manifest.json").read_text())
+        media = manifest.get("media") or {}
+        mode = media.get("mode") or "none"
+        root = data_dir / media["root"] if media.get("root") else None
+        return cls(mode, root, manifest.get("config") if mode == "on_demand" else None)
+
+    def read(self, ref: str) -> bytes:
+        """The bytes behind `ref`; FileNotFoundError when absent, UnsafeMediaPath when unsafe."""
+        problem = media_ref_problem(ref)
+        if problem:
+            raise UnsafeMediaPath(f"media reference {ref!r} rejected: {problem}")
+        if self.mode == "files":
+            return read_media(self.root, ref)
+        if self.mode == "none":
+            raise FileNotFoundError(f"media reference {ref!r}: this data set has no media")
+        m = _ON_DEMAND_REF.match(ref)
+        if not m:
+            raise FileNotFoundError(f"media reference {ref!r} is not a generated-world media path")
+        media = self._render(int(m["item"]))
+        if m["name"] == "cover.png":
+            return media["cover"]
+        if m["name"] == "audio.wav":
+            return media["audio"]
+        k = int(m["k"])
+        if k >= len(media["frames"]):
+            raise FileNotFoundError(f"media reference {ref!r}: item has {len(media['frames'])} frames")
+        return media["frames"][k]
+
+    def _render(self, item_id: int) -> dict:
+        if self._cache is None or self._cache[0] != item_id:
+            from offline_eval.world import WorldConfig, render_item_media
+
+            cfg = WorldConfig.from_dict(self._world_config)
+            self._cache = (item_id, render_item_media(item_id, cfg.seed, config=cfg))
+        return self._cache[1]

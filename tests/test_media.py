@@ -48,3 +48,30 @@ def test_symlink_escape_is_rejected_and_never_opened(tmp_path):
 def test_missing_file_names_the_reference(tmp_path):
     with pytest.raises(FileNotFoundError, match="'items/none.png' not found"):
         read_media(tmp_path, "items/none.png")
+
+
+def test_media_store_files_and_on_demand_agree(tmp_path):
+    """An on-demand store renders the same bytes the tiny world wrote as files."""
+    import json
+
+    from jobs.media import MediaStore
+    from offline_eval.world import WorldConfig, generate_world
+
+    cfg = WorldConfig.for_size("tiny", seed=3, n_items=40, n_users=20, days=2)
+    generate_world(cfg, tmp_path / "w")
+    files = MediaStore.from_data_dir(tmp_path / "w")
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    on_demand = MediaStore("on_demand", world_config=manifest["config"])
+    import polars as pl
+
+    from jobs import contracts as K
+    from jobs.io import read_table
+
+    items = pl.from_arrow(read_table(tmp_path / "w" / "items", K.ITEMS)).head(3)
+    for row in items.iter_rows(named=True):
+        for ref in [row["cover_path"], row["audio_path"], *row["frame_paths"]]:
+            assert on_demand.read(ref) == files.read(ref)
+    with pytest.raises(UnsafeMediaPath):
+        on_demand.read("../x.png")
+    with pytest.raises(FileNotFoundError, match="no media"):
+        MediaStore("none").read("items/1.png")

@@ -103,3 +103,17 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert "sail: error: table not found" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
     assert main([]) == 0
+
+
+def test_smoke_config_runs_end_to_end(tmp_path, capsys):
+    """The `smoke` config (tiny generated world) through every stage, from the CLI."""
+    assert main(["run", "--config", "smoke", "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {tmp_path / 'run' / 'report' / 'report.html'}" in out
+    summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+    assert summary["dataset"] == "generated" and summary["size"] == "tiny"
+    assert summary["rejected"]["interactions"] == {}  # the generated world is clean
+    assert summary["cold_start_items"] > 0
+    assert 1 <= summary["lifetime"]["lt7_mean"] <= 7
+    timings = json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert set(timings) == {"data", "validate", "report"}
