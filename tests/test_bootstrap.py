@@ -230,3 +230,33 @@ def test_delong_identical_models_and_bad_input():
     assert (res.z, res.p_value) == (0.0, 1.0) and res.auc_a == res.auc_b
     with pytest.raises(ValueError, match="one class"):
         delong_test([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+
+
+def test_ratio_mean_and_two_sample_lift_hand_case():
+    from offline_eval.bootstrap import mean_interval, two_sample_lift
+
+    # control: users with (num, den) (4, 2), (2, 2) -> 6 / 4 = 1.5 ; treatment: (3, 1), (6, 3) -> 9 / 4 = 2.25
+    c = (np.array([4.0, 2.0]), np.array([2.0, 2.0]))
+    t = (np.array([3.0, 6.0]), np.array([1.0, 3.0]))
+    m = mean_interval(*c, n_boot=200, seed=1)
+    assert m.estimate == pytest.approx(1.5)
+    assert 1.0 <= m.low <= m.high <= 2.0  # resamples of two users: ratios in {1, 1.5, 2}
+    lift = two_sample_lift(c, t, n_boot=200, seed=1)
+    assert lift.estimate == pytest.approx(2.25 / 1.5 - 1)
+    with pytest.raises(ValueError, match="no users"):
+        mean_interval(np.array([]), np.array([]))
+
+
+def test_two_sample_lift_covers_the_true_lift():
+    from offline_eval.bootstrap import two_sample_lift
+
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(100):
+        # per-user activity rates; treatment multiplies the mean by 1.1
+        den_c, den_t = rng.integers(1, 8, 300).astype(float), rng.integers(1, 8, 300).astype(float)
+        num_c = rng.binomial(den_c.astype(int), 0.5).astype(float)
+        num_t = rng.binomial(den_t.astype(int), 0.55).astype(float)
+        iv = two_sample_lift((num_c, den_c), (num_t, den_t), n_boot=200, seed=int(rng.integers(1 << 30)))
+        covered += iv.low <= 0.1 <= iv.high
+    assert 85 <= covered <= 99
