@@ -86,11 +86,27 @@ def main_validate(argv: Sequence[str]) -> int:
     return 0
 
 
+def _lazy(target: str) -> Callable[[Sequence[str]], int]:
+    """A subcommand implemented as `main(argv)` in another module, imported only when it runs."""
+
+    def run(argv: Sequence[str]) -> int:
+        import importlib
+
+        module, _, fn = target.partition(":")
+        return int(getattr(importlib.import_module(module), fn)(list(argv)) or 0)
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": main_run,
     "generate": main_generate,
     "adapt-movielens": main_adapt_movielens,
     "validate": main_validate,
+    "embed": _lazy("embedding.batch_infer:main"),
+    "build-sids": _lazy("embedding.semantic_ids:main"),
+    "build-ann": _lazy("embedding.ann:main"),
+    "export": _lazy("jobs.export_features:main"),
 }
 
 

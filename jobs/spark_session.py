@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 
 def check_java() -> None:
@@ -35,6 +36,9 @@ def build_spark(
     `master=None` leaves the master to `spark-submit` (cluster runs); `local[*]` is the single-machine default.
     """
     check_java()
+    # Python workers must run this interpreter (the venv's), not whatever `python3` is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
