@@ -1,0 +1,375 @@
+"""`sail mine-pairs`: mine i2i (co-visitation, Swing), q2i and seq2item pairs with Spark or polars.
+
+    sail mine-pairs --engine spark|polars --data DIR --out DIR [--split-ts ISO] [knobs...]
+    spark-submit jobs/mine_pairs.py --data DIR --out DIR [...]            (same arguments)
+
+`run(cfg)` reads `<data>/interactions/` and `<data>/searches/`, and writes `<out>/i2i_pairs/`, `<out>/q2i_pairs/`,
+`<out>/seq2item/` (each atomically, with `_SUCCESS`) and `<out>/mining.json` (input rows, rejected rows by
+reason, positives, pairs per miner, seq2item samples per split, the mined date range and the split time).
+
+Spark master: `--master` when given; otherwise `local[*]` when run directly (or through `sail`), and whatever
+`spark-submit --master ...` says when launched by spark-submit (detected by the PYSPARK_GATEWAY_PORT variable
+spark-submit sets). On a cluster, ship the package with `--py-files` (e.g. a zip of `jobs/`) and use paths every
+executor can reach.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # `spark-submit jobs/mine_pairs.py`: make `jobs` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from dataclasses import asdict, dataclass, field, replace  # noqa: E402
+from datetime import UTC, date, datetime, timedelta  # noqa: E402
+from datetime import time as dtime  # noqa: E402
+from typing import Any  # noqa: E402
+
+from jobs import contracts as K  # noqa: E402
+from jobs.io import write_json_atomic  # noqa: E402
+from jobs.mining_config import (  # noqa: E402
+    CovisitConfig,
+    MiningConfig,
+    PositiveConfig,
+    Q2IConfig,
+    Seq2ItemConfig,
+    SwingConfig,
+)
+
+OUTPUTS = {"i2i_pairs": K.I2I_PAIRS, "q2i_pairs": K.Q2I_PAIRS, "seq2item": K.SEQ2ITEM}
+
+
+@dataclass
+class MiningResult:
+    out_dir: Path
+    paths: dict[str, Path]  # table name -> directory (i2i_pairs, q2i_pairs, seq2item) and "mining.json"
+    counts: dict[str, Any] = field(default_factory=dict)  # the content of mining.json
+    seconds: float = 0.0
+
+
+def resolve_split_ts(cfg: Seq2ItemConfig, last_day: date | None) -> datetime:
+    """cfg.split_ts (as UTC) when set, else midnight UTC starting the last `eval_days` days of the log."""
+    if cfg.split_ts is not None:
+        ts = cfg.split_ts
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    if last_day is None:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime.combine(last_day - timedelta(days=cfg.eval_days - 1), dtime(0), tzinfo=UTC)
+
+
+def _stats(rows: list[tuple[str | None, int, Any, Any]]) -> tuple[int, dict[str, int], date | None, date | None]:
+    """(reason, count, min_ts, max_ts) per reason -> input rows, rejected by reason, first and last valid day."""
+    total = sum(r[1] for r in rows)
+    rejected = {r[0]: int(r[1]) for r in rows if r[0] is not None}
+    valid = [r for r in rows if r[0] is None and r[1] > 0]
+    lo = valid[0][2].astimezone(UTC).date() if valid else None
+    hi = valid[0][3].astimezone(UTC).date() if valid else None
+    return int(total), dict(sorted(rejected.items())), lo, hi
+
+
+def run(cfg: MiningConfig, spark=None) -> MiningResult:
+    """Mines every pair table with `cfg.engine`; `spark`: an existing session to use (default: build one)."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = _run_spark(cfg, spark) if cfg.engine == "spark" else _run_polars(cfg)
+    seconds = time.perf_counter() - t0
+    counts = {"engine": cfg.engine, "seconds": round(seconds, 3), **counts, "config": _config_json(cfg)}
+    paths = {name: out / name for name in OUTPUTS}
+    paths["mining.json"] = out / "mining.json"
+    write_json_atomic(paths["mining.json"], counts)
+    return MiningResult(out_dir=out, paths=paths, counts=counts, seconds=seconds)
+
+
+def _config_json(cfg: MiningConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    if cfg.seq2item.split_ts is not None:
+        d["seq2item"]["split_ts"] = cfg.seq2item.split_ts.isoformat()
+    return d
+
+
+def _summary(
+    interactions: tuple[int, dict[str, int]],
+    searches: tuple[int, dict[str, int]],
+    positives: int,
+    i2i: dict[str, int],
+    q2i: int,
+    seq: dict[str, int],
+    date_from: date | None,
+    date_to: date | None,
+    split_ts: datetime,
+) -> dict[str, Any]:
+    return {
+        "input_rows": {"interactions": interactions[0], "searches": searches[0]},
+        "rejected": {"interactions": interactions[1], "searches": searches[1]},
+        "positive_events": positives,
+        "pairs": {"i2i": i2i, "q2i": q2i, "seq2item": {"train": seq.get("train", 0), "eval": seq.get("eval", 0)}},
+        "date_from": date_from.isoformat() if date_from else None,
+        "date_to": date_to.isoformat() if date_to else None,
+        "split_ts": split_ts.isoformat(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Spark
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from jobs import mining_spark as M
+    from jobs.spark_io import read_contract_table, write_contract_table
+    from jobs.spark_session import build_spark
+
+    own = spark is None
+    t0 = time.perf_counter()
+    if own:
+        spark = build_spark(
+            app_name="sail-mine-pairs",
+            master=cfg.master,
+            shuffle_partitions=cfg.shuffle_partitions,
+            driver_memory=cfg.driver_memory,
+        )
+    start_s = time.perf_counter() - t0
+    data, out = Path(cfg.data_dir), Path(cfg.out_dir)
+    try:
+        # Given: the logs, checked against their contracts (a missing column fails here, naming it)
+        inter = read_contract_table(spark, data / "interactions", K.INTERACTIONS).transform(M.flag_interaction_rejects)
+        srch = read_contract_table(spark, data / "searches", K.SEARCHES).transform(M.flag_search_rejects)
+
+        def stats(df):  # one small aggregate per table: rows and date range per rejection reason
+            rows = df.groupBy(M.REJECT).agg(F.count(F.lit(1)), F.min("ts"), F.max("ts")).collect()
+            return _stats([tuple(r) for r in rows])
+
+        n_inter, rej_inter, date_from, date_to = stats(inter)
+        n_srch, rej_srch, _, _ = stats(srch)
+        split_ts = resolve_split_ts(cfg.seq2item, date_to)
+
+        # When: positives mined by each miner (positives cached: three consumers)
+        pos = inter.transform(M.drop_rejected).transform(M.select_positive_events, cfg.positive)
+        pos = pos.persist(StorageLevel.MEMORY_AND_DISK)
+        n_pos = pos.count()
+        miners = {
+            "covisit": lambda: pos.transform(M.mine_covisit, cfg.covisit).transform(
+                M.top_k_pairs, cfg.covisit.top_k, "covisit", date_from, date_to
+            ),
+            "swing": lambda: pos.transform(M.mine_swing, cfg.swing).transform(
+                M.top_k_pairs, cfg.swing.top_k, "swing", date_from, date_to
+            ),
+        }
+        parts = [miners[m]() for m in cfg.miners]
+        i2i = parts[0]
+        for p in parts[1:]:
+            i2i = i2i.unionByName(p)
+        nf = cfg.output_files
+        write_contract_table(i2i, K.I2I_PAIRS, out / "i2i_pairs", num_files=nf, sort_within=("miner", "anchor_item_id"))
+        q2i = srch.transform(M.drop_rejected).transform(M.mine_q2i, cfg.q2i)
+        write_contract_table(q2i, K.Q2I_PAIRS, out / "q2i_pairs", num_files=nf, sort_within=("query",))
+        seq = pos.transform(M.build_seq2item, cfg.seq2item, split_ts)
+        write_contract_table(seq, K.SEQ2ITEM, out / "seq2item", num_files=nf, sort_within=("user_id", "target_ts"))
+        pos.unpersist()
+
+        # Then: counts read back from the written tables (parquet metadata and one small aggregate each)
+        per_miner = {m: 0 for m in cfg.miners}
+        for r in spark.read.parquet(str(out / "i2i_pairs")).groupBy("miner").count().collect():
+            per_miner[r[0]] = int(r[1])
+        n_q2i = spark.read.parquet(str(out / "q2i_pairs")).count()
+        per_split = {
+            r[0]: int(r[1]) for r in spark.read.parquet(str(out / "seq2item")).groupBy("split").count().collect()
+        }
+    finally:
+        if own:
+            spark.stop()
+    summary = _summary(
+        (n_inter, rej_inter), (n_srch, rej_srch), n_pos, per_miner, n_q2i, per_split, date_from, date_to, split_ts
+    )
+    return {**summary, "spark_start_s": round(start_s, 3)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# polars
+# ------------------------------------------------------------------------------------------------------------
+
+
+def scan_contract_table(path: str | os.PathLike, schema: K.TableSchema):
+    """A polars LazyFrame of a contract table: every file's columns are checked (SchemaError naming column and
+    file), then exactly the contract's columns are selected and cast (naive timestamps are read as UTC)."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from jobs.io import check_columns, table_files
+
+    files = table_files(path)
+    for f in files:
+        check_columns(pq.read_schema(f), schema, str(f))
+    lf = pl.scan_parquet([str(f) for f in files])
+    have = lf.collect_schema()
+    cols = []
+    for c in schema:
+        e, want = pl.col(c.name), K.polars_type(c.dtype)
+        if c.dtype == "timestamp":
+            got = have[c.name]
+            if isinstance(got, pl.Datetime) and got.time_zone is None:
+                e = e.dt.replace_time_zone("UTC")
+        cols.append(e.cast(want).alias(c.name))
+    return lf.select(cols)
+
+
+def _write_polars(lf, schema: K.TableSchema, path: Path) -> int:
+    import polars as pl
+
+    from jobs.io import write_table
+
+    df = lf.collect(engine="streaming")
+    return write_table(df.to_arrow(compat_level=pl.CompatLevel.oldest()), schema, path)
+
+
+def _run_polars(cfg: MiningConfig) -> dict[str, Any]:
+    import polars as pl
+
+    from jobs import mining_polars as M
+
+    data, out = Path(cfg.data_dir), Path(cfg.out_dir)
+    inter = scan_contract_table(data / "interactions", K.INTERACTIONS).pipe(M.flag_interaction_rejects)
+    srch = scan_contract_table(data / "searches", K.SEARCHES).pipe(M.flag_search_rejects)
+
+    def stats(lf):
+        rows = (
+            lf.group_by(M.REJECT)
+            .agg(pl.len(), pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"))
+            .collect()
+            .rows()
+        )
+        return _stats(rows)
+
+    n_inter, rej_inter, date_from, date_to = stats(inter)
+    n_srch, rej_srch, _, _ = stats(srch)
+    split_ts = resolve_split_ts(cfg.seq2item, date_to)
+
+    # positives are materialised once (three consumers), like the Spark cache
+    pos = inter.pipe(M.drop_rejected).pipe(M.select_positive_events, cfg.positive).collect(engine="streaming")
+    n_pos = pos.height
+    pos_lf = pos.lazy()
+    per_miner: dict[str, int] = {}
+    parts = []
+    for m in cfg.miners:
+        mc = cfg.covisit if m == "covisit" else cfg.swing
+        mine = M.mine_covisit if m == "covisit" else M.mine_swing
+        df = pos_lf.pipe(mine, mc).pipe(M.top_k_pairs, mc.top_k, m, date_from, date_to).collect(engine="streaming")
+        per_miner[m] = df.height
+        parts.append(df)
+    i2i = pl.concat(parts) if parts else pl.DataFrame(schema=K.I2I_PAIRS.to_polars())
+    _write_polars(i2i.lazy(), K.I2I_PAIRS, out / "i2i_pairs")
+    n_q2i = _write_polars(srch.pipe(M.drop_rejected).pipe(M.mine_q2i, cfg.q2i), K.Q2I_PAIRS, out / "q2i_pairs")
+    seq = pos_lf.pipe(M.build_seq2item, cfg.seq2item, split_ts).collect(engine="streaming")
+    per_split = {k: int(v) for k, v in seq.group_by("split").len().rows()}
+    _write_polars(seq.lazy(), K.SEQ2ITEM, out / "seq2item")
+    return _summary(
+        (n_inter, rej_inter), (n_srch, rej_srch), n_pos, per_miner, n_q2i, per_split, date_from, date_to, split_ts
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _parse_ts(s: str) -> datetime:
+    ts = datetime.fromisoformat(s)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sail mine-pairs", description="Mine i2i / q2i / seq2item pairs from the logs.")
+    d_pos, d_cov, d_sw, d_q, d_seq = PositiveConfig(), CovisitConfig(), SwingConfig(), Q2IConfig(), Seq2ItemConfig()
+    p.add_argument("--engine", choices=["spark", "polars"], default="spark")
+    p.add_argument("--data", required=True, help="data set directory with interactions/ and searches/")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--split-ts", type=_parse_ts, default=None, help="seq2item train/eval split time (ISO, UTC)")
+    p.add_argument("--eval-days", type=int, default=d_seq.eval_days, help="without --split-ts: last N days are eval")
+    p.add_argument("--miners", default="covisit,swing", help="comma-separated i2i miners")
+    p.add_argument("--top-k", type=int, default=d_cov.top_k, help="i2i pairs per anchor item (both miners)")
+    p.add_argument("--min-watch-ms", type=int, default=d_pos.min_watch_ms)
+    p.add_argument("--positive-threshold", type=float, default=d_pos.threshold)
+    p.add_argument("--session-gap-s", type=int, default=d_cov.session_gap_s)
+    p.add_argument("--window", type=int, default=d_cov.window)
+    p.add_argument("--max-gap-s", type=int, default=d_cov.max_gap_s)
+    p.add_argument("--decay-tau-s", type=float, default=d_cov.decay_tau_s)
+    p.add_argument("--alpha", type=float, default=d_sw.alpha)
+    p.add_argument("--max-items-per-user", type=int, default=d_sw.max_items_per_user)
+    p.add_argument("--max-users-per-item", type=int, default=d_sw.max_users_per_item)
+    p.add_argument("--seed", type=int, default=d_sw.seed)
+    p.add_argument("--min-clicks", type=int, default=d_q.min_clicks)
+    p.add_argument("--history-len", type=int, default=d_seq.history_len)
+    p.add_argument("--min-history", type=int, default=d_seq.min_history)
+    p.add_argument("--max-samples-per-user", type=int, default=d_seq.max_samples_per_user)
+    p.add_argument("--master", default=None, help="Spark master (default: local[*], or spark-submit's)")
+    p.add_argument("--shuffle-partitions", type=int, default=None)
+    p.add_argument("--driver-memory", default=None)
+    p.add_argument("--output-files", type=int, default=None, help="files per output table (Spark)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> MiningConfig:
+    master = args.master
+    if master is None and not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        master = "local[*]"
+    return MiningConfig(
+        data_dir=args.data,
+        out_dir=args.out,
+        engine=args.engine,
+        positive=replace(PositiveConfig(), min_watch_ms=args.min_watch_ms, threshold=args.positive_threshold),
+        covisit=CovisitConfig(
+            session_gap_s=args.session_gap_s,
+            window=args.window,
+            max_gap_s=args.max_gap_s,
+            decay_tau_s=args.decay_tau_s,
+            top_k=args.top_k,
+        ),
+        swing=SwingConfig(
+            alpha=args.alpha,
+            max_items_per_user=args.max_items_per_user,
+            max_users_per_item=args.max_users_per_item,
+            seed=args.seed,
+            top_k=args.top_k,
+        ),
+        q2i=Q2IConfig(min_clicks=args.min_clicks),
+        seq2item=Seq2ItemConfig(
+            history_len=args.history_len,
+            min_history=args.min_history,
+            max_samples_per_user=args.max_samples_per_user,
+            split_ts=args.split_ts,
+            eval_days=args.eval_days,
+        ),
+        miners=tuple(m.strip() for m in args.miners.split(",") if m.strip()),
+        master=master,
+        shuffle_partitions=args.shuffle_partitions,
+        driver_memory=args.driver_memory,
+        output_files=args.output_files,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    res = run(config_from_args(args))
+    c = res.counts
+    print(
+        json.dumps(
+            {k: c[k] for k in ("engine", "seconds", "input_rows", "rejected", "positive_events", "pairs", "split_ts")},
+            indent=2,
+        )
+    )
+    print(f"outputs: {res.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
