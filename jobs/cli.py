@@ -103,6 +103,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "generate": main_generate,
     "adapt-movielens": main_adapt_movielens,
     "validate": main_validate,
+    "mine-pairs": _lazy("jobs.mine_pairs:main"),
     "embed": _lazy("embedding.batch_infer:main"),
     "build-sids": _lazy("embedding.semantic_ids:main"),
     "build-ann": _lazy("embedding.ann:main"),

@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -50,11 +50,19 @@ class ValidationSection:
 
 
 @dataclass(frozen=True)
+class MiningSection:
+    engine: str = "spark"  # "spark" (local[*] here, a cluster via spark-submit) or "polars" (single machine)
+    miners: tuple[str, ...] = ("covisit", "swing")  # i2i miners to run
+    top_k: int = 20  # i2i positives kept per anchor item (both miners)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     run_dir: str  # where every stage writes; relative paths are relative to the working directory
     data: DataConfig = field(default_factory=DataConfig)
     validation: ValidationSection = field(default_factory=ValidationSection)
+    mining: MiningSection = field(default_factory=MiningSection)
 
 
 def _build(cls: type, section: dict[str, Any] | None, where: str) -> Any:
@@ -77,7 +85,7 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
             raise FileNotFoundError(f"config {name_or_path!r} is neither a shipped config {SHIPPED_CONFIGS} nor a file")
         text, where = path.read_text(), str(path)
     raw = yaml.safe_load(text) or {}
-    top = {"name", "run_dir", "data", "validation"}
+    top = {"name", "run_dir", "data", "validation", "mining"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}; known: {sorted(top)}")
@@ -89,7 +97,15 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
         run_dir=run_dir or raw.get("run_dir") or f"runs/{raw.get('name', 'run')}",
         data=data,
         validation=_build(ValidationSection, raw.get("validation"), f"{where} [validation]"),
+        mining=_mining_section(raw.get("mining"), f"{where} [mining]"),
     )
+
+
+def _mining_section(raw: dict[str, Any] | None, where: str) -> MiningSection:
+    m = _build(MiningSection, raw, where)
+    if m.engine not in ("spark", "polars"):
+        raise ValueError(f"{where}: engine must be 'spark' or 'polars', got {m.engine!r}")
+    return replace(m, miners=tuple(m.miners))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -136,6 +152,25 @@ def _stage_validate(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
     return {"rejected": {k: r.rejected for k, r in res.tables.items()}, "rejected_total": res.rejected_total}
 
 
+def _stage_mine(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
+    from jobs.mine_pairs import run as mine
+    from jobs.mining_config import CovisitConfig, MiningConfig, SwingConfig
+
+    m = cfg.mining
+    res = mine(
+        MiningConfig(
+            data_dir=str(run_dir / "validate"),
+            out_dir=str(out),
+            engine=m.engine,
+            miners=m.miners,
+            covisit=CovisitConfig(top_k=m.top_k),
+            swing=SwingConfig(top_k=m.top_k),
+        )
+    )
+    keep = ("engine", "seconds", "input_rows", "rejected", "positive_events", "pairs", "split_ts")
+    return {k: res.counts[k] for k in keep if k in res.counts}
+
+
 def _stage_report(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
     from offline_eval.data_report import write_data_report
 
@@ -145,6 +180,7 @@ def _stage_report(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
 STAGES: tuple[Stage, ...] = (
     Stage("data", lambda c: asdict(c.data), _stage_data),
     Stage("validate", lambda c: asdict(c.validation), _stage_validate),
+    Stage("mine", lambda c: asdict(c.mining), _stage_mine),
     Stage("report", lambda c: {"version": 1}, _stage_report),
 )
 

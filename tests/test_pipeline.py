@@ -54,12 +54,12 @@ def _ml_cfg(tmp_path):
 def test_rerun_skips_finished_stages_and_a_changed_setting_reruns_downstream(tmp_path):
     cfg = _ml_cfg(tmp_path)
     first = run_pipeline(cfg, echo=lambda s: None)
-    assert [v["status"] for v in first.stages.values()] == ["ran", "ran", "ran"]
+    assert [v["status"] for v in first.stages.values()] == ["ran"] * 4
     second = run_pipeline(cfg, echo=lambda s: None)
-    assert [v["status"] for v in second.stages.values()] == ["skipped", "skipped", "skipped"]
+    assert [v["status"] for v in second.stages.values()] == ["skipped"] * 4
     changed = replace(cfg, validation=replace(cfg.validation, clock_skew_s=600))
     third = run_pipeline(changed, echo=lambda s: None)
-    assert [v["status"] for v in third.stages.values()] == ["skipped", "ran", "ran"]
+    assert [v["status"] for v in third.stages.values()] == ["skipped", "ran", "ran", "ran"]
 
 
 @needs_movielens
@@ -71,7 +71,7 @@ def test_a_failed_stage_leaves_no_output_and_the_rerun_resumes_there(tmp_path, m
         (out / "partial.txt").write_text("half")
         raise RuntimeError("killed during validation")
 
-    monkeypatch.setattr(pipeline, "STAGES", (real[0], Stage("validate", real[1].settings, boom), real[2]))
+    monkeypatch.setattr(pipeline, "STAGES", (real[0], Stage("validate", real[1].settings, boom), *real[2:]))
     with pytest.raises(RuntimeError, match="killed during validation"):
         run_pipeline(cfg, echo=lambda s: None)
     run_dir = Path(cfg.run_dir)
@@ -81,7 +81,7 @@ def test_a_failed_stage_leaves_no_output_and_the_rerun_resumes_there(tmp_path, m
 
     monkeypatch.setattr(pipeline, "STAGES", real)
     res = run_pipeline(cfg, echo=lambda s: None)
-    assert [v["status"] for v in res.stages.values()] == ["skipped", "ran", "ran"]
+    assert [v["status"] for v in res.stages.values()] == ["skipped", "ran", "ran", "ran"]
 
 
 @needs_movielens
@@ -115,5 +115,16 @@ def test_smoke_config_runs_end_to_end(tmp_path, capsys):
     assert summary["rejected"]["interactions"] == {}  # the generated world is clean
     assert summary["cold_start_items"] > 0
     assert 1 <= summary["lifetime"]["lt7_mean"] <= 7
+    mining = json.loads((tmp_path / "run" / "mine" / "mining.json").read_text())
+    assert mining["engine"] == "polars"
+    assert mining["pairs"]["i2i"]["covisit"] > 0 and mining["pairs"]["i2i"]["swing"] > 0
+    assert mining["pairs"]["seq2item"]["eval"] > 0
     timings = json.loads((tmp_path / "run" / "timings.json").read_text())
-    assert set(timings) == {"data", "validate", "report"}
+    assert set(timings) == {"data", "validate", "mine", "report"}
+
+
+def test_mining_section_is_checked(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: x\nmining: {engine: hive}\n")
+    with pytest.raises(ValueError, match=r"\[mining\]: engine must be 'spark' or 'polars'"):
+        load_config(str(f))
