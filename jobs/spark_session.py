@@ -50,7 +50,12 @@ def build_spark(
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", str(ui).lower())
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
     )
+    if shuffle_partitions is None and master and master.startswith("local"):
+        # Spark's default of 200 shuffle partitions means hundreds of tiny tasks on a laptop; a few per core
+        # is faster here. Cluster runs (master from spark-submit) keep Spark's default or their own setting.
+        shuffle_partitions = 4 * (os.cpu_count() or 2)
     if shuffle_partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     if driver_memory:
