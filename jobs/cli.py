@@ -108,6 +108,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "build-sids": _lazy("embedding.semantic_ids:main"),
     "build-ann": _lazy("embedding.ann:main"),
     "export": _lazy("jobs.export_features:main"),
+    "build-ranking-data": _lazy("recsys.cli:main_build_ranking_data"),
+    "train-ranker": _lazy("recsys.cli:main_train_ranker"),
 }
 
 

@@ -12,8 +12,8 @@ Conventions:
 
 Tables written by the world generator or an adapter (the logs a platform would have):
 ITEMS, INTERACTIONS, FEED_REQUESTS, SEARCHES, USER_ACTIVITY.
-Tables the pipeline derives: I2I_PAIRS, Q2I_PAIRS, SEQ2ITEM, ITEM_EMBEDDINGS, ITEM_FEATURES, RANKING_SAMPLES,
-plus QUARANTINE for rejected rows.
+Tables the pipeline derives: I2I_PAIRS, Q2I_PAIRS, SEQ2ITEM, ITEM_EMBEDDINGS, ITEM_FEATURES, RANKING_SAMPLES and
+RANKING_SAMPLES_EXT (with counters and SAIL features), plus QUARANTINE for rejected rows.
 Ground truth of the generated world (never read by the pipeline, only by simulation and evaluation):
 ITEM_TRUTH, USER_TRUTH.
 """
@@ -349,6 +349,35 @@ RANKING_SAMPLES = _t(
     key=("event_id",),
 )
 
+RANKING_SAMPLES_EXT = TableSchema(
+    name="ranking_samples_ext",
+    doc="RANKING_SAMPLES plus counters from earlier days and SAIL item features joined point-in-time.",
+    columns=(
+        *RANKING_SAMPLES.columns,
+        C("date", "date", doc="UTC calendar day of the impression (the split unit)"),
+        C("item_created_ts", "timestamp", doc="item publication time (cold-start slices)"),
+        C("item_imps_before", "int64", doc="impressions of the item on days before the impression's day"),
+        C("item_clicks_before", "int64", doc="clicks on the item on days before the impression's day"),
+        C("user_imps_before", "int64", doc="impressions of the user on days before the impression's day"),
+        C("user_clicks_before", "int64", doc="clicks of the user on days before the impression's day"),
+        C(
+            "sail_embedding",
+            "list<float32>",
+            nullable=True,
+            doc="target item's SAIL vector valid at ts (latest feature row with event_timestamp <= ts); null: none",
+        ),
+        C("semantic_ids", "list<int32>", nullable=True, doc="target item's semantic ids from the same feature row"),
+        C(
+            "user_hist_sim",
+            "float32",
+            nullable=True,
+            doc="cosine(target vector, mean of the vectors of user_recent_items valid at ts); null: none",
+        ),
+        C("sail_model_version", "string", nullable=True, doc="model_version of the joined feature row"),
+    ),
+    key=("event_id",),
+)
+
 QUARANTINE = _t(
     "quarantine",
     "Rows rejected on read, with the reason. One row per rejected input row.",
@@ -398,6 +427,7 @@ ALL_TABLES: dict[str, TableSchema] = {
         ITEM_EMBEDDINGS,
         ITEM_FEATURES,
         RANKING_SAMPLES,
+        RANKING_SAMPLES_EXT,
         QUARANTINE,
         ITEM_TRUTH,
         USER_TRUTH,

@@ -1,0 +1,156 @@
+"""Test-period evaluation of ranker scores: AUC, GAUC (both weightings), NE with user-level bootstrap intervals,
+paired differences against control, on all items and on the cold-start slice. JSON + a Markdown table.
+
+Every model (TorchRec variants, LightGBM variants) writes `scores.npz` with the same arrays
+(`test_click`, `test_finish`, `test_label_click`, `test_label_finish`, `test_user`, `test_item`, `test_cold`),
+so they are evaluated by the same code. The metric definitions are offline_eval.metrics'; the intervals are
+offline_eval.bootstrap's cluster bootstrap over users.
+
+Slices: "all"; "cold": test impressions of items with no train impression or created after the first train
+impression (`Encoded.cold`); "unseen": items with no train impression at all (`Encoded.unseen`, a subset).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline_eval.bootstrap import (
+    Interval,
+    PairedDiff,
+    cluster_bootstrap,
+    gauc_bootstrap,
+    paired_bootstrap_diff,
+    paired_gauc_diff,
+)
+from offline_eval.metrics import auc, normalized_entropy
+from recsys.features import TASKS
+
+METRICS = ("auc", "gauc_impressions", "gauc_positives", "ne")
+SLICES = ("all", "cold", "unseen")
+
+
+def load_scores(path: str | Path, split: str = "test") -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k.removeprefix(f"{split}_"): z[k] for k in z.files if k.startswith(f"{split}_")}
+
+
+def _slice(s: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    if name == "all":
+        return s
+    mask = s[name].astype(bool)
+    return {k: v[mask] for k, v in s.items()}
+
+
+def _interval(iv: Interval) -> dict[str, float]:
+    return {"value": iv.estimate, "low": iv.low, "high": iv.high, "n_boot": iv.n_boot, "n_failed": iv.n_failed}
+
+
+def _diff(pd: PairedDiff) -> dict[str, float]:
+    return {"control": pd.metric_a, "treatment": pd.metric_b, **_interval(pd.diff), "p_value": pd.p_value}
+
+
+def metric_intervals(labels: np.ndarray, probs: np.ndarray, users: np.ndarray, n_boot: int, seed: int) -> dict:
+    """AUC, GAUC (impressions / positives weighting) and NE, each with a user-level 95% bootstrap interval."""
+    out: dict[str, Any] = {"n": int(labels.size), "positives": int(labels.sum())}
+    out["auc"] = _interval(cluster_bootstrap(auc, {"labels": labels, "scores": probs}, users, n_boot, seed))
+    for w in ("impressions", "positives"):
+        out[f"gauc_{w}"] = _interval(gauc_bootstrap(labels, probs, users, w, n_boot=n_boot, seed=seed))
+    out["ne"] = _interval(
+        cluster_bootstrap(normalized_entropy, {"labels": labels, "probs": probs}, users, n_boot, seed)
+    )
+    return out
+
+
+def paired_differences(
+    labels: np.ndarray, control: np.ndarray, treatment: np.ndarray, users: np.ndarray, n_boot: int, seed: int
+) -> dict:
+    """treatment - control for every metric on the same impressions (paired user-level bootstrap)."""
+    out = {"auc": _diff(paired_bootstrap_diff(auc, labels, control, treatment, users, n_boot, seed))}
+    for w in ("impressions", "positives"):
+        out[f"gauc_{w}"] = _diff(paired_gauc_diff(labels, control, treatment, users, w, n_boot=n_boot, seed=seed))
+    out["ne"] = _diff(paired_bootstrap_diff(normalized_entropy, labels, control, treatment, users, n_boot, seed))
+    return out
+
+
+def evaluate_model(scores: dict[str, np.ndarray], n_boot: int = 500, seed: int = 0) -> dict:
+    """{slice: {task: metric intervals}} of one model's test scores."""
+    res: dict[str, Any] = {}
+    for sl in SLICES:
+        s = _slice(scores, sl)
+        res[sl] = {t: metric_intervals(s[f"label_{t}"], s[t], s["user"], n_boot, seed) for t in TASKS if s["user"].size}
+    return res
+
+
+def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_boot: int = 500, seed: int = 0) -> dict:
+    """{slice: {task: paired differences}}; the two score sets must cover the same impressions in the same order."""
+    for k in ("user", "item", "label_click"):
+        if not np.array_equal(control[k], treatment[k]):
+            raise ValueError(f"control and treatment scores are not on the same impressions ({k} differs)")
+    res: dict[str, Any] = {}
+    for sl in SLICES:
+        c, t = _slice(control, sl), _slice(treatment, sl)
+        res[sl] = {
+            task: paired_differences(c[f"label_{task}"], c[task], t[task], c["user"], n_boot, seed) for task in TASKS
+        }
+    return res
+
+
+def _fmt(m: dict) -> str:
+    return f"{m['value']:.4f} [{m['low']:.4f}, {m['high']:.4f}]"
+
+
+def _fmt_diff(m: dict) -> str:
+    return f"{m['value']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]"
+
+
+def markdown_table(results: dict) -> str:
+    """Markdown: one row per (slice, task, trainer, variant), one column per metric; then the paired differences."""
+    lines = [f"{results.get('title', 'Ranker results')}", ""]
+    if results.get("note"):
+        lines += [f"> {results['note']}", ""]
+    head = "| slice | task | trainer | variant | n | AUC | GAUC (imp.) | GAUC (pos.) | NE |"
+    lines += [head, "|" + "---|" * 9]
+    models = results["models"]
+    for sl in SLICES:
+        for task in TASKS:
+            for name, res in models.items():
+                trainer, variant = name.split("/")
+                m = res.get(sl, {}).get(task)
+                if not m:
+                    continue
+                cells = " | ".join(_fmt(m[k]) for k in METRICS)
+                lines.append(f"| {sl} | {task} | {trainer} | {variant} | {m['n']} | {cells} |")
+    lines += ["", "Paired differences treatment - control (user-level bootstrap 95% interval; NE: lower is better)", ""]
+    lines += ["| slice | task | trainer | comparison | AUC | GAUC (imp.) | GAUC (pos.) | NE |", "|" + "---|" * 8]
+    for name, cmp in results.get("differences", {}).items():
+        trainer, comparison = name.split("/")
+        for sl in SLICES:
+            for task in TASKS:
+                m = cmp.get(sl, {}).get(task)
+                if m:
+                    cells = " | ".join(_fmt_diff(m[k]) for k in METRICS)
+                    lines.append(f"| {sl} | {task} | {trainer} | {comparison} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_runs(
+    runs: dict[str, Path], n_boot: int = 500, seed: int = 0, title: str = "", note: str = ""
+) -> dict[str, Any]:
+    """runs: {"trainer/variant": scores.npz}. Evaluates each and compares every treatment variant with the
+    same trainer's control."""
+    scores = {name: load_scores(p) for name, p in runs.items()}
+    results: dict[str, Any] = {"title": title, "note": note, "n_boot": n_boot, "models": {}, "differences": {}}
+    for name, s in scores.items():
+        results["models"][name] = evaluate_model(s, n_boot, seed)
+    for name, s in scores.items():
+        trainer, variant = name.split("/")
+        control = scores.get(f"{trainer}/control")
+        if variant != "control" and control is not None:
+            results["differences"][f"{trainer}/{variant}-control"] = compare(control, s, n_boot, seed)
+    return results
+
+
+__all__ = ["compare", "evaluate_model", "evaluate_runs", "load_scores", "markdown_table"]

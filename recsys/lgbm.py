@@ -1,0 +1,119 @@
+"""LightGBM baseline on the ranker's features, for the same variants.
+
+Inputs come from the same Encoder as the TorchRec model (same train-split vocabularies, same dense features):
+ids and context as categorical features (the encoded rows; 0 is out-of-vocabulary), the dense counters, and per
+variant: the SAIL vector reduced to `pca_components` principal components (fitted on the train rows) plus
+user_hist_sim (emb), the semantic-ID prefix levels as categoricals (sid). The recent-items bag has no
+tree-friendly form and is left out (its length is a dense feature). One binary model per task, early-stopped on
+the valid split; test scores are written in the same `scores.npz` layout as the TorchRec runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys.data import Encoded, Encoder, load_samples, split_of
+from recsys.features import TASKS, Variant, feature_spec
+
+CATEGORICAL = ("user_id", "item_id", "author_id", "category", "surface", "hour", "position")
+
+
+@dataclass(frozen=True)
+class LgbmConfig:
+    samples_dir: Path
+    out_dir: Path
+    variant: Variant = "control"
+    sid_levels: int = 3
+    pca_components: int = 4  # SAIL vector -> this many principal components
+    num_leaves: int = 63
+    learning_rate: float = 0.05
+    num_rounds: int = 400  # upper bound; early stopping on valid
+    early_stopping: int = 30
+    threads: int = 1
+    seed: int = 0
+    max_train_rows: int | None = None
+
+
+def _matrix(enc: Encoded, spec, pca: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, list[str], list[str]]:
+    cats = list(CATEGORICAL) + [f"sid_l{i}" for i in range(spec.sid_levels)]
+    cols = [enc.single[c].astype(np.float64) for c in cats]
+    names = list(cats) + list(spec.dense_features)
+    cols += [enc.dense[:, j].astype(np.float64) for j in range(enc.dense.shape[1])]
+    if pca is not None and enc.content is not None:
+        mean, comps = pca
+        z = (enc.content - mean) @ comps.T
+        has = np.any(enc.content != 0, axis=1)
+        z[~has] = np.nan  # missing vector: a missing value, not the mean
+        cols += [z[:, k] for k in range(z.shape[1])]
+        names += [f"sail_pc{k}" for k in range(z.shape[1])]
+    return np.stack(cols, axis=1), names, cats
+
+
+def _fit_pca(content: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    x = content[np.any(content != 0, axis=1)]
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return mean, vt[:k]
+
+
+def train_lgbm(cfg: LgbmConfig) -> Path:
+    """Trains the click and finish models of one variant; returns the test scores path."""
+    import lightgbm as lgb
+
+    spec = feature_spec(cfg.variant, cfg.sid_levels)
+    table = load_samples(cfg.samples_dir)
+    train_t = split_of(table, "train")
+    if cfg.max_train_rows is not None:
+        train_t = train_t.slice(0, cfg.max_train_rows)
+    encoder = Encoder.fit(train_t, spec)
+    train = encoder.encode(train_t)
+    valid, test = encoder.encode(split_of(table, "valid")), encoder.encode(split_of(table, "test"))
+    pca = _fit_pca(train.content, cfg.pca_components) if spec.use_embedding else None
+    x_tr, names, cats = _matrix(train, spec, pca)
+    x_va, _, _ = _matrix(valid, spec, pca)
+    x_te, _, _ = _matrix(test, spec, pca)
+    params = {
+        "objective": "binary",
+        "num_leaves": cfg.num_leaves,
+        "learning_rate": cfg.learning_rate,
+        "num_threads": cfg.threads,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "verbose": -1,
+        "cat_smooth": 10.0,
+        "min_data_per_group": 50,
+    }
+    out: dict[str, np.ndarray] = {}
+    info = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "features": names}
+    t0 = time.perf_counter()
+    for j, task in enumerate(TASKS):
+        dtrain = lgb.Dataset(
+            x_tr, train.labels[:, j], feature_name=names, categorical_feature=cats, free_raw_data=False
+        )
+        dvalid = lgb.Dataset(x_va, valid.labels[:, j], reference=dtrain)
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=cfg.num_rounds,
+            valid_sets=[dvalid],
+            callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)],
+        )
+        info[f"{task}_best_iteration"] = booster.best_iteration
+        out[f"test_{task}"] = booster.predict(x_te, num_iteration=booster.best_iteration)
+        out[f"test_label_{task}"] = test.labels[:, j]
+    info["seconds"] = time.perf_counter() - t0
+    out.update(
+        {"test_user": test.user_ids, "test_item": test.item_ids, "test_cold": test.cold, "test_unseen": test.unseen}
+    )
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg.out_dir / "scores.npz"
+    tmp = cfg.out_dir / ".scores.tmp.npz"
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    (cfg.out_dir / "train.json").write_text(json.dumps(info, indent=2, default=str))
+    return path

@@ -1,0 +1,224 @@
+"""Training one ranker variant: single process or torchrun, through DistributedModelParallel, with resume.
+
+`train_ranker(cfg)` fits the encoder on the train split, builds the variant's model with its tables on "meta",
+shards it (table-wise, fused row-wise Adagrad for the tables, Adam for the dense arches), trains for `epochs`
+passes over the train split in a seeded order, checkpoints every `ckpt_every` steps and at the end, and scores
+the valid and test splits. A rerun with the same output directory resumes from the latest checkpoint: the data
+order is a function of (seed, epoch), so a resumed run takes the same steps as an uninterrupted one.
+
+Every rank takes a contiguous 1 / world slice of each global batch (batch_size is global): with the loss a mean
+over the local rows, DDP's gradient averaging and TorchRec's gradient division in the embedding all-to-all give
+the gradient of the global batch, so 1 and N processes train the same model up to floating-point order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from recsys.data import Encoded, Encoder, load_samples, make_batch, split_of
+from recsys.distributed import (
+    DistEnv,
+    dense_parameters,
+    export_table,
+    init_distributed,
+    init_tables,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    shard_model,
+    shutdown,
+)
+from recsys.features import Variant, feature_spec
+from recsys.model import ITEM_TABLE, RankerConfig, RankerTrain, build_ranker
+
+FAULT_ENV = "SAIL_FAULT_KILL_AFTER_STEP"  # test hook: SIGKILL this process right after that global step
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    samples_dir: Path  # RANKING_SAMPLES_EXT table directory
+    out_dir: Path  # this variant's outputs (checkpoints/, encoder.json, scores, metrics, item table)
+    variant: Variant = "control"
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    epochs: int = 2  # passes over the train split
+    batch_size: int = 2048  # global batch (split evenly across ranks)
+    sparse_lr: float = 0.05  # fused row-wise Adagrad of the tables
+    dense_lr: float = 2e-3  # Adam of the dense arches
+    sid_levels: int = 3  # SID levels the sid variants use
+    seed: int = 0
+    threads: int = 1  # torch intra-op threads per process (a shared 2-core machine collapses with more)
+    ckpt_every: int = 0  # checkpoint every N global steps (0: only at the end)
+    max_train_rows: int | None = None  # keep the first N train rows (tests, smoke runs); None: all
+    eval_batch_size: int = 8192
+    export_item_table: bool = True  # writes item_table.safetensors for the embedding model's ID2item stage
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    resumed_from: int  # step of the checkpoint resumed from (0: fresh start)
+    losses: list[float]  # training loss per step of this process' run (rank 0)
+    seconds: float
+    examples_per_s: float
+    scores_path: Path | None  # test scores (rank 0)
+    world_size: int
+
+
+def _check_world(cfg: TrainConfig, env: DistEnv) -> int:
+    if cfg.batch_size % env.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {env.world_size}")
+    return cfg.batch_size // env.world_size
+
+
+@torch.no_grad()
+def score(dmp: torch.nn.Module, enc: Encoded, spec, env: DistEnv, batch_size: int) -> np.ndarray:
+    """(N, T) probabilities of every row; each rank scores a contiguous slice and the slices are all-gathered."""
+    n = len(enc)
+    per_rank = math.ceil(n / env.world_size)
+    lo = env.rank * per_rank
+    local = np.minimum(np.arange(lo, lo + per_rank), max(n - 1, 0))  # padded with the last row
+    out = torch.empty(per_rank, enc.labels.shape[1])
+    dmp.eval()
+    for s in range(0, per_rank, batch_size):
+        idx = local[s : s + batch_size]
+        _, (_, logits, _) = dmp(make_batch(enc, idx, spec).to(env.device))
+        out[s : s + idx.shape[0]] = torch.sigmoid(logits.float()).cpu()
+    dmp.train()
+    if env.world_size > 1:
+        parts = [torch.empty_like(out) for _ in range(env.world_size)]
+        dist.all_gather(parts, out)
+        out = torch.cat(parts)
+    return out[:n].numpy()
+
+
+def _fault(step: int) -> None:
+    at = os.environ.get(FAULT_ENV)
+    if at is not None and step == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_ranker(cfg: TrainConfig) -> TrainResult:
+    """Trains (or resumes) one variant and writes its test scores; see the module docstring."""
+    torch.set_num_threads(cfg.threads)
+    env = init_distributed()
+    try:
+        return _train(cfg, env)
+    finally:
+        shutdown(env)
+
+
+def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
+    local_batch = _check_world(cfg, env)
+    spec = feature_spec(cfg.variant, cfg.sid_levels)
+    table = load_samples(cfg.samples_dir)
+    train_t = split_of(table, "train")
+    if cfg.max_train_rows is not None:
+        train_t = train_t.slice(0, cfg.max_train_rows)
+    encoder = Encoder.fit(train_t, spec)
+    train = encoder.encode(train_t)
+    evals = {s: encoder.encode(split_of(table, s)) for s in ("valid", "test")}
+    del table
+
+    torch.manual_seed(cfg.seed)  # dense arches: the same init on every rank (DDP broadcasts rank 0's anyway)
+    model = build_ranker(
+        cfg.ranker, spec, encoder.table_rows(), len(spec.dense_features), encoder.content_dim, device="meta"
+    )
+    dmp = shard_model(RankerTrain(model, cfg.ranker.task_weights), env, cfg.sparse_lr)
+    init_tables(dmp, cfg.seed)
+    dense_opt = torch.optim.Adam(dense_parameters(dmp), lr=cfg.dense_lr)
+
+    ckpt_root = cfg.out_dir / "checkpoints"
+    step, resumed_from = 0, 0
+    found = latest_checkpoint(ckpt_root)
+    if found is not None:
+        meta = load_checkpoint(found, dmp, dense_opt, env)
+        if meta.get("variant") != cfg.variant:
+            raise ValueError(f"checkpoint {found} is of variant {meta.get('variant')!r}, not {cfg.variant!r}")
+        step = resumed_from = int(meta["step"])
+    if env.rank == 0:
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        encoder.save(cfg.out_dir / "encoder.json")
+
+    n_batches = len(train) // cfg.batch_size
+    if n_batches == 0:
+        raise ValueError(f"the train split has {len(train)} rows, fewer than one batch of {cfg.batch_size}")
+    total = cfg.epochs * n_batches
+    meta = {"variant": cfg.variant, "seed": cfg.seed, "batch_size": cfg.batch_size}
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    trained = 0
+    while step < total:
+        epoch, b = divmod(step, n_batches)
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
+        rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        batch = make_batch(train, np.sort(rows[env.rank * local_batch : (env.rank + 1) * local_batch]), spec)
+        loss, _ = dmp(batch.to(env.device))
+        dense_opt.zero_grad()
+        loss.backward()
+        dense_opt.step()
+        step += 1
+        trained += cfg.batch_size
+        losses.append(float(loss.detach()))
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
+            save_checkpoint(ckpt_root, step, dmp, dense_opt, env, meta)
+        _fault(step)
+    seconds = time.perf_counter() - t0
+    if resumed_from < total:
+        save_checkpoint(ckpt_root, step, dmp, dense_opt, env, meta)
+
+    scores = {s: score(dmp, e, spec, env, cfg.eval_batch_size) for s, e in evals.items()}
+    if cfg.export_item_table:
+        export_table(dmp, ITEM_TABLE, encoder.vocabs["item_id"], cfg.out_dir / "item_table.safetensors", env)
+    scores_path = None
+    if env.rank == 0:
+        scores_path = cfg.out_dir / "scores.npz"
+        arrays = {}
+        for s, e in evals.items():
+            arrays.update(
+                {
+                    f"{s}_click": scores[s][:, 0],
+                    f"{s}_finish": scores[s][:, 1],
+                    f"{s}_label_click": e.labels[:, 0],
+                    f"{s}_label_finish": e.labels[:, 1],
+                    f"{s}_user": e.user_ids,
+                    f"{s}_item": e.item_ids,
+                    f"{s}_cold": e.cold,
+                    f"{s}_unseen": e.unseen,
+                }
+            )
+        tmp = cfg.out_dir / ".scores.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(scores_path)
+        info = {
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "steps": step,
+            "resumed_from": resumed_from,
+            "world_size": env.world_size,
+            "train_rows": len(train),
+            "seconds": seconds,
+            "examples_per_s": trained / seconds if seconds > 0 else None,
+            "final_loss": losses[-1] if losses else None,
+        }
+        (cfg.out_dir / "train.json").write_text(json.dumps(info, indent=2, default=str))
+    dist.barrier()
+    return TrainResult(
+        out_dir=cfg.out_dir,
+        steps=step,
+        resumed_from=resumed_from,
+        losses=losses,
+        seconds=seconds,
+        examples_per_s=trained / seconds if seconds > 0 else 0.0,
+        scores_path=scores_path,
+        world_size=env.world_size,
+    )
