@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,23 +22,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import describe_machine  # noqa: E402
 from embedding.ann import build_ann_index, evaluate_ann, normalise  # noqa: E402
 
 
 def machine() -> dict:
     import faiss
 
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
-    return {
-        "cores": os.cpu_count(),
-        "ram_gib": round(mem_kb / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "faiss": faiss.__version__,
-        "faiss_threads": faiss.omp_get_max_threads(),
-        "load_average_at_start": os.getloadavg(),
-    }
+    return describe_machine("faiss", faiss_threads=faiss.omp_get_max_threads())
 
 
 def make_vectors(kind: str, n: int, d: int, clusters: int, seed: int) -> np.ndarray:

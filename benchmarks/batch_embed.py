@@ -16,8 +16,6 @@ import argparse
 import datetime as dt
 import io
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import describe_machine  # noqa: E402
 from embedding.batch_infer import BatchEmbedConfig, EmbedderSpec, embed_local, embed_spark, read_embeddings  # noqa: E402
 from jobs.contracts import ITEMS  # noqa: E402
 from jobs.io import write_table  # noqa: E402
@@ -38,18 +37,7 @@ TS = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def machine() -> dict:
-    import pyspark
-
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
-    return {
-        "cores": os.cpu_count(),
-        "ram_gib": round(mem_kb / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "pyspark": pyspark.__version__,
-        "load_average_at_start": os.getloadavg(),
-    }
+    return describe_machine("pyspark")
 
 
 def write_catalogue(root: Path, n: int, seed: int) -> tuple[Path, Path]:

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import describe_machine  # noqa: E402
 from jobs import contracts as K  # noqa: E402
 from jobs.io import write_table  # noqa: E402
 
@@ -194,29 +194,7 @@ def run_engine(engine: str, data: Path, out: Path, spark_args: list[str]) -> dic
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
-    import polars
-    import pyspark
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": round(mem / 2**30, 1) if mem else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "polars": polars.__version__,
-        "pyspark": pyspark.__version__,
-    }
+    return describe_machine("polars", "pyspark")
 
 
 def summarise(results: dict, sizes: list[int], engines: list[str], out: str) -> dict:

@@ -21,8 +21,8 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.machine import describe_machine  # noqa: E402
 from recsys.distributed import dense_parameters, init_distributed, init_tables, shard_model, shutdown
 from recsys.features import FeatureSpec
 from recsys.model import RankerBatch, RankerConfig, RankerTrain, build_ranker
@@ -157,15 +160,7 @@ def build_plain(cfg: RankerConfig):
 
 
 def machine() -> dict:
-    return {
-        "cores": os.cpu_count(),
-        "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "load_average_at_start": list(os.getloadavg()),
-    }
+    return describe_machine("torch")
 
 
 def main(argv=None) -> int:
