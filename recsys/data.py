@@ -238,6 +238,33 @@ class Encoder:
         Path(path).write_text(json.dumps(self.to_json()))
 
 
+@dataclass
+class EncodedSplits:
+    """A variant's encoder fitted on the training split, and every split encoded with it."""
+
+    spec: FeatureSpec
+    encoder: Encoder
+    train: Encoded
+    valid: Encoded
+    test: Encoded
+
+
+def load_encoded_splits(samples_dir: str | Path, spec: FeatureSpec, max_train_rows: int | None = None) -> EncodedSplits:
+    """Reads the samples, fits the encoder on the (optionally truncated) training split, encodes all three."""
+    table = load_samples(samples_dir)
+    train_t = split_of(table, "train")
+    if max_train_rows is not None:
+        train_t = train_t.slice(0, max_train_rows)
+    encoder = Encoder.fit(train_t, spec)
+    return EncodedSplits(
+        spec,
+        encoder,
+        encoder.encode(train_t),
+        encoder.encode(split_of(table, "valid")),
+        encoder.encode(split_of(table, "test")),
+    )
+
+
 def make_batch(enc: Encoded, idx: np.ndarray, spec: FeatureSpec) -> RankerBatch:
     """Rows `idx` of an encoded split as a RankerBatch (KJT keys in spec.sparse_features order)."""
     n = idx.shape[0]

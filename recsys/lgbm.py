@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.data import Encoded, Encoder, load_samples, split_of
+from recsys.data import Encoded, load_encoded_splits
 from recsys.features import TASKS, Variant, feature_spec
 
 CATEGORICAL = ("user_id", "item_id", "author_id", "category", "surface", "hour", "position")
@@ -66,13 +66,8 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
     import lightgbm as lgb
 
     spec = feature_spec(cfg.variant, cfg.sid_levels)
-    table = load_samples(cfg.samples_dir)
-    train_t = split_of(table, "train")
-    if cfg.max_train_rows is not None:
-        train_t = train_t.slice(0, cfg.max_train_rows)
-    encoder = Encoder.fit(train_t, spec)
-    train = encoder.encode(train_t)
-    valid, test = encoder.encode(split_of(table, "valid")), encoder.encode(split_of(table, "test"))
+    splits = load_encoded_splits(cfg.samples_dir, spec, cfg.max_train_rows)
+    train, valid, test = splits.train, splits.valid, splits.test
     pca = _fit_pca(train.content, cfg.pca_components) if spec.use_embedding else None
     x_tr, names, cats = _matrix(train, spec, pca)
     x_va, _, _ = _matrix(valid, spec, pca)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from recsys.data import Encoded, Encoder, load_samples, make_batch, split_of
+from recsys.data import Encoded, load_encoded_splits, make_batch
 from recsys.distributed import (
     DistEnv,
     dense_parameters,
@@ -121,14 +121,9 @@ def train_ranker(cfg: TrainConfig) -> TrainResult:
 def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
     local_batch = _check_world(cfg, env)
     spec = feature_spec(cfg.variant, cfg.sid_levels)
-    table = load_samples(cfg.samples_dir)
-    train_t = split_of(table, "train")
-    if cfg.max_train_rows is not None:
-        train_t = train_t.slice(0, cfg.max_train_rows)
-    encoder = Encoder.fit(train_t, spec)
-    train = encoder.encode(train_t)
-    evals = {s: encoder.encode(split_of(table, s)) for s in ("valid", "test")}
-    del table
+    splits = load_encoded_splits(cfg.samples_dir, spec, cfg.max_train_rows)
+    encoder, train = splits.encoder, splits.train
+    evals = {"valid": splits.valid, "test": splits.test}
 
     torch.manual_seed(cfg.seed)  # dense arches: the same init on every rank (DDP broadcasts rank 0's anyway)
     model = build_ranker(
