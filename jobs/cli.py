@@ -108,6 +108,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "build-sids": _lazy("embedding.semantic_ids:main"),
     "build-ann": _lazy("embedding.ann:main"),
     "export": _lazy("jobs.export_features:main"),
+    "train-embedding": _lazy("embedding.cli:main_train"),
+    "eval-retrieval": _lazy("embedding.cli:main_eval"),
     "build-ranking-data": _lazy("recsys.cli:main_build_ranking_data"),
     "train-ranker": _lazy("recsys.cli:main_train_ranker"),
 }
@@ -119,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__doc__)
         return 0 if not argv or argv[0] in ("-h", "--help") else _fail(f"unknown command {argv[0]!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("faiss.loader",):  # import chatter: faiss probing CPU-specific builds
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from jobs.io import SchemaError
     from jobs.media import UnsafeMediaPath
     from jobs.validate import TooManyRejectedError

@@ -1,0 +1,113 @@
+"""Mains of `sail train-embedding` and `sail eval-retrieval` (wired into `jobs.cli` by the lead).
+
+sail train-embedding --data DIR --out DIR [--model tiny|cpu_default|FILE] [--steps I,II,III,CRE] [--batch-size B]
+                     [--lr F] [--seed N] [--threads N] [--no-balancing] [--no-hard-negatives] [--no-fuser]
+                     [--no-audio] [--checkpoint-every N] [--work DIR] [--fresh]
+sail eval-retrieval --data DIR --out DIR [--sail DIR] [same training knobs] [--n-boot N] [--max-queries N]
+                    [--no-ablations] [--ablation-scale F] [--no-minilm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from embedding.trainer import TrainConfig
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--data", required=True, type=Path, help="data set directory (generated world or adapter output)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--work", type=Path, default=None, help="cache of split logs, mined pairs, items (default OUT/work)")
+    p.add_argument("--model", default=d.model, help="tiny | cpu_default | a JSON ModelConfig file")
+    p.add_argument(
+        "--steps", default=f"{d.steps_i},{d.steps_ii},{d.steps_iii},{d.steps_cre}", help="steps of stages I,II,III,CRE"
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--refresh-every", type=int, default=d.refresh_every)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--no-balancing", action="store_true")
+    p.add_argument("--no-hard-negatives", action="store_true")
+    p.add_argument("--no-fuser", action="store_true", help="ConcatFusionModel instead of the LLM fuser")
+    p.add_argument("--no-audio", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    steps = [int(x) for x in args.steps.split(",")]
+    if len(steps) != 4:
+        raise SystemExit("--steps needs four comma-separated numbers (stages I,II,III,CRE)")
+    return TrainConfig(
+        model=args.model,
+        steps_i=steps[0],
+        steps_ii=steps[1],
+        steps_iii=steps[2],
+        steps_cre=steps[3],
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        refresh_every=args.refresh_every,
+        checkpoint_every=args.checkpoint_every,
+        balancing=not args.no_balancing,
+        hard_negatives=not args.no_hard_negatives,
+        fuser=not args.no_fuser,
+        audio=not args.no_audio,
+        progress=not args.no_progress,
+    )
+
+
+def main_train(argv: Sequence[str] | None = None) -> int:
+    from embedding.trainer import train
+
+    p = argparse.ArgumentParser(prog="sail train-embedding", description="Staged SAIL training (resumes from OUT).")
+    _add_train_args(p)
+    p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints in OUT")
+    args = p.parse_args(argv)
+    res = train(train_config_from_args(args), args.data, args.out, work_dir=args.work, resume=not args.fresh)
+    print(
+        json.dumps(
+            {
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(res).items()
+                if k not in ("data_summary",)
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    return 0
+
+
+def main_eval(argv: Sequence[str] | None = None) -> int:
+    from embedding.retrieval_eval import EvalConfig, run_retrieval_eval
+
+    p = argparse.ArgumentParser(prog="sail eval-retrieval", description="Retrieval table with baselines + ablations.")
+    _add_train_args(p)
+    p.add_argument("--sail", type=Path, default=None, help="a `sail train-embedding` output to evaluate as SAIL")
+    p.add_argument("--n-boot", type=int, default=EvalConfig().n_boot)
+    p.add_argument("--max-queries", type=int, default=EvalConfig().max_queries)
+    p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--ablation-scale", type=float, default=1.0, help="ablation runs use steps x this")
+    p.add_argument("--no-minilm", action="store_true")
+    args = p.parse_args(argv)
+    cfg = EvalConfig(
+        train=train_config_from_args(args),
+        n_boot=args.n_boot,
+        max_queries=args.max_queries,
+        ablations=not args.no_ablations,
+        ablation_scale=args.ablation_scale,
+        minilm=not args.no_minilm,
+    )
+    work = args.work or (args.sail / "work" if args.sail is not None else None)
+    res = run_retrieval_eval(cfg, args.data, args.out, sail_dir=args.sail, work_dir=work)
+    print(res.markdown_path.read_text())
+    print(f"results: {res.json_path}")
+    return 0

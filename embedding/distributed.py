@@ -1,0 +1,57 @@
+"""torchrun entry for multi-process SAIL training (gloo on CPU, NCCL on GPU).
+
+    torchrun --nproc_per_node 2 -m embedding.distributed --data DIR --out DIR [sail train-embedding options]
+
+Every rank builds the same model and draws the same batches (same seeds); rank r trains on rows r::world of each
+batch, and `DistributedDataParallel` (wrapping the loss module `SailTrain`, find_unused_parameters since each batch
+uses one source's temperature) averages the gradients, so all ranks stay identical. Rank 0 prepares the data
+(mining, catalogue preprocessing) while the others wait at a barrier and then read its caches; only rank 0 writes
+checkpoints, the metrics log and the final model. In-batch negatives are those of the rank's shard (no all-gather).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from embedding.cli import _add_train_args, train_config_from_args
+    from embedding.trainer import train
+
+    p = argparse.ArgumentParser(prog="python -m embedding.distributed", description="torchrun SAIL training")
+    _add_train_args(p)
+    p.add_argument("--fresh", action="store_true")
+    p.add_argument("--backend", default=None, help="gloo | nccl (default: nccl when CUDA is available, else gloo)")
+    args = p.parse_args(argv)
+    backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    if "RANK" not in os.environ:  # plain `python -m embedding.distributed`: a world of one
+        os.environ.update(
+            {
+                "RANK": "0",
+                "WORLD_SIZE": "1",
+                "LOCAL_RANK": "0",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": os.environ.get("MASTER_PORT", "29531"),
+            }
+        )
+    dist.init_process_group(backend)
+    try:
+        cfg = train_config_from_args(args)
+        res = train(cfg, args.data, args.out, work_dir=args.work, resume=not args.fresh)
+        if dist.get_rank() == 0:
+            print(
+                f"rank 0: {res.steps_done}/{res.total_steps} steps, model {res.model_path}, "
+                f"checkpoint {res.checkpoint_dir}"
+            )
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

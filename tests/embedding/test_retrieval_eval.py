@@ -1,0 +1,140 @@
+"""Retrieval evaluation: recall and search helpers against hand-computed cases; the whole table on the tiny world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedding.retrieval_eval import (
+    Benchmark,
+    EvalConfig,
+    PairsMethod,
+    check_targets,
+    per_query_recall,
+    run_retrieval_eval,
+    search_excluding,
+)
+from embedding.trainer import TrainConfig
+
+
+def tiny_world(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny world and a mining/preprocessing cache dir, generated once per test session (shared by name)."""
+    base = tmp_path_factory.getbasetemp()
+    world, work = base / "sail_tiny_world", base / "sail_tiny_work"
+    if not (world / "_READY").exists():
+        from offline_eval.world import WorldConfig, generate_world
+
+        generate_world(WorldConfig.for_size("tiny", seed=7), world)
+        (world / "_READY").touch()
+    return world, work
+
+
+def test_search_excludes_the_query_item():
+    vecs = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.8, 0.2]], dtype=np.float32)
+    got = search_excluding(vecs, vecs[[0]], 2, [{0}])
+    assert got == [[1, 3]]
+
+
+def test_recall_and_capped_recall_by_hand():
+    b = Benchmark("t", 2, [{1, 2}, {5}], np.array([0, 1]))
+    np.testing.assert_allclose(per_query_recall([[1, 3], [4, 6]], b), [0.5, 0.0])
+    capped = Benchmark("t", 2, [{1, 2, 3, 4}], np.array([0]), capped=True)
+    np.testing.assert_allclose(per_query_recall([[1, 2]], capped), [1.0])  # 2 hits / min(4, 2)
+
+
+def test_targets_need_five_points_and_disjoint_intervals():
+    sail = {"recall": 0.6, "low": 0.55, "high": 0.65}
+    table = {
+        "SAIL + CRE": {"q2i": sail, "i2i_coengagement": sail},
+        "A": {
+            "q2i": {"recall": 0.5, "low": 0.45, "high": 0.54},
+            "i2i_coengagement": {"recall": 0.57, "low": 0.5, "high": 0.6},
+        },
+    }
+    t = check_targets(table)
+    assert t["q2i"]["met"] and not t["i2i_coengagement"]["met"]
+
+
+def _tiny_eval_config(**changes) -> EvalConfig:
+    train = TrainConfig(
+        steps_i=2,
+        steps_ii=1,
+        steps_iii=1,
+        steps_cre=2,
+        batch_size=8,
+        warmup_steps=1,
+        refresh_every=1,
+        balance_sample=16,
+        progress=False,
+    )
+    return EvalConfig(train=train, n_boot=50, max_queries=200, content_anchors=100, ablation_scale=0.5, **changes)
+
+
+def test_quick_table_without_ablations(tmp_path_factory, tmp_path):
+    world, work = tiny_world(tmp_path_factory)
+    res = run_retrieval_eval(_tiny_eval_config(ablations=False, minilm=False), world, tmp_path / "eval", work_dir=work)
+    payload = json.loads(res.json_path.read_text())
+    assert payload["columns"] == [
+        "ItemCF (covisit)",
+        "Swing",
+        "Content two-tower (CLIP-style)",
+        "SAIL stages I-III",
+        "SAIL + CRE",
+    ]
+    assert payload["ablations"] == {}
+    assert set(payload["targets"]) == {"i2i_coengagement", "q2i", "cold_start_i2i"}
+    b = payload["log"]["benchmarks"]
+    assert set(b) == {"i2i_coengagement", "i2i_content", "q2i", "cold_start_i2i", "seq2item"}
+    assert all(n > 0 for n in b.values())
+
+
+@pytest.mark.slow
+def test_end_to_end_table_on_the_tiny_world(tmp_path_factory, tmp_path):
+    world, work = tiny_world(tmp_path_factory)
+    cfg = _tiny_eval_config()
+    res = run_retrieval_eval(cfg, world, tmp_path / "eval", work_dir=work)
+    payload = json.loads(res.json_path.read_text())
+    cols = [
+        "ItemCF (covisit)",
+        "Swing",
+        "MiniLM (pretrained, text)",
+        "Content two-tower (CLIP-style)",
+        "SAIL stages I-III",
+        "SAIL + CRE",
+    ]
+    assert payload["columns"] == cols
+    assert set(payload["ablations"]) == {
+        "SAIL + CRE (reference)",
+        "w/o hard negatives",
+        "w/o balancing",
+        "w/o LLM fuser (concat)",
+        "w/o audio",
+    }
+    for col in cols:
+        for task in ("i2i_coengagement", "i2i_content", "q2i", "cold_start_i2i", "seq2item"):
+            v = payload["table"][col][task]
+            assert 0 <= v["low"] <= v["recall"] <= v["high"] <= 1, (col, task, v)
+    # ItemCF cannot score anchors without training pairs
+    assert payload["table"]["ItemCF (covisit)"]["cold_start_i2i"]["recall"] == 0.0
+    md = res.markdown_path.read_text()
+    assert "q2i R@50" in md and "[" in md and "w/o audio" in md
+
+
+def test_pairs_method_ranks_mined_neighbours():
+    import pyarrow as pa
+
+    from embedding.data import ItemStore
+
+    store = ItemStore(np.array([10, 11, 12]), [{}] * 3, [None] * 3, [None] * 3, [None] * 3)
+    i2i = pa.table(
+        {"anchor_item_id": [10, 10, 11], "item_id": [11, 12, 12], "score": [1.0, 2.0, 5.0], "miner": ["covisit"] * 3}
+    )
+    q2i = pa.table({"query": ["a"], "item_id": [12], "clicks": [3]})
+    m = PairsMethod(i2i, q2i, store, "covisit")
+    assert m.retrieve(Benchmark("x", 5, [{1}], np.array([0]), anchors=np.array([0]))) == [[2, 1]]
+    assert m.retrieve(Benchmark("x", 5, [{2}, {2}], np.array([0, 1]), texts=["a", "b"])) == [[2], []]
+    hist = Benchmark("x", 5, [{2}], np.array([0]), histories=[np.array([0, 1])])
+    assert m.retrieve(hist) == [[2]]  # 2 + 5 for item 12; history items excluded
