@@ -98,13 +98,22 @@ class ItemEncoder:
         return cls(loaded.model, loaded.cfg, media_root, loaded.use_audio, batch_size, threads)
 
     def preprocess(self, items: pa.Table | pd.DataFrame | Sequence[dict[str, Any]]) -> list[ItemInputs]:
-        out = []
+        return self.preprocess_with_reasons(items)[0]
+
+    def preprocess_with_reasons(
+        self, items: pa.Table | pd.DataFrame | Sequence[dict[str, Any]]
+    ) -> tuple[list[ItemInputs], list[list[str]]]:
+        """Model inputs per row, and per row the media it had to skip (reasons from preprocess.MEDIA_REASONS)."""
+        out, reasons = [], []
+        skipped = self.preprocessor.stats.skipped
         for row in _rows(items):
+            before = dict(skipped)
             x = self.preprocessor(row, training=False)
             if not self.use_audio:
                 x.audio, x.audio_frames = None, None
             out.append(x)
-        return out
+            reasons.append([r for r in skipped for _ in range(skipped[r] - before.get(r, 0))])
+        return out, reasons
 
     def embed_inputs(self, inputs: Sequence[ItemInputs], task: str = "item") -> dict[int, np.ndarray]:
         torch.set_num_threads(self.threads)
@@ -129,15 +138,8 @@ class SailEmbedder:
             raise ValueError(f"dims {self.dims} is not a Matryoshka size of the model {encoder.dims}")
 
     def embed(self, items: pd.DataFrame) -> tuple[np.ndarray, list[list[str]]]:
-        before = dict(self.encoder.preprocessor.stats.skipped)
-        vecs = self.encoder.embed_items(items)[self.dims]
-        after = self.encoder.preprocessor.stats.skipped
-        # per-row attribution is not tracked by the Preprocessor; report batch-level skips on the first row
-        new = [r for r in after for _ in range(after[r] - before.get(r, 0))]
-        reasons: list[list[str]] = [[] for _ in range(len(items))]
-        if len(items):
-            reasons[0] = new
-        return vecs, reasons
+        inputs, reasons = self.encoder.preprocess_with_reasons(items)
+        return self.encoder.embed_inputs(inputs, "item")[self.dims], reasons
 
 
 def sail_embedder(
