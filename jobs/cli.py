@@ -115,6 +115,18 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
+def main_report(argv: Sequence[str]) -> int:
+    """`sail report compare A B`."""
+    if not argv or argv[0] != "compare":
+        return _fail("usage: sail report compare RUN_A RUN_B [--json]")
+    from offline_eval.compare import main as compare
+
+    return compare(argv[1:])
+
+
+COMMANDS["report"] = main_report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
