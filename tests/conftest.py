@@ -18,3 +18,14 @@ def spark():
     session = build_spark(app_name="sail-tests", master="local[2]", shuffle_partitions=4, ui=False)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_world_and_work(tmp_path_factory):
+    """The tiny generated world (seed 7) and a cache directory for mining / preprocessing, made once per run."""
+    from offline_eval.world import WorldConfig, generate_world
+
+    base = tmp_path_factory.mktemp("sail_tiny")
+    world, work = base / "world", base / "work"
+    generate_world(WorldConfig.for_size("tiny", seed=7), world)
+    return world, work

@@ -11,18 +11,6 @@ from pathlib import Path
 import pytest
 
 
-def tiny_world(tmp_path_factory) -> tuple[Path, Path]:
-    """The tiny world and a mining/preprocessing cache dir, generated once per test session (shared by name)."""
-    base = tmp_path_factory.getbasetemp()
-    world, work = base / "sail_tiny_world", base / "sail_tiny_work"
-    if not (world / "_READY").exists():
-        from offline_eval.world import WorldConfig, generate_world
-
-        generate_world(WorldConfig.for_size("tiny", seed=7), world)
-        (world / "_READY").touch()
-    return world, work
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -30,8 +18,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_torchrun_trains_and_checkpoints(tmp_path_factory, tmp_path):
-    world, work = tiny_world(tmp_path_factory)
+def test_two_process_torchrun_trains_and_checkpoints(tiny_world_and_work, tmp_path):
+    world, work = tiny_world_and_work
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "dist"
     cmd = [

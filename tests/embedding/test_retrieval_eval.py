@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,18 +17,6 @@ from embedding.retrieval_eval import (
     search_excluding,
 )
 from embedding.trainer import TrainConfig
-
-
-def tiny_world(tmp_path_factory) -> tuple[Path, Path]:
-    """The tiny world and a mining/preprocessing cache dir, generated once per test session (shared by name)."""
-    base = tmp_path_factory.getbasetemp()
-    world, work = base / "sail_tiny_world", base / "sail_tiny_work"
-    if not (world / "_READY").exists():
-        from offline_eval.world import WorldConfig, generate_world
-
-        generate_world(WorldConfig.for_size("tiny", seed=7), world)
-        (world / "_READY").touch()
-    return world, work
 
 
 def test_search_excludes_the_query_item():
@@ -73,8 +60,8 @@ def _tiny_eval_config(**changes) -> EvalConfig:
     return EvalConfig(train=train, n_boot=50, max_queries=200, content_anchors=100, ablation_scale=0.5, **changes)
 
 
-def test_quick_table_without_ablations(tmp_path_factory, tmp_path):
-    world, work = tiny_world(tmp_path_factory)
+def test_quick_table_without_ablations(tiny_world_and_work, tmp_path):
+    world, work = tiny_world_and_work
     res = run_retrieval_eval(_tiny_eval_config(ablations=False, minilm=False), world, tmp_path / "eval", work_dir=work)
     payload = json.loads(res.json_path.read_text())
     assert payload["columns"] == [
@@ -92,8 +79,8 @@ def test_quick_table_without_ablations(tmp_path_factory, tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_table_on_the_tiny_world(tmp_path_factory, tmp_path):
-    world, work = tiny_world(tmp_path_factory)
+def test_end_to_end_table_on_the_tiny_world(tiny_world_and_work, tmp_path):
+    world, work = tiny_world_and_work
     cfg = _tiny_eval_config()
     res = run_retrieval_eval(cfg, world, tmp_path / "eval", work_dir=work)
     payload = json.loads(res.json_path.read_text())

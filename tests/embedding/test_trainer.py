@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,21 +12,9 @@ import torch
 from embedding.trainer import ConcatFusionModel, TrainConfig, load_embedding_model, stage_loss_summary, train
 
 
-def tiny_world(tmp_path_factory) -> tuple[Path, Path]:
-    """The tiny world and a mining/preprocessing cache dir, generated once per test session."""
-    base = tmp_path_factory.getbasetemp()
-    world, work = base / "sail_tiny_world", base / "sail_tiny_work"
-    if not (world / "_READY").exists():
-        from offline_eval.world import WorldConfig, generate_world
-
-        generate_world(WorldConfig.for_size("tiny", seed=7), world)
-        (world / "_READY").touch()
-    return world, work
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return tiny_world(tmp_path_factory)
+def world(tiny_world_and_work):
+    return tiny_world_and_work
 
 
 FAST = TrainConfig(
