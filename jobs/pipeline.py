@@ -174,14 +174,16 @@ def _stage_mine(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
 def _stage_report(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
     from offline_eval.data_report import write_data_report
 
-    return write_data_report(run_dir / "validate", out, title=f"SAIL pipeline run '{cfg.name}'")
+    return write_data_report(
+        run_dir / "validate", out, title=f"SAIL pipeline run '{cfg.name}'", mining_json=run_dir / "mine" / "mining.json"
+    )
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("data", lambda c: asdict(c.data), _stage_data),
     Stage("validate", lambda c: asdict(c.validation), _stage_validate),
     Stage("mine", lambda c: asdict(c.mining), _stage_mine),
-    Stage("report", lambda c: {"version": 1}, _stage_report),
+    Stage("report", lambda c: {"version": 2}, _stage_report),
 )
 
 

@@ -70,17 +70,20 @@ def render_html(summary: dict[str, Any], title: str) -> str:
     lt = [(k, fmt(v)) for k, v in summary["lifetime"].items()]
     rows = [(k, v) for k, v in summary["rows"].items()]
     rejected = [(k, v or "none") for k, v in summary["rejected"].items()]
+    mining = summary.get("mining")
+    mining_html = f"<h2>Mined pairs</h2>{_table(list(mining.items()))}" if mining else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}
 table{{border-collapse:collapse;margin-bottom:1.5em}}
 th,td{{border:1px solid #ccc;padding:.3em .8em;text-align:left}}th{{background:#f4f4f4}}</style></head>
 <body><h1>{html.escape(title)}</h1>
-<p>Generated {html.escape(summary["generated"])}. Stages run so far: data, validate, report.</p>
+<p>Generated {html.escape(summary["generated"])}. Stages run so far: data, validate, mine, report.</p>
 <h2>Data set</h2>{_table(overview)}
 <h2>Rows kept after validation</h2>{_table(rows)}
 <h2>Rows quarantined, by reason</h2>{_table(rejected)}
 <h2>Engagement</h2>{_table(rates)}
+{mining_html}
 <h2>Lifetime proxies from the logs</h2>
 <p>LT<sub>w</sub> of a user active on day t0 = active days in t0..t0+w-1 (only fully observed windows).</p>
 {_table(lt)}
@@ -88,10 +91,27 @@ th,td{{border:1px solid #ccc;padding:.3em .8em;text-align:left}}th{{background:#
 """
 
 
-def write_data_report(valid_dir: str | os.PathLike, out_dir: str | os.PathLike, title: str) -> dict[str, Any]:
+def summarise_mining(mining_json: Path) -> dict[str, Any]:
+    """The pair counts of the mining stage (`mine/mining.json`)."""
+    m = json.loads(mining_json.read_text())
+    return {
+        "engine": m.get("engine"),
+        "positive_events": m.get("positive_events"),
+        "i2i_pairs": m.get("pairs", {}).get("i2i", {}),
+        "q2i_pairs": m.get("pairs", {}).get("q2i"),
+        "seq2item_samples": m.get("pairs", {}).get("seq2item", {}),
+        "split_ts": m.get("split_ts"),
+    }
+
+
+def write_data_report(
+    valid_dir: str | os.PathLike, out_dir: str | os.PathLike, title: str, mining_json: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Writes `summary.json` and `report.html` into `out_dir`; returns the summary."""
     out_dir = Path(out_dir)
     summary = summarise_dataset(valid_dir)
+    if mining_json is not None:
+        summary["mining"] = summarise_mining(Path(mining_json))
     summary["generated"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json_atomic(out_dir / "summary.json", summary)
     tmp = out_dir / ".report.html.tmp"

@@ -111,9 +111,21 @@ def test_smoke_config_runs_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"report: {tmp_path / 'run' / 'report' / 'report.html'}" in out
     summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+
+    def mining_count(miner):
+        import polars as pl
+
+        from jobs import contracts as K
+        from jobs.io import read_table
+
+        pairs = pl.from_arrow(read_table(tmp_path / "run" / "mine" / "i2i_pairs", K.I2I_PAIRS))
+        return pairs.filter(pl.col("miner") == miner).height
+
     assert summary["dataset"] == "generated" and summary["size"] == "tiny"
     assert summary["rejected"]["interactions"] == {}  # the generated world is clean
     assert summary["cold_start_items"] > 0
+    assert summary["mining"]["i2i_pairs"]["swing"] == mining_count("swing")
+    assert "<h2>Mined pairs</h2>" in (tmp_path / "run" / "report" / "report.html").read_text()
     assert 1 <= summary["lifetime"]["lt7_mean"] <= 7
     mining = json.loads((tmp_path / "run" / "mine" / "mining.json").read_text())
     assert mining["engine"] == "polars"
