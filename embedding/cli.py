@@ -1,4 +1,4 @@
-"""Mains of `sail train-embedding` and `sail eval-retrieval` (wired into `jobs.cli` by the lead).
+"""Mains of `sail train-embedding` and `sail eval-retrieval` (dispatched from `jobs.cli`).
 
 sail train-embedding --data DIR --out DIR [--model tiny|cpu_default|FILE] [--steps I,II,III,CRE] [--batch-size B]
                      [--lr F] [--seed N] [--threads N] [--no-balancing] [--no-hard-negatives] [--no-fuser]
