@@ -29,3 +29,14 @@ def tiny_world_and_work(tmp_path_factory):
     world, work = base / "world", base / "work"
     generate_world(WorldConfig.for_size("tiny", seed=7), world)
     return world, work
+
+
+@pytest.fixture(scope="module")
+def interpreted_stages(spark):
+    """For a module of tiny Spark inputs: skip whole-stage code generation (compiling each new plan costs more
+    than running it); the setting is restored after the module."""
+    key = "spark.sql.codegen.wholeStage"
+    old = spark.conf.get(key)
+    spark.conf.set(key, "false")
+    yield
+    spark.conf.set(key, old)

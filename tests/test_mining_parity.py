@@ -20,17 +20,7 @@ from jobs import mining_polars as MP
 from jobs import mining_spark as MS
 from jobs.mining_config import CovisitConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
 
-pytestmark = pytest.mark.spark
-
-
-@pytest.fixture(scope="module", autouse=True)
-def interpreted_stages(spark):
-    """Tiny inputs: skip whole-stage code generation (compiling each new plan costs more than running it)."""
-    key = "spark.sql.codegen.wholeStage"
-    old = spark.conf.get(key)
-    spark.conf.set(key, "false")
-    yield
-    spark.conf.set(key, old)
+pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("interpreted_stages")]
 
 
 RTOL = 1e-9

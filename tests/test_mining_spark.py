@@ -21,17 +21,7 @@ from jobs import mining_spark as M
 from jobs.io import SchemaError
 from jobs.mining_config import CovisitConfig, MiningConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
 
-pytestmark = pytest.mark.spark
-
-
-@pytest.fixture(scope="module", autouse=True)
-def interpreted_stages(spark):
-    """Tiny inputs: skip whole-stage code generation (compiling each new plan costs more than running it)."""
-    key = "spark.sql.codegen.wholeStage"
-    old = spark.conf.get(key)
-    spark.conf.set(key, "false")
-    yield
-    spark.conf.set(key, old)
+pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("interpreted_stages")]
 
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
