@@ -58,13 +58,28 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Writes JSON through a temporary file and an atomic rename."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes text (UTF-8) through a temporary sibling file, flushed to disk, and an atomic rename.
+
+    A reader sees the old file or the new one, never half of one; on an error the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Writes JSON through a temporary file and an atomic rename."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def conform(table: pa.Table, schema: TableSchema, source: str = "<memory>") -> pa.Table:

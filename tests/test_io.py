@@ -1,5 +1,6 @@
 """Atomic table writes and contract checks on read."""
 
+import os
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -7,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import contracts as K
-from jobs.io import SchemaError, atomic_dir, is_complete, read_table, write_table
+from jobs.io import SchemaError, atomic_dir, is_complete, read_table, write_table, write_text_atomic
 
 
 def _activity(n: int) -> pa.Table:
@@ -104,3 +105,17 @@ def test_naive_timestamps_are_read_as_utc(tmp_path):
     pq.write_table(t, f)
     back = read_table(f, K.ITEM_EMBEDDINGS)
     assert back.column("event_timestamp")[0].as_py() == datetime(2026, 1, 2, 3, tzinfo=UTC)
+
+
+def test_write_text_atomic_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "report.html"
+    write_text_atomic(target, "old")
+
+    def failing_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        write_text_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]  # the temporary file is gone
