@@ -304,7 +304,7 @@ def summarise_ab(ud: pl.DataFrame, arms: Sequence[Arm], cfg: ABConfig) -> tuple[
     for a, arm in enumerate(arms):
         metrics = {}
         for name, df in per_metric.items():
-            sub = df.filter(pl.col("arm") == a)
+            sub = df.filter(pl.col("arm") == a).sort("user_id")  # group_by order varies: fix it for the bootstrap
             metrics[name] = mean_interval(sub["num"].to_numpy(), sub["den"].to_numpy(), cfg.n_boot, cfg.seed)
         n_users = int(ud.filter((pl.col("arm") == a) & (pl.col("day") == 0)).height)
         results.append(ArmResult(arm.name, n_users, metrics))
@@ -312,7 +312,7 @@ def summarise_ab(ud: pl.DataFrame, arms: Sequence[Arm], cfg: ABConfig) -> tuple[
             continue
         lifts[arm.name] = {}
         for name, df in per_metric.items():
-            c, t = df.filter(pl.col("arm") == 0), df.filter(pl.col("arm") == a)
+            c, t = df.filter(pl.col("arm") == 0).sort("user_id"), df.filter(pl.col("arm") == a).sort("user_id")
             lifts[arm.name][name] = two_sample_lift(
                 (c["num"].to_numpy(), c["den"].to_numpy()),
                 (t["num"].to_numpy(), t["den"].to_numpy()),

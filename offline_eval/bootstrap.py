@@ -40,6 +40,7 @@ from offline_eval.metrics import (
     _sorted_blocks,
     auc,
     average_ranks,
+    normalized_entropy,
     per_group_auc,
 )
 
@@ -111,6 +112,31 @@ class _PresortedAUC:
         return float(np.sum(pos * (neg_below + 0.5 * neg)) / (n_pos * n_neg))
 
 
+class _ClusterNE:
+    """Normalised entropy of one resample from per-cluster sums (the fast path for `normalized_entropy`).
+
+    NE = (sum of row log losses / rows) / H(positives / rows) is a ratio of sums, so a resample's NE follows from
+    each cluster's row count, positives and summed log loss weighted by how often the cluster was drawn: equal to
+    normalized_entropy() on the materialised rows up to summation order.
+    """
+
+    def __init__(self, labels: np.ndarray, probs: np.ndarray, code: np.ndarray, n_clusters: int) -> None:
+        y = _binary_labels(labels)
+        p = np.clip(_float_array(probs, y.shape[0], "probs"), 1e-15, 1.0 - 1e-15)
+        row_loss = -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
+        self.rows = np.bincount(code, minlength=n_clusters).astype(np.float64)
+        self.pos = np.bincount(code, weights=y, minlength=n_clusters)
+        self.loss = np.bincount(code, weights=row_loss, minlength=n_clusters)
+
+    def __call__(self, multiplicity: np.ndarray) -> float:
+        m = multiplicity.astype(np.float64)
+        rows = m @ self.rows
+        b = (m @ self.pos) / rows
+        if b <= 0.0 or b >= 1.0:
+            raise ValueError(f"normalized entropy is undefined: the base rate is {b:g} (a single class)")
+        return float((m @ self.loss) / rows / -(b * np.log(b) + (1.0 - b) * np.log1p(-b)))
+
+
 def _draw_multiplicity(rng: np.random.Generator, n_clusters: int) -> np.ndarray:
     """How often each cluster is drawn when drawing n_clusters clusters with replacement."""
     return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters))
@@ -140,6 +166,15 @@ def _is_plain_auc(metric_fn: MetricFn, arrays: Mapping[str, np.ndarray]) -> bool
     return metric_fn is auc and set(arrays) == {"labels", "scores"}
 
 
+def _fast_metric(metric_fn: MetricFn, labels: np.ndarray, scores: np.ndarray, code: np.ndarray, n_clusters: int):
+    """A resample-by-multiplicity evaluator for `auc` and `normalized_entropy` (None for other metrics)."""
+    if metric_fn is auc:
+        return _PresortedAUC(labels, scores, code)
+    if metric_fn is normalized_entropy:
+        return _ClusterNE(labels, scores, code, n_clusters)
+    return None
+
+
 def cluster_bootstrap(
     metric_fn: MetricFn,
     data: Mapping[str, np.ndarray],
@@ -161,7 +196,11 @@ def cluster_bootstrap(
     code, n_clusters = _cluster_codes(clusters, lengths.pop())
     estimate = float(metric_fn(**arrays))
     rng = np.random.default_rng(seed)
-    fast = _PresortedAUC(arrays["labels"], arrays["scores"], code) if _is_plain_auc(metric_fn, arrays) else None
+    fast = None
+    if _is_plain_auc(metric_fn, arrays):
+        fast = _PresortedAUC(arrays["labels"], arrays["scores"], code)
+    elif metric_fn is normalized_entropy and set(arrays) == {"labels", "probs"}:
+        fast = _ClusterNE(arrays["labels"], arrays["probs"], code, n_clusters)
     stats = np.empty(n_boot)
     n_ok = 0
     for _ in range(n_boot):
@@ -207,7 +246,9 @@ def paired_bootstrap_diff(
     metric_a = float(metric_fn(y, a, **ex))
     metric_b = float(metric_fn(y, b, **ex))
     rng = np.random.default_rng(seed)
-    fast = (_PresortedAUC(y, a, code), _PresortedAUC(y, b, code)) if metric_fn is auc and not ex else None
+    fast = None
+    if not ex and metric_fn in (auc, normalized_entropy):
+        fast = (_fast_metric(metric_fn, y, a, code, n_clusters), _fast_metric(metric_fn, y, b, code, n_clusters))
     diffs = np.empty(n_boot)
     n_ok = 0
     for _ in range(n_boot):

@@ -61,6 +61,19 @@ def test_a_better_arm_wins_on_engagement_and_a_worse_arm_loses():
     assert res.daily.height == 3 * 14
 
 
+def test_a_rerun_gives_the_same_estimates_and_intervals():
+    arms = [Arm("control", LoggedPolicyScorer()), Arm("oracle", OracleScorer())]
+    a, b = (run_ab(TINY, arms, ABConfig(days=7, n_boot=200)) for _ in range(2))
+    for name, lifts in a.lifts.items():
+        for metric, iv in lifts.items():
+            other = b.lifts[name][metric]
+            assert (iv.estimate, iv.low, iv.high) == (other.estimate, other.low, other.high), metric
+    for ra, rb in zip(a.arms, b.arms, strict=True):
+        assert {k: (v.low, v.high) for k, v in ra.metrics.items()} == {
+            k: (v.low, v.high) for k, v in rb.metrics.items()
+        }
+
+
 @pytest.mark.slow
 def test_oracle_lifts_lt7_with_an_interval_above_zero():
     # 2000 users: enough for the LT7 lift of the true-utility ranker (measured +4.2%, 95% CI [2.3%, 6.0%])

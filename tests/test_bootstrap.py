@@ -17,7 +17,7 @@ from offline_eval.bootstrap import (
     paired_bootstrap_diff,
     paired_gauc_diff,
 )
-from offline_eval.metrics import auc, gauc, logloss
+from offline_eval.metrics import auc, gauc, logloss, normalized_entropy
 
 
 def _auc_world(rng: np.random.Generator, n_users: int, per_user: int, shift: float = 1.0):
@@ -115,6 +115,31 @@ def test_auc_fast_path_equals_materialised_resamples():
     assert fast_d.diff.low == pytest.approx(slow_d.diff.low, abs=1e-12)
     assert fast_d.diff.high == pytest.approx(slow_d.diff.high, abs=1e-12)
     assert fast_d.p_value == slow_d.p_value
+
+
+def test_normalized_entropy_fast_path_equals_materialised_resamples():
+    # NE is bootstrapped from per-user sums; a wrapper forces the path that materialises every resample.
+    rng = np.random.default_rng(17)
+    y, _, users = _auc_world(rng, 60, 7)
+    p = np.clip(0.3 + 0.2 * (y - 0.3) + 0.1 * rng.normal(size=y.size), 0.0, 1.0)  # includes 0 and 1: clipped
+    p_b = np.clip(p + 0.05 * rng.normal(size=y.size), 0.0, 1.0)
+    data = {"labels": y, "probs": p}
+    fast = cluster_bootstrap(normalized_entropy, data, users, n_boot=100, seed=5)
+    slow = cluster_bootstrap(lambda labels, probs: normalized_entropy(labels, probs), data, users, n_boot=100, seed=5)
+    assert fast.estimate == pytest.approx(normalized_entropy(y, p), abs=1e-14)
+    assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))
+    fast_d = paired_bootstrap_diff(normalized_entropy, y, p, p_b, users, n_boot=100, seed=5)
+    slow_d = paired_bootstrap_diff(
+        lambda labels, scores: normalized_entropy(labels, scores), y, p, p_b, users, n_boot=100, seed=5
+    )
+    assert (fast_d.diff.low, fast_d.diff.high) == (
+        pytest.approx(slow_d.diff.low, abs=1e-12),
+        pytest.approx(slow_d.diff.high, abs=1e-12),
+    )
+    assert fast_d.p_value == slow_d.p_value
+    # a resample with one class fails the same way on both paths and is counted
+    one_class = cluster_bootstrap(normalized_entropy, {"labels": np.r_[1, 0], "probs": np.r_[0.6, 0.4]}, [0, 1], 50)
+    assert one_class.n_failed > 0
 
 
 def test_gauc_bootstrap_equals_the_generic_path():
