@@ -20,7 +20,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from jobs.io import read_table
-from recsys.features import RANKING_SAMPLES_EXT, FeatureSpec
+from recsys.features import RANKING_SAMPLES_EXT, FeatureSpec, feature_spec
 from recsys.model import RankerBatch
 
 MAX_POSITION = 63  # positions beyond this share one row
@@ -236,6 +236,30 @@ class Encoder:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json()))
+
+    @staticmethod
+    def from_json(d: dict) -> Encoder:
+        """Inverse of `to_json`; the spec's SID levels are the number of `sid_l*` vocabularies saved."""
+        vocabs = {k: np.asarray(v, dtype=np.int64) for k, v in d["vocabs"].items()}
+        levels = sum(k.startswith("sid_l") for k in vocabs)
+        variant = d["variant"]
+        spec = feature_spec(variant, levels) if variant in ("sid", "both") else feature_spec(variant)
+        return Encoder(
+            spec=spec,
+            vocabs=vocabs,
+            dense_mean=np.asarray(d["dense_mean"], dtype=np.float32),
+            dense_std=np.asarray(d["dense_std"], dtype=np.float32),
+            base_ctr=float(d["base_ctr"]),
+            train_start_us=int(d["train_start_us"]),
+            content_dim=int(d["content_dim"]),
+            sid_levels_available=int(d["sid_levels_available"]),
+            string_vocabs={k: list(v) for k, v in d["string_vocabs"].items()},
+        )
+
+    @staticmethod
+    def load(path: str | Path) -> Encoder:
+        """Reads an encoder written by `save`."""
+        return Encoder.from_json(json.loads(Path(path).read_text()))
 
 
 @dataclass
