@@ -131,8 +131,18 @@ def _mine(data_dir: Path, out_dir: Path, cfg: DataConfig, split_ts: datetime, mi
 
 
 def default_media_root(data_dir: str | os.PathLike) -> Path | None:
+    """`<data_dir>/media`, else the media root its manifest names (a validated data set points at its source's
+    media). None when there are no media files (text-only data, or media rendered on demand)."""
     root = Path(data_dir) / "media"
-    return root if root.exists() else None
+    if root.exists():
+        return root
+    manifest = Path(data_dir) / "manifest.json"
+    if manifest.exists():
+        media = json.loads(manifest.read_text()).get("media") or {}
+        if media.get("mode") == "files" and media.get("root"):
+            root = Path(data_dir) / media["root"]  # absolute roots stay absolute
+            return root if root.exists() else None
+    return None
 
 
 def prepare_data(

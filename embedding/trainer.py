@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -59,6 +60,7 @@ from embedding.towers import (
     l2_normalize,
     masked_mean,
 )
+from jobs.faults import EMBEDDING_FAULT_ENV, kill_after_step
 
 FORMAT_SAIL = "sail-embedding-v1"
 FORMAT_CONCAT = "sail-concat-v1"
@@ -67,6 +69,8 @@ FORMAT_CONCAT = "sail-concat-v1"
 # --------------------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------------------
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -663,6 +667,7 @@ class Trainer:
         if ckpt is not None:
             self.load_checkpoint(ckpt)
             self._truncate_log()
+            log.info("resuming from %s (step %d of %d)", ckpt, self.step, self.total_steps)
         elif self.rank == 0 and self.metrics_path.exists():
             self.metrics_path.unlink()
         self.model.train()
@@ -735,6 +740,7 @@ class Trainer:
                     if self.rank == 0:
                         self.save_checkpoint()
                     _barrier()
+                kill_after_step(EMBEDDING_FAULT_ENV, self.step)  # resume tests only
                 if self.cfg.stop_after is not None and self.step >= self.cfg.stop_after:
                     stopped = self.step < self.total_steps
                     break

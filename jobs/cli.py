@@ -31,11 +31,18 @@ def main_run(argv: Sequence[str]) -> int:
     cfg = load_config(args.config, run_dir=args.run_dir)
     res = run_pipeline(cfg)
     summary = json.loads((res.report_path.parent / "summary.json").read_text())
+    data = summary["data"]
     print(f"run directory: {res.run_dir}")
     print(
-        f"data: {summary['users']} users, {summary['items']} items, {summary['rows']['interactions']} interactions, "
-        f"LT7 mean {summary['lifetime']['lt7_mean']:.3f}"
+        f"data: {data['users']} users, {data['items']} items, {data['rows']['interactions']} interactions, "
+        f"LT7 mean {data['lifetime']['lt7_mean']:.3f}"
     )
+    for stage, why in summary["run"].get("notes", {}).items():
+        print(f"{stage}: not run ({why})")
+    for h in summary["headline"]:
+        sign = "+" if h["unit"] in ("%", "AUC") else ""  # lifts and differences carry their sign
+        interval = f" [{h['low']:{sign}.3f}, {h['high']:{sign}.3f}]" if h.get("low") is not None else ""
+        print(f"{h['name']}: {h['value']:{sign}.3f}{interval} {h['unit']}")
     print(f"report: {res.report_path}")
     return 0
 

@@ -1,12 +1,19 @@
-"""The pipeline driver: `sail run --config <name|file>` runs the stages in order in one run directory.
+"""The pipeline driver: `sail run --config <name|file>` runs every stage in order in one run directory.
 
-Each stage writes into `<run_dir>/<stage>/`, finished by a `_SUCCESS` marker and a `stage.json` holding the
-hash of the configuration that produced it (its own section plus its upstream stages' hashes). A stage whose
-directory is complete with a matching hash is skipped, so a run stopped at any point resumes where it stopped,
-and changing a setting reruns that stage and everything after it.
+Stages, in order (each writes `<run_dir>/<stage>/`):
 
-Stages that exist today: data (generate the world or adapt real data) -> validate (contracts + quarantine)
--> report (data summary). Later stages plug in the same way.
+    data -> validate -> mine -> train_embedding -> eval_retrieval -> embed -> export -> ranking_samples
+         -> ranker -> ab -> report
+
+Each stage's directory is finished by a `_SUCCESS` marker and a `stage.json` holding the hash of the configuration
+that produced it (its own section plus its upstream stage's hash, so a change reruns that stage and everything
+after it). A stage whose directory is complete with a matching hash is skipped, so a run stopped at any point
+resumes where it stopped. A stage writes into a temporary directory that replaces its output only on success;
+long stages (embedding training, ranker training) also keep checkpoints in `<run_dir>/work/<stage>-<hash>/`,
+which survives a kill, so the rerun continues from the last checkpoint instead of from the stage's start.
+
+Stages that do not apply are recorded as skipped with a reason (e.g. the A/B simulation needs the generated
+world's user model, so it does not run on MovieLens; a section with `enabled: false`).
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -32,6 +40,11 @@ from jobs.io import atomic_dir, is_complete, write_json_atomic
 log = logging.getLogger("sail")
 
 SHIPPED_CONFIGS = ("demo", "smoke", "movielens", "large")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Configuration (one section per stage; YAML keys are the field names)
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -57,20 +70,99 @@ class MiningSection:
 
 
 @dataclass(frozen=True)
+class EmbeddingSection:
+    model: str = "tiny"  # tiny | cpu_default | a JSON ModelConfig file
+    steps: tuple[int, int, int, int] = (150, 80, 60, 150)  # steps of stages I, II, III and CRE
+    batch_size: int = 32  # pairs per step
+    lr: float = 1e-3
+    refresh_every: int = 30  # stage-III steps between hard-negative refreshes
+    checkpoint_every: int = 50  # steps between checkpoints (a killed run resumes from the last one)
+    holdout_frac: float = 0.2  # share of the log's last days held out from training (the retrieval test period)
+    threads: int = 1  # torch threads
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RetrievalSection:
+    enabled: bool = True  # the retrieval table (SAIL vs ItemCF / Swing / MiniLM / two-tower) in the report
+    minilm: bool = True  # the pretrained MiniLM text-only column
+    two_tower: bool = True  # the content-only two-tower (CLIP-style) column (trains a second model)
+    two_tower_scale: float = 1.0  # its steps = SAIL's stage I + II steps x this
+    max_queries: int = 2000  # per task
+    n_boot: int = 500
+
+
+@dataclass(frozen=True)
+class FeaturesSection:
+    sid_levels: int = 3  # semantic-ID levels
+    codebook_size: int = 256  # codes per level (capped by the number of items)
+    batch_size: int = 64  # items per forward when embedding the catalogue
+
+
+@dataclass(frozen=True)
+class RankerSection:
+    variants: tuple[str, ...] = ("control", "emb", "sid", "both")
+    trainers: tuple[str, ...] = ("torchrec", "lgbm")
+    epochs: int = 2
+    batch_size: int = 2048
+    embedding_dim: int = 16
+    sparse_lr: float = 0.05
+    dense_lr: float = 2e-3
+    threads: int = 1
+    max_train_rows: int | None = None  # None: the whole train split
+    recent_len: int = 10  # recent positive items per impression
+    valid_days: int = 3
+    test_days: int = 4
+    n_boot: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ABSection:
+    enabled: bool = True  # generated worlds only (the simulation needs the world's user model)
+    control: str = "control"  # a torchrec ranker variant, or "logged" (the logging policy)
+    treatment: str = "both"  # a torchrec ranker variant
+    days: int = 21  # experiment length (LT14 needs >= 14)
+    salt: str = "sail-ab-1"
+    n_boot: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     run_dir: str  # where every stage writes; relative paths are relative to the working directory
     data: DataConfig = field(default_factory=DataConfig)
     validation: ValidationSection = field(default_factory=ValidationSection)
     mining: MiningSection = field(default_factory=MiningSection)
+    embedding: EmbeddingSection = field(default_factory=EmbeddingSection)
+    retrieval: RetrievalSection = field(default_factory=RetrievalSection)
+    features: FeaturesSection = field(default_factory=FeaturesSection)
+    ranker: RankerSection = field(default_factory=RankerSection)
+    ab: ABSection = field(default_factory=ABSection)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "validation": ValidationSection,
+    "mining": MiningSection,
+    "embedding": EmbeddingSection,
+    "retrieval": RetrievalSection,
+    "features": FeaturesSection,
+    "ranker": RankerSection,
+    "ab": ABSection,
+}
 
 
 def _build(cls: type, section: dict[str, Any] | None, where: str) -> Any:
-    section = section or {}
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(section) - known)
+    section = dict(section or {})
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(section) - set(known))
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    for k, v in section.items():  # YAML lists -> tuples (the config is frozen and hashed)
+        if isinstance(v, list):
+            section[k] = tuple(v)
     return cls(**section)
 
 
@@ -85,27 +177,46 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
             raise FileNotFoundError(f"config {name_or_path!r} is neither a shipped config {SHIPPED_CONFIGS} nor a file")
         text, where = path.read_text(), str(path)
     raw = yaml.safe_load(text) or {}
-    top = {"name", "run_dir", "data", "validation", "mining"}
+    top = {"name", "run_dir", *SECTIONS}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}; known: {sorted(top)}")
-    data = _build(DataConfig, raw.get("data"), f"{where} [data]")
-    if data.source not in ("generated", "movielens"):
-        raise ValueError(f"{where} [data]: source must be 'generated' or 'movielens', got {data.source!r}")
-    return RunConfig(
+    built = {name: _build(cls, raw.get(name), f"{where} [{name}]") for name, cls in SECTIONS.items()}
+    cfg = RunConfig(
         name=raw.get("name", Path(name_or_path).stem),
         run_dir=run_dir or raw.get("run_dir") or f"runs/{raw.get('name', 'run')}",
-        data=data,
-        validation=_build(ValidationSection, raw.get("validation"), f"{where} [validation]"),
-        mining=_mining_section(raw.get("mining"), f"{where} [mining]"),
+        **built,
     )
+    check_config(cfg, where)
+    return cfg
 
 
-def _mining_section(raw: dict[str, Any] | None, where: str) -> MiningSection:
-    m = _build(MiningSection, raw, where)
-    if m.engine not in ("spark", "polars"):
-        raise ValueError(f"{where}: engine must be 'spark' or 'polars', got {m.engine!r}")
-    return replace(m, miners=tuple(m.miners))
+def check_config(cfg: RunConfig, where: str = "config") -> None:
+    """Refuses settings that would only fail later, naming the section and the setting."""
+    from recsys.features import VARIANTS
+
+    if cfg.data.source not in ("generated", "movielens"):
+        raise ValueError(f"{where} [data]: source must be 'generated' or 'movielens', got {cfg.data.source!r}")
+    if cfg.mining.engine not in ("spark", "polars"):
+        raise ValueError(f"{where} [mining]: engine must be 'spark' or 'polars', got {cfg.mining.engine!r}")
+    if len(cfg.embedding.steps) != 4 or any(int(s) < 0 for s in cfg.embedding.steps):
+        raise ValueError(f"{where} [embedding]: steps needs four non-negative numbers (I, II, III, CRE)")
+    bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
+    if bad or not cfg.ranker.variants:
+        raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
+    bad = sorted(set(cfg.ranker.trainers) - {"torchrec", "lgbm"})
+    if bad or not cfg.ranker.trainers:
+        raise ValueError(f"{where} [ranker]: trainers must be a non-empty subset of ['lgbm', 'torchrec']")
+    if cfg.ab.enabled:
+        arms = [a for a in (cfg.ab.control, cfg.ab.treatment) if a != "logged"]
+        if cfg.ab.treatment == "logged":
+            raise ValueError(f"{where} [ab]: treatment must be a ranker variant, not 'logged'")
+        missing = [a for a in arms if a not in cfg.ranker.variants or "torchrec" not in cfg.ranker.trainers]
+        if missing:
+            raise ValueError(
+                f"{where} [ab]: arm(s) {missing} must be torchrec ranker variants trained by this run "
+                f"([ranker] variants {list(cfg.ranker.variants)}, trainers {list(cfg.ranker.trainers)})"
+            )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -113,11 +224,29 @@ def _mining_section(raw: dict[str, Any] | None, where: str) -> MiningSection:
 # ------------------------------------------------------------------------------------------------------------
 
 
+class StageSkipped(Exception):
+    """Raised by a stage that does not apply to this run (the reason is recorded and shown)."""
+
+
+@dataclass(frozen=True)
+class StageContext:
+    cfg: RunConfig
+    run_dir: Path
+    out: Path  # the stage's temporary output directory (it replaces `<run_dir>/<stage>` on success)
+    work: Path  # persistent scratch of this stage and config hash (checkpoints; survives a kill)
+    echo: Callable[[str], None] = print
+
+    def stage_dir(self, name: str) -> Path:
+        """A finished upstream stage's output directory."""
+        return self.run_dir / name
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
     settings: Callable[[RunConfig], Any]  # the part of the config this stage depends on (hashed)
-    run: Callable[[RunConfig, Path, Path], dict[str, Any]]  # (cfg, run_dir, tmp out dir) -> metrics
+    run: Callable[[StageContext], dict[str, Any]]  # -> metrics recorded in stage.json
+    deps: tuple[str, ...] = ()  # upstream stages whose outputs it reads (their hashes enter its hash)
 
 
 def default_movielens_dir() -> Path:
@@ -127,40 +256,41 @@ def default_movielens_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-latest-small"
 
 
-def _stage_data(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
+def _stage_data(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg
     if cfg.data.source == "generated":
         from offline_eval.world import WorldConfig, generate_world
 
-        res = generate_world(WorldConfig.for_size(cfg.data.size, seed=cfg.data.seed), out, progress=True)
+        res = generate_world(WorldConfig.for_size(cfg.data.size, seed=cfg.data.seed), ctx.out, progress=True)
         return {"counts": res.counts}
     from jobs.adapters.movielens import adapt_movielens
 
     src = Path(cfg.data.movielens_dir) if cfg.data.movielens_dir else default_movielens_dir()
-    res = adapt_movielens(src, out, session_gap_s=cfg.data.session_gap_s)
+    res = adapt_movielens(src, ctx.out, session_gap_s=cfg.data.session_gap_s)
     return {"counts": res.counts}
 
 
-def _stage_validate(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
+def _stage_validate(ctx: StageContext) -> dict[str, Any]:
     from jobs.validate import ValidationConfig, validate_dataset
 
-    v = cfg.validation
+    v = ctx.cfg.validation
     res = validate_dataset(
-        run_dir / "data",
-        out,
+        ctx.stage_dir("data"),
+        ctx.out,
         ValidationConfig(max_rejected_share=v.max_rejected_share, clock_skew_s=v.clock_skew_s),
     )
     return {"rejected": {k: r.rejected for k, r in res.tables.items()}, "rejected_total": res.rejected_total}
 
 
-def _stage_mine(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
+def _stage_mine(ctx: StageContext) -> dict[str, Any]:
     from jobs.mine_pairs import run as mine
     from jobs.mining_config import CovisitConfig, MiningConfig, SwingConfig
 
-    m = cfg.mining
+    m = ctx.cfg.mining
     res = mine(
         MiningConfig(
-            data_dir=str(run_dir / "validate"),
-            out_dir=str(out),
+            data_dir=str(ctx.stage_dir("validate")),
+            out_dir=str(ctx.out),
             engine=m.engine,
             miners=m.miners,
             covisit=CovisitConfig(top_k=m.top_k),
@@ -171,19 +301,285 @@ def _stage_mine(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
     return {k: res.counts[k] for k in keep if k in res.counts}
 
 
-def _stage_report(cfg: RunConfig, run_dir: Path, out: Path) -> dict[str, Any]:
-    from offline_eval.data_report import write_data_report
+def embedding_train_config(cfg: RunConfig):
+    """The embedding trainer's TrainConfig of a run (also what the retrieval table's baselines derive from)."""
+    from embedding.data import DataConfig as EmbDataConfig
+    from embedding.trainer import TrainConfig
 
-    return write_data_report(
-        run_dir / "validate", out, title=f"SAIL pipeline run '{cfg.name}'", mining_json=run_dir / "mine" / "mining.json"
+    e = cfg.embedding
+    return TrainConfig(
+        model=e.model,
+        steps_i=e.steps[0],
+        steps_ii=e.steps[1],
+        steps_iii=e.steps[2],
+        steps_cre=e.steps[3],
+        batch_size=e.batch_size,
+        lr=e.lr,
+        refresh_every=e.refresh_every,
+        checkpoint_every=e.checkpoint_every,
+        threads=e.threads,
+        seed=e.seed,
+        progress=True,
+        data=EmbDataConfig(holdout_frac=e.holdout_frac, seed=e.seed),
     )
 
 
+EMBEDDING_FILES = ("model.safetensors", "model_stages_1_3.safetensors", "train.json", "metrics.jsonl")
+
+
+def _stage_train_embedding(ctx: StageContext) -> dict[str, Any]:
+    """Stages I-III and CRE on the validated logs' training period; checkpoints live in the work directory.
+
+    The trainer splits the logs at the holdout boundary and mines its training pairs from the training period
+    only (with the same polars miners as the mine stage), so the held-out days stay unseen for the retrieval
+    table and for the ranker's test period.
+    """
+    from embedding.trainer import train
+
+    tcfg = embedding_train_config(ctx.cfg)
+    res = train(tcfg, ctx.stage_dir("validate"), ctx.work / "train", work_dir=ctx.work / "cache", resume=True)
+    if not res.completed:
+        raise RuntimeError(f"embedding training stopped at step {res.steps_done}/{res.total_steps}")
+    for name in EMBEDDING_FILES:
+        src = res.out_dir / name
+        if src.exists():
+            shutil.copy2(src, ctx.out / name)
+    return {
+        "steps": res.total_steps,
+        "final_loss": res.final_loss,
+        "pairs_per_s": res.pairs_per_s,
+        "train_seconds": res.seconds,
+        "stage_losses": res.stage_losses,
+        "work_dir": str(ctx.work),
+    }
+
+
+def _train_stage_work(ctx: StageContext) -> Path:
+    meta = json.loads((ctx.stage_dir("train_embedding") / "stage.json").read_text())
+    return Path(meta["metrics"]["work_dir"]) / "cache"
+
+
+def _stage_eval_retrieval(ctx: StageContext) -> dict[str, Any]:
+    r = ctx.cfg.retrieval
+    if not r.enabled:
+        raise StageSkipped("[retrieval] enabled is false")
+    from embedding.retrieval_eval import EvalConfig, run_retrieval_eval
+
+    res = run_retrieval_eval(
+        EvalConfig(
+            train=embedding_train_config(ctx.cfg),
+            max_queries=r.max_queries,
+            n_boot=r.n_boot,
+            ablations=False,
+            minilm=r.minilm,
+            two_tower=r.two_tower,
+            baseline_steps_scale=r.two_tower_scale,
+        ),
+        ctx.stage_dir("validate"),
+        ctx.out,
+        sail_dir=ctx.stage_dir("train_embedding"),
+        work_dir=_train_stage_work(ctx),
+    )
+    return {"table": res.table, "seconds": res.seconds}
+
+
+def _stage_embed(ctx: StageContext) -> dict[str, Any]:
+    """Embeds the catalogue with the trained model and quantises it into semantic IDs (ITEM_FEATURES).
+
+    Each item's feature row becomes valid at the item's creation time: its vector is a function of its content,
+    which exists from upload. The model itself was trained on logs before the holdout boundary, which precedes the
+    ranker's test period, so test-period samples never see a model trained on their own days.
+    """
+    import pyarrow as pa
+
+    from embedding.batch_infer import BatchEmbedConfig, EmbedderSpec, embed_local
+    from embedding.data import default_media_root
+    from embedding.semantic_ids import BuildSidsConfig, run_build_sids
+    from jobs import contracts as K
+    from jobs.io import read_table, write_table
+
+    f = ctx.cfg.features
+    validate = ctx.stage_dir("validate")
+    model = ctx.stage_dir("train_embedding") / "model.safetensors"
+    version = f"sail-{_file_digest(model)}"
+    media = default_media_root(validate)
+    spec = EmbedderSpec(
+        "embedding.infer:sail_embedder",
+        {"model_path": str(model), "media_root": str(media) if media else None, "batch_size": f.batch_size},
+    )
+    emb = embed_local(
+        BatchEmbedConfig(
+            items_dir=str(validate / "items"),
+            output_dir=str(ctx.out / "item_embeddings"),
+            model_version=version,
+            embedder=spec,
+            batch_size=256,
+            report_path=str(ctx.out / "embed_report.json"),
+        )
+    )
+    sids = run_build_sids(
+        BuildSidsConfig(str(ctx.out / "item_embeddings"), str(ctx.out / "sids"), f.sid_levels, f.codebook_size)
+    )
+    # valid from each item's creation (see the docstring)
+    feats = read_table(sids.features_dir, K.ITEM_FEATURES)
+    items = read_table(validate / "items", K.ITEMS).select(["item_id", "created_ts"])
+    created = dict(zip(items["item_id"].to_pylist(), items["created_ts"].to_pylist(), strict=True))
+    ts = pa.array([created[i] for i in feats["item_id"].to_pylist()], pa.timestamp("us", tz="UTC"))
+    feats = feats.set_column(feats.schema.get_field_index("event_timestamp"), "event_timestamp", ts)
+    write_table(feats, K.ITEM_FEATURES, ctx.out / "item_features")
+    return {
+        "model_version": version,
+        "items": emb.report["items_written"],
+        "media_failures": emb.report["failures"],
+        "items_per_s": emb.report["items_per_s"],
+        "sid_collision_share": sids.report["collisions"]["collision_share"],
+        "sid_usage": [u["usage"] for u in sids.report["usage"]],
+    }
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def _stage_export(ctx: StageContext) -> dict[str, Any]:
+    """Publishes the run's ITEM_FEATURES as a new version of the run's Feast repository (`export/feature_repo`)."""
+    from jobs.export_features import publish_version
+
+    res = publish_version(ctx.stage_dir("embed") / "item_features", ctx.out / "feature_repo")
+    return {"version": res.version, "feature_view": res.feature_view, "rows": res.rows, "check": res.check}
+
+
+def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
+    from recsys.samples import SamplesConfig, run
+
+    r = ctx.cfg.ranker
+    meta = json.loads((ctx.stage_dir("export") / "stage.json").read_text())["metrics"]
+    offline = ctx.stage_dir("export") / "feature_repo" / "offline" / meta["feature_view"]
+    res = run(
+        SamplesConfig(
+            data_dir=ctx.stage_dir("validate"),
+            out_dir=ctx.out,
+            item_features_dir=offline,
+            model_version=meta["version"],
+            recent_len=r.recent_len,
+            valid_days=r.valid_days,
+            test_days=r.test_days,
+        )
+    )
+    return {
+        "rows": res.rows,
+        "valid_start": str(res.valid_start),
+        "test_start": str(res.test_start),
+        "feature_version": res.model_version,
+        "embedding_dim": res.embedding_dim,
+        "item_features": str(offline),
+    }
+
+
+def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
+    """Every (trainer, variant) trains and is evaluated the same way; checkpoints live in the work directory."""
+    from recsys.cli import run_variants
+    from recsys.model import RankerConfig
+
+    r = ctx.cfg.ranker
+    samples = ctx.stage_dir("ranking_samples") / "ranking_samples_ext"
+    meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
+    train_kwargs = {
+        "ranker": RankerConfig(embedding_dim=r.embedding_dim),
+        "epochs": r.epochs,
+        "batch_size": r.batch_size,
+        "sparse_lr": r.sparse_lr,
+        "dense_lr": r.dense_lr,
+        "threads": r.threads,
+        "max_train_rows": r.max_train_rows,
+        "sid_levels": ctx.cfg.features.sid_levels,
+        "seed": r.seed,
+    }
+    lgbm_kwargs = {
+        "threads": r.threads,
+        "seed": r.seed,
+        "max_train_rows": r.max_train_rows,
+        "sid_levels": ctx.cfg.features.sid_levels,
+    }
+    note = (
+        f"Item features: the run's SAIL model ({meta['feature_version']}, {meta['embedding_dim']} dims), "
+        f"test period from {meta['test_start']}."
+    )
+    res = run_variants(samples, ctx.work, list(r.variants), list(r.trainers), train_kwargs, lgbm_kwargs, r.n_boot, note)
+    shutil.copy2(res.results_json, ctx.out / "results.json")
+    shutil.copy2(res.results_md, ctx.out / "results.md")
+    for key, scores in res.runs.items():  # scores and trained variants (the A/B arms load them from here)
+        shutil.copytree(scores.parent, ctx.out / key, ignore=shutil.ignore_patterns(".*"))
+    return {"runs": sorted(res.runs), "samples": str(samples)}
+
+
+def _stage_ab(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg
+    if not cfg.ab.enabled:
+        raise StageSkipped("[ab] enabled is false")
+    if cfg.data.source != "generated":
+        raise StageSkipped("the A/B simulation needs the generated world's user model (data.source: generated)")
+    from offline_eval.report import ab_result_to_dict
+    from recsys.serve import load_ranker_arm
+
+    from offline_eval.ab_sim import ABConfig, Arm, LoggedPolicyScorer, run_ab
+    from offline_eval.world import WorldConfig
+
+    samples_meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
+    features = Path(samples_meta["item_features"])
+
+    def arm(name: str) -> Arm:
+        if name == "logged":
+            return Arm("logged policy", LoggedPolicyScorer())
+        return load_ranker_arm(ctx.stage_dir("ranker") / "torchrec" / name, features, name=f"ranker {name}")
+
+    a = cfg.ab
+    res = run_ab(
+        WorldConfig.for_size(cfg.data.size, seed=cfg.data.seed),
+        [arm(a.control), arm(a.treatment)],
+        ABConfig(days=a.days, salt=a.salt, n_boot=a.n_boot, seed=a.seed),
+        progress=lambda s: log.info(s),
+    )
+    payload = ab_result_to_dict(res)
+    write_json_atomic(ctx.out / "ab.json", payload)
+    lifts = payload["lifts"]
+    return {"lifts": lifts}
+
+
+def _stage_report(ctx: StageContext) -> dict[str, Any]:
+    from offline_eval.report import write_run_report
+
+    from offline_eval.run_summary import build_run_summary
+
+    summary = build_run_summary(ctx.cfg, ctx.run_dir)
+    paths = write_run_report(summary, ctx.out, title=f"SAIL pipeline run '{ctx.cfg.name}'")
+    return {"headline": summary["headline"], "report": str(ctx.run_dir / "report" / Path(paths.html).name)}
+
+
+def _settings(*sections: str, **extra: Any) -> Callable[[RunConfig], Any]:
+    return lambda c: {**{s: asdict(getattr(c, s)) for s in sections}, **extra}
+
+
+def _ranker_data_settings(c: RunConfig) -> dict[str, Any]:
+    return {k: getattr(c.ranker, k) for k in ("recent_len", "valid_days", "test_days")}
+
+
 STAGES: tuple[Stage, ...] = (
-    Stage("data", lambda c: asdict(c.data), _stage_data),
-    Stage("validate", lambda c: asdict(c.validation), _stage_validate),
-    Stage("mine", lambda c: asdict(c.mining), _stage_mine),
-    Stage("report", lambda c: {"version": 2}, _stage_report),
+    Stage("data", _settings("data"), _stage_data),
+    Stage("validate", _settings("validation"), _stage_validate, ("data",)),
+    Stage("mine", _settings("mining"), _stage_mine, ("validate",)),
+    Stage("train_embedding", _settings("embedding"), _stage_train_embedding, ("validate",)),
+    Stage("eval_retrieval", _settings("retrieval"), _stage_eval_retrieval, ("train_embedding",)),
+    Stage("embed", _settings("features"), _stage_embed, ("train_embedding",)),
+    Stage("export", _settings(), _stage_export, ("embed",)),
+    Stage("ranking_samples", _ranker_data_settings, _stage_ranking_samples, ("export",)),
+    Stage("ranker", _settings("ranker"), _stage_ranker, ("ranking_samples",)),
+    Stage("ab", _settings("ab"), _stage_ab, ("ranker",)),
+    Stage("report", _settings(version=3), _stage_report, ("mine", "eval_retrieval", "ranker", "ab")),
 )
 
 
@@ -200,7 +596,7 @@ def _stage_done(path: Path, want: str) -> bool:
 class RunResult:
     run_dir: Path
     report_path: Path
-    stages: dict[str, dict[str, Any]]  # per stage: status ("ran" | "skipped"), seconds, metrics
+    stages: dict[str, dict[str, Any]]  # per stage: status ("ran" | "skipped" | "not applicable"), seconds, metrics
 
 
 def _file_logger(path: Path) -> logging.Handler:
@@ -208,6 +604,18 @@ def _file_logger(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return handler
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("sail-recsys", "torch", "torchrec", "pyspark", "polars", "feast", "transformers", "lightgbm"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
 
 
 def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResult:
@@ -222,30 +630,45 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResu
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
+            "versions": _versions(),
         },
     )
     stages: dict[str, dict[str, Any]] = {}
-    upstream = ""
+    hashes: dict[str, str] = {}
     total = len(STAGES)
+    t_run = time.perf_counter()
     for i, stage in enumerate(STAGES, 1):
-        want = _hash({"stage": stage.name, "settings": stage.settings(cfg), "upstream": upstream})
-        upstream = want
+        want = _hash(
+            {"stage": stage.name, "settings": stage.settings(cfg), "upstream": {d: hashes[d] for d in stage.deps}}
+        )
+        hashes[stage.name] = want
         path = run_dir / stage.name
         if _stage_done(path, want):
             meta = json.loads((path / "stage.json").read_text())
-            stages[stage.name] = {"status": "skipped", "seconds": 0.0, "metrics": meta.get("metrics", {})}
+            status = "not applicable" if meta.get("skipped") else "skipped"
+            stages[stage.name] = {"status": status, "seconds": 0.0, "metrics": meta.get("metrics", {})}
             echo(f"[{i}/{total}] {stage.name}: up to date, skipped")
             continue
         echo(f"[{i}/{total}] {stage.name}: running (log: {run_dir / 'logs' / (stage.name + '.log')})")
         handler = _file_logger(run_dir / "logs" / f"{stage.name}.log")
         logging.getLogger().addHandler(handler)
+        work = run_dir / "work" / f"{stage.name}-{want}"
+        work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
+        skipped = None
         try:
             with atomic_dir(path) as tmp:
-                metrics = stage.run(cfg, run_dir, tmp)
+                try:
+                    metrics = stage.run(StageContext(cfg, run_dir, tmp, work, echo))
+                except StageSkipped as why:
+                    skipped, metrics = str(why), {"reason": str(why)}
                 seconds = time.perf_counter() - t0
                 (tmp / "stage.json").write_text(
-                    json.dumps({"config_hash": want, "seconds": seconds, "metrics": metrics}, indent=2, default=str)
+                    json.dumps(
+                        {"config_hash": want, "seconds": seconds, "skipped": skipped, "metrics": metrics},
+                        indent=2,
+                        default=str,
+                    )
                 )
         except Exception:
             log.exception("stage %s failed", stage.name)
@@ -253,8 +676,12 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResu
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        if skipped:
+            stages[stage.name] = {"status": "not applicable", "seconds": round(seconds, 2), "metrics": metrics}
+            echo(f"[{i}/{total}] {stage.name}: not applicable ({skipped})")
+            continue
         stages[stage.name] = {"status": "ran", "seconds": round(seconds, 2), "metrics": metrics}
-        echo(f"[{i}/{total}] {stage.name}: done in {seconds:.1f} s")
+        echo(f"[{i}/{total}] {stage.name}: done in {seconds:.1f} s (run so far {time.perf_counter() - t_run:.0f} s)")
     timings = {k: v["seconds"] for k, v in stages.items()}
     write_json_atomic(run_dir / "timings.json", timings)
     return RunResult(run_dir=run_dir, report_path=run_dir / "report" / "report.html", stages=stages)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from jobs.faults import RANKER_FAULT_ENV, kill_after_step
 from recsys.data import Encoded, load_encoded_splits, make_batch
 from recsys.distributed import (
     DistEnv,
@@ -41,7 +40,7 @@ from recsys.distributed import (
 from recsys.features import Variant, feature_spec
 from recsys.model import ITEM_TABLE, RankerConfig, RankerTrain, build_ranker
 
-FAULT_ENV = "SAIL_FAULT_KILL_AFTER_STEP"  # test hook: SIGKILL this process right after that global step
+FAULT_ENV = RANKER_FAULT_ENV  # test hook: SIGKILL this process right after that global step
 
 
 @dataclass(frozen=True)
@@ -103,9 +102,7 @@ def score(dmp: torch.nn.Module, enc: Encoded, spec, env: DistEnv, batch_size: in
 
 
 def _fault(step: int) -> None:
-    at = os.environ.get(FAULT_ENV)
-    if at is not None and step == int(at):
-        os.kill(os.getpid(), signal.SIGKILL)
+    kill_after_step(FAULT_ENV, step)
 
 
 def train_ranker(cfg: TrainConfig) -> TrainResult:

@@ -1,7 +1,11 @@
-"""The pipeline driver: config loading, stage skipping and resume, the CLI."""
+"""The pipeline driver: config loading, every stage end to end on `smoke`, skipping, resume after a kill, the CLI."""
 
+import contextlib
+import io
 import json
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +20,10 @@ needs_movielens = pytest.mark.skipif(
     not (MOVIELENS / "ratings.csv").exists(),
     reason=f"MovieLens latest-small not found at {MOVIELENS} (set SAIL_MOVIELENS_DIR to run these tests)",
 )
+STAGE_NAMES = [s.name for s in pipeline.STAGES]
+
+
+# ------------------------------------------------------------------------------------------------ configs
 
 
 def test_shipped_configs_load():
@@ -23,6 +31,7 @@ def test_shipped_configs_load():
         cfg = load_config(name)
         assert cfg.name == name
     assert load_config("smoke", run_dir="/tmp/x").run_dir == "/tmp/x"
+    assert load_config("demo").data.size == "small" and load_config("movielens").ab.enabled is False
 
 
 @pytest.mark.parametrize(
@@ -31,13 +40,19 @@ def test_shipped_configs_load():
         ("name: x\nbogus: {}\n", r"unknown section\(s\) \['bogus'\]"),
         ("name: x\ndata: {sise: tiny}\n", r"\[data\]: unknown setting\(s\) \['sise'\]"),
         ("name: x\ndata: {source: csv}\n", "source must be 'generated' or 'movielens'"),
+        ("name: x\nmining: {engine: hive}\n", r"\[mining\]: engine must be 'spark' or 'polars'"),
+        ("name: x\nembedding: {steps: [1, 2]}\n", r"\[embedding\]: steps needs four"),
+        ("name: x\nranker: {variants: [control, turbo]}\n", r"\[ranker\]: variants must be .* \['turbo'\]"),
+        ("name: x\nranker: {variants: [control]}\n", r"\[ab\]: arm\(s\) \['both'\] must be torchrec ranker variants"),
+        ("name: x\nranker: {trainers: [lgbm]}\n", r"\[ab\]: arm\(s\)"),
     ],
 )
 def test_bad_configs_are_refused_with_the_file_named(tmp_path, text, match):
     f = tmp_path / "c.yaml"
     f.write_text(text)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         load_config(str(f))
+    assert str(f) in str(info.value)
 
 
 def test_unknown_config_name():
@@ -45,33 +60,92 @@ def test_unknown_config_name():
         load_config("nonexistent-config")
 
 
-def _ml_cfg(tmp_path):
-    cfg = load_config("movielens", run_dir=str(tmp_path / "run"))
-    return replace(cfg, data=replace(cfg.data, movielens_dir=str(MOVIELENS)))
+# ------------------------------------------------------------------------------------------------ smoke, end to end
 
 
-@needs_movielens
-def test_rerun_skips_finished_stages_and_a_changed_setting_reruns_downstream(tmp_path):
-    cfg = _ml_cfg(tmp_path)
-    first = run_pipeline(cfg, echo=lambda s: None)
-    assert [v["status"] for v in first.stages.values()] == ["ran"] * 4
-    second = run_pipeline(cfg, echo=lambda s: None)
-    assert [v["status"] for v in second.stages.values()] == ["skipped"] * 4
-    changed = replace(cfg, validation=replace(cfg.validation, clock_skew_s=600))
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, spark):
+    """`sail run --config smoke` once for the module (every stage, ~1-2 min); its stdout and run directory."""
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["run", "--config", "smoke", "--run-dir", str(run_dir)]) == 0
+    return run_dir, out.getvalue()
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "report" / "summary.json").read_text())
+
+
+def test_smoke_config_runs_every_stage_end_to_end(smoke_run):
+    run_dir, out = smoke_run
+    assert f"report: {run_dir / 'report' / 'report.html'}" in out
+    assert "LT7 lift, ranker both vs ranker control:" in out
+    for name in STAGE_NAMES:
+        meta = json.loads((run_dir / name / "stage.json").read_text())
+        assert (run_dir / name / "_SUCCESS").exists() and meta["skipped"] is None, name
+        assert (run_dir / "logs" / f"{name}.log").exists()
+    assert set(json.loads((run_dir / "timings.json").read_text())) == set(STAGE_NAMES)
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["config"]["name"] == "smoke" and run["versions"]["torch"].startswith("2.")
+
+    s = _summary(run_dir)
+    assert s["data"]["dataset"] == "generated" and s["data"]["size"] == "tiny"
+    assert s["data"]["mining"]["i2i_pairs"]["swing"] > 0
+    assert "SAIL + CRE" in s["retrieval"]["table"] and "Swing" in s["retrieval"]["table"]
+    assert "i2i_content" in s["retrieval"]["table"]["SAIL + CRE"]  # the world's truth found via the manifest
+    assert set(s["ranker"]["models"]) == {"torchrec/control", "torchrec/both", "lgbm/control", "lgbm/both"}
+    assert [a["name"] for a in s["ab"]["arms"]] == ["ranker control", "ranker both"]
+    names = [h["name"] for h in s["headline"]]
+    assert "LT7 lift, ranker both vs ranker control" in names
+    assert "click AUC difference, torchrec both - control (all items)" in names
+    assert s["reference"] == {"paper_lt7_lift_pct": 0.158, "paper_auc_gain_pct": 0.08}
+    assert set(s["run"]["timings"]) >= set(STAGE_NAMES) - {"report"}
+
+
+def test_the_stages_hand_each_other_one_model_version(smoke_run):
+    """embed -> export -> ranking samples all carry the version of the model the run trained."""
+    import pyarrow.compute as pc
+
+    from jobs import contracts as K
+    from jobs.export_features import read_current
+    from jobs.io import read_table
+
+    run_dir, _ = smoke_run
+    version = json.loads((run_dir / "embed" / "stage.json").read_text())["metrics"]["model_version"]
+    assert version.startswith("sail-")
+    assert read_current(run_dir / "export" / "feature_repo")["version"] == version
+    samples = json.loads((run_dir / "ranking_samples" / "stage.json").read_text())["metrics"]
+    assert samples["feature_version"] == version and samples["embedding_dim"] > 0
+    feats = read_table(run_dir / "embed" / "item_features", K.ITEM_FEATURES)
+    items = read_table(run_dir / "validate" / "items", K.ITEMS).sort_by("item_id")
+    feats = feats.sort_by("item_id")
+    assert feats["item_id"].equals(items["item_id"])
+    assert pc.all(pc.equal(feats["event_timestamp"], items["created_ts"])).as_py()  # valid from upload
+    report = json.loads((run_dir / "embed" / "embed_report.json").read_text())
+    assert report["items_written"] == items.num_rows and report["failures"] == {}  # media were found
+
+
+def test_rerun_skips_everything_and_a_changed_setting_reruns_only_its_dependants(smoke_run):
+    run_dir, _ = smoke_run
+    cfg = load_config("smoke", run_dir=str(run_dir))
+    again = run_pipeline(cfg, echo=lambda s: None)
+    assert [v["status"] for v in again.stages.values()] == ["skipped"] * len(STAGE_NAMES)
+    changed = replace(cfg, retrieval=replace(cfg.retrieval, n_boot=40))
     third = run_pipeline(changed, echo=lambda s: None)
-    assert [v["status"] for v in third.stages.values()] == ["skipped", "ran", "ran", "ran"]
+    ran = [k for k, v in third.stages.items() if v["status"] == "ran"]
+    assert ran == ["eval_retrieval", "report"]
 
 
-@needs_movielens
 def test_a_failed_stage_leaves_no_output_and_the_rerun_resumes_there(tmp_path, monkeypatch):
-    cfg = _ml_cfg(tmp_path)
-    real = pipeline.STAGES
+    cfg = load_config("smoke", run_dir=str(tmp_path / "run"))
+    real = pipeline.STAGES[:3]  # data, validate, mine
 
-    def boom(cfg, run_dir, out):
-        (out / "partial.txt").write_text("half")
+    def boom(ctx):
+        (ctx.out / "partial.txt").write_text("half")
         raise RuntimeError("killed during validation")
 
-    monkeypatch.setattr(pipeline, "STAGES", (real[0], Stage("validate", real[1].settings, boom), *real[2:]))
+    monkeypatch.setattr(pipeline, "STAGES", (real[0], Stage("validate", real[1].settings, boom, ("data",)), real[2]))
     with pytest.raises(RuntimeError, match="killed during validation"):
         run_pipeline(cfg, echo=lambda s: None)
     run_dir = Path(cfg.run_dir)
@@ -81,21 +155,20 @@ def test_a_failed_stage_leaves_no_output_and_the_rerun_resumes_there(tmp_path, m
 
     monkeypatch.setattr(pipeline, "STAGES", real)
     res = run_pipeline(cfg, echo=lambda s: None)
-    assert [v["status"] for v in res.stages.values()] == ["skipped", "ran", "ran", "ran"]
+    assert [v["status"] for v in res.stages.values()] == ["skipped", "ran", "ran"]
 
 
-@needs_movielens
-def test_cli_run_on_movielens_prints_the_report(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("SAIL_MOVIELENS_DIR", str(MOVIELENS))
-    assert main(["run", "--config", "movielens", "--run-dir", str(tmp_path / "run")]) == 0
-    out = capsys.readouterr().out
-    report = tmp_path / "run" / "report" / "report.html"
-    assert f"report: {report}" in out
-    assert "100836 interactions" in out
-    summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
-    assert summary["rows"]["interactions"] == 100_836
-    assert 1 <= summary["lifetime"]["lt7_mean"] <= 7
-    assert "<h2>Lifetime proxies" in report.read_text()
+def test_a_stage_that_does_not_apply_is_recorded_with_its_reason(tmp_path, monkeypatch):
+    cfg = load_config("smoke", run_dir=str(tmp_path / "run"))
+    cfg = replace(cfg, retrieval=replace(cfg.retrieval, enabled=False))
+    by_name = {s.name: s for s in pipeline.STAGES}
+    monkeypatch.setattr(pipeline, "STAGES", (replace(by_name["eval_retrieval"], deps=()),))
+    lines: list[str] = []
+    res = run_pipeline(cfg, echo=lines.append)
+    assert res.stages["eval_retrieval"]["status"] == "not applicable"
+    assert "not applicable ([retrieval] enabled is false)" in lines[-1]
+    again = run_pipeline(cfg, echo=lines.append)
+    assert again.stages["eval_retrieval"]["status"] == "not applicable"
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
@@ -105,38 +178,50 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
     assert main([]) == 0
 
 
-def test_smoke_config_runs_end_to_end(tmp_path, capsys):
-    """The `smoke` config (tiny generated world) through every stage, from the CLI."""
-    assert main(["run", "--config", "smoke", "--run-dir", str(tmp_path / "run")]) == 0
+# ------------------------------------------------------------------------------------------------ slow
+
+
+def _comparable(summary: dict) -> dict:
+    """What two runs of one config must agree on (timings, dates and the machine differ)."""
+    return {
+        "headline": summary["headline"],
+        "ranker": summary["ranker"]["models"],
+        "ab": summary["ab"]["lifts"],
+        "retrieval": summary["retrieval"]["table"],
+        "data": {k: v for k, v in summary["data"].items() if k != "generated"},
+    }
+
+
+@pytest.mark.slow
+def test_killed_during_embedding_training_the_rerun_ends_with_the_unbroken_summary(smoke_run, tmp_path):
+    from jobs.faults import EMBEDDING_FAULT_ENV
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jobs.cli", "run", "--config", "smoke", "--run-dir", str(run_dir)]
+    env = {**os.environ, EMBEDDING_FAULT_ENV: "12"}  # checkpoints every 5 steps: resumes from step 10
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (run_dir / "train_embedding").exists()
+    ckpts = list((run_dir / "work").glob("train_embedding-*/train/checkpoints/*"))
+    assert ckpts, "the killed run left no checkpoint to resume from"
+
+    env.pop(EMBEDDING_FAULT_ENV)
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "data: up to date, skipped" in resumed.stdout
+    log = (run_dir / "logs" / "train_embedding.log").read_text()
+    assert "resum" in log.lower()
+    assert _comparable(_summary(run_dir)) == _comparable(_summary(smoke_run[0]))
+
+
+@pytest.mark.slow
+@needs_movielens
+def test_movielens_config_produces_its_report_from_the_real_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SAIL_MOVIELENS_DIR", str(MOVIELENS))
+    assert main(["run", "--config", "movielens", "--run-dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert f"report: {tmp_path / 'run' / 'report' / 'report.html'}" in out
-    summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
-
-    def mining_count(miner):
-        import polars as pl
-
-        from jobs import contracts as K
-        from jobs.io import read_table
-
-        pairs = pl.from_arrow(read_table(tmp_path / "run" / "mine" / "i2i_pairs", K.I2I_PAIRS))
-        return pairs.filter(pl.col("miner") == miner).height
-
-    assert summary["dataset"] == "generated" and summary["size"] == "tiny"
-    assert summary["rejected"]["interactions"] == {}  # the generated world is clean
-    assert summary["cold_start_items"] > 0
-    assert summary["mining"]["i2i_pairs"]["swing"] == mining_count("swing")
-    assert "<h2>Mined pairs</h2>" in (tmp_path / "run" / "report" / "report.html").read_text()
-    assert 1 <= summary["lifetime"]["lt7_mean"] <= 7
-    mining = json.loads((tmp_path / "run" / "mine" / "mining.json").read_text())
-    assert mining["engine"] == "polars"
-    assert mining["pairs"]["i2i"]["covisit"] > 0 and mining["pairs"]["i2i"]["swing"] > 0
-    assert mining["pairs"]["seq2item"]["eval"] > 0
-    timings = json.loads((tmp_path / "run" / "timings.json").read_text())
-    assert set(timings) == {"data", "validate", "mine", "report"}
-
-
-def test_mining_section_is_checked(tmp_path):
-    f = tmp_path / "c.yaml"
-    f.write_text("name: x\nmining: {engine: hive}\n")
-    with pytest.raises(ValueError, match=r"\[mining\]: engine must be 'spark' or 'polars'"):
-        load_config(str(f))
+    assert "100836 interactions" in out
+    assert "ab: not run (the A/B simulation needs the generated world" in out
+    s = _summary(tmp_path / "run")
+    assert s["data"]["rows"]["interactions"] == 100_836
+    assert s["ab"] is None and s["ranker"] is not None and s["retrieval"] is not None

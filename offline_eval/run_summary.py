@@ -1,0 +1,136 @@
+"""Collects a pipeline run's stage outputs into the report's `summary` (schema: offline_eval/summary.schema.json).
+
+Sections come from the stages' own files, unchanged: `data` from the validated tables (+ the mining counts),
+`retrieval` from `eval_retrieval/retrieval.json`, `ranker` from `ranker/results.json` (+ the paths of each model's
+test scores, for the calibration plots), `ab` from `ab/ab.json`. A stage that did not run (or does not apply)
+leaves its section null. `headline` picks the figures the run prints at the end; `reference` carries the
+SAIL-Embedding paper's online figures for scale.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+PAPER_REFERENCE = {"paper_lt7_lift_pct": 0.158, "paper_auc_gain_pct": 0.08}
+"""The SAIL-Embedding paper's reported online LT7 lift and ranking AUC gain (percent), quoted for scale only."""
+
+
+def _stage_meta(run_dir: Path, stage: str) -> dict[str, Any] | None:
+    path = run_dir / stage / "stage.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _interval(value: float, low: float | None, high: float | None, scale: float = 1.0) -> dict[str, float | None]:
+    return {
+        "value": value * scale,
+        "low": None if low is None else low * scale,
+        "high": None if high is None else high * scale,
+    }
+
+
+def headline_figures(ranker: dict | None, ab: dict | None, retrieval: dict | None, treatment: str) -> list[dict]:
+    """The figures the run prints: A/B lifts (%), the +treatment vs control AUC difference, SAIL retrieval."""
+    out: list[dict[str, Any]] = []
+    if ab is not None and ab.get("lifts"):
+        arm, lifts = next(iter(ab["lifts"].items()))
+        control = ab["arms"][0]["name"]
+        for metric, label in (("lt7", "LT7"), ("lt14", "LT14"), ("dau_share", "DAU share")):
+            iv = lifts.get(metric)
+            if iv is not None:
+                out.append(
+                    {
+                        "name": f"{label} lift, {arm} vs {control}",
+                        **_interval(iv["value"], iv["low"], iv["high"], 100.0),
+                        "unit": "%",
+                        "source": "ab",
+                    }
+                )
+    if ranker is not None:
+        for trainer in ("torchrec", "lgbm"):
+            diff = ranker.get("differences", {}).get(f"{trainer}/{treatment}-control")
+            if diff is None:
+                continue
+            for slice_ in ("all", "cold"):
+                iv = diff.get(slice_, {}).get("click", {}).get("auc")
+                if iv is not None:
+                    out.append(
+                        {
+                            "name": f"click AUC difference, {trainer} {treatment} - control ({slice_} items)",
+                            **_interval(iv["value"], iv["low"], iv["high"]),
+                            "unit": "AUC",
+                            "source": "ranker",
+                        }
+                    )
+    if retrieval is not None:
+        sail = retrieval.get("table", {}).get("SAIL + CRE", {})
+        for task in ("i2i_coengagement", "q2i", "cold_start_i2i"):
+            cell = sail.get(task)
+            if cell is not None:
+                out.append(
+                    {
+                        "name": f"SAIL + CRE {retrieval.get('tasks', {}).get(task, task)}",
+                        **_interval(cell["recall"], cell.get("low"), cell.get("high"), 100.0),
+                        "unit": "recall x 100",
+                        "source": "retrieval",
+                    }
+                )
+    return out
+
+
+def build_run_summary(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+    """The `summary` of a run directory whose data, validate and mine stages finished (later ones optional)."""
+    from jobs.machine import describe_machine
+    from offline_eval.data_report import summarise_dataset, summarise_mining
+
+    run_dir = Path(run_dir)
+    data = summarise_dataset(run_dir / "validate")
+    if (run_dir / "mine" / "mining.json").exists():
+        data["mining"] = summarise_mining(run_dir / "mine" / "mining.json")
+    timings, notes = {}, {}
+    for stage in (p.name for p in sorted(run_dir.iterdir()) if (p / "stage.json").exists()):
+        meta = _stage_meta(run_dir, stage)
+        timings[stage] = round(float(meta.get("seconds", 0.0)), 2)
+        if meta.get("skipped"):
+            notes[stage] = meta["skipped"]
+    retrieval = _json(run_dir / "eval_retrieval" / "retrieval.json")
+    ranker = _json(run_dir / "ranker" / "results.json")
+    ranker_scores = None
+    if ranker is not None:
+        ranker_scores = {
+            key: str(run_dir / "ranker" / key / "scores.npz")
+            for key in ranker.get("models", {})
+            if (run_dir / "ranker" / key / "scores.npz").exists()
+        }
+    ab = _json(run_dir / "ab" / "ab.json")
+    treatment = getattr(getattr(cfg, "ab", None), "treatment", "both")
+    return {
+        "schema_version": 1,
+        "run": {
+            "name": cfg.name,
+            "config": _plain(cfg),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": describe_machine(),
+            "timings": timings,
+            "notes": notes,
+        },
+        "data": data,
+        "retrieval": retrieval,
+        "ranker": ranker,
+        "ranker_scores": ranker_scores,
+        "ab": ab,
+        "headline": headline_figures(ranker, ab, retrieval, treatment),
+        "reference": dict(PAPER_REFERENCE),
+    }
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(cfg), default=str))
