@@ -108,7 +108,8 @@ class RankerSection:
     embedding_dim: int = 16
     sparse_lr: float = 0.05
     dense_lr: float = 2e-3
-    threads: int = 1
+    threads: int = 1  # torch threads per process (more collapses on a shared 2-core machine)
+    lgbm_threads: int = 2  # LightGBM threads (it scales well on an otherwise idle machine)
     max_train_rows: int | None = None  # None: the whole train split
     recent_len: int = 10  # recent positive items per impression
     valid_days: int = 3
@@ -500,7 +501,7 @@ def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
         "seed": r.seed,
     }
     lgbm_kwargs = {
-        "threads": r.threads,
+        "threads": r.lgbm_threads,
         "seed": r.seed,
         "max_train_rows": r.max_train_rows,
         "sid_levels": ctx.cfg.features.sid_levels,
@@ -523,11 +524,10 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
         raise StageSkipped("[ab] enabled is false")
     if cfg.data.source != "generated":
         raise StageSkipped("the A/B simulation needs the generated world's user model (data.source: generated)")
-    from offline_eval.report import ab_result_to_dict
-    from recsys.serve import load_ranker_arm
-
     from offline_eval.ab_sim import ABConfig, Arm, LoggedPolicyScorer, run_ab
+    from offline_eval.report import ab_result_to_dict
     from offline_eval.world import WorldConfig
+    from recsys.serve import load_ranker_arm
 
     samples_meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
     features = Path(samples_meta["item_features"])
@@ -552,7 +552,6 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
 
 def _stage_report(ctx: StageContext) -> dict[str, Any]:
     from offline_eval.report import write_run_report
-
     from offline_eval.run_summary import build_run_summary
 
     summary = build_run_summary(ctx.cfg, ctx.run_dir)
