@@ -645,7 +645,9 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResu
         if _stage_done(path, want):
             meta = json.loads((path / "stage.json").read_text())
             status = "not applicable" if meta.get("skipped") else "skipped"
-            stages[stage.name] = {"status": status, "seconds": 0.0, "metrics": meta.get("metrics", {})}
+            # seconds: what the stage took when it ran (timings.json then describes the outputs on disk)
+            seconds = round(float(meta.get("seconds", 0.0)), 2)
+            stages[stage.name] = {"status": status, "seconds": seconds, "metrics": meta.get("metrics", {})}
             echo(f"[{i}/{total}] {stage.name}: up to date, skipped")
             continue
         echo(f"[{i}/{total}] {stage.name}: running (log: {run_dir / 'logs' / (stage.name + '.log')})")

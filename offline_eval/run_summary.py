@@ -58,11 +58,13 @@ def headline_figures(ranker: dict | None, ab: dict | None, retrieval: dict | Non
             if diff is None:
                 continue
             for slice_ in ("all", "cold"):
-                iv = diff.get(slice_, {}).get("click", {}).get("auc")
+                # click, or finish where click AUC is undefined (MovieLens: every rating is a click)
+                task = next((t for t in ("click", "finish") if t in diff.get(slice_, {})), None)
+                iv = diff.get(slice_, {}).get(task, {}).get("auc") if task else None
                 if iv is not None:
                     out.append(
                         {
-                            "name": f"click AUC difference, {trainer} {treatment} - control ({slice_} items)",
+                            "name": f"{task} AUC difference, {trainer} {treatment} - control ({slice_} items)",
                             **_interval(iv["value"], iv["low"], iv["high"]),
                             "unit": "AUC",
                             "source": "ranker",

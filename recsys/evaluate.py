@@ -75,13 +75,40 @@ def paired_differences(
     return out
 
 
+def single_class(labels: np.ndarray) -> str | None:
+    """Why AUC / GAUC / NE are undefined on these labels (empty, or one class only); None when they are defined."""
+    if labels.size == 0:
+        return "no test impressions"
+    pos = int(np.sum(labels))
+    if pos in (0, labels.size):
+        return f"all {labels.size} test labels are {'positive' if pos else 'negative'}: AUC, GAUC and NE are undefined"
+    return None
+
+
 def evaluate_model(scores: dict[str, np.ndarray], n_boot: int = 500, seed: int = 0) -> dict:
-    """{slice: {task: metric intervals}} of one model's test scores."""
+    """{slice: {task: metric intervals}} of one model's test scores; a (slice, task) whose labels hold one class
+    only (e.g. MovieLens clicks: every rating is a watch) is left out (see `undefined_metrics`)."""
     res: dict[str, Any] = {}
     for sl in SLICES:
         s = _slice(scores, sl)
-        res[sl] = {t: metric_intervals(s[f"label_{t}"], s[t], s["user"], n_boot, seed) for t in TASKS if s["user"].size}
+        res[sl] = {
+            t: metric_intervals(s[f"label_{t}"], s[t], s["user"], n_boot, seed)
+            for t in TASKS
+            if single_class(s[f"label_{t}"]) is None
+        }
     return res
+
+
+def undefined_metrics(scores: dict[str, np.ndarray]) -> dict[str, dict[str, str]]:
+    """{slice: {task: reason}} for the (slice, task) pairs evaluate_model leaves out."""
+    out: dict[str, dict[str, str]] = {}
+    for sl in SLICES:
+        s = _slice(scores, sl)
+        for t in TASKS:
+            why = single_class(s[f"label_{t}"])
+            if why is not None:
+                out.setdefault(sl, {})[t] = why
+    return out
 
 
 def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_boot: int = 500, seed: int = 0) -> dict:
@@ -93,7 +120,9 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_
     for sl in SLICES:
         c, t = _slice(control, sl), _slice(treatment, sl)
         res[sl] = {
-            task: paired_differences(c[f"label_{task}"], c[task], t[task], c["user"], n_boot, seed) for task in TASKS
+            task: paired_differences(c[f"label_{task}"], c[task], t[task], c["user"], n_boot, seed)
+            for task in TASKS
+            if single_class(c[f"label_{task}"]) is None
         }
     return res
 
@@ -123,6 +152,9 @@ def markdown_table(results: dict) -> str:
                     continue
                 cells = " | ".join(_fmt(m[k]) for k in METRICS)
                 lines.append(f"| {sl} | {task} | {trainer} | {variant} | {m['n']} | {cells} |")
+    for sl, tasks in results.get("undefined", {}).items():
+        for task, why in tasks.items():
+            lines.append(f"| {sl} | {task} | all | all | — | not reported: {why} | | | |")
     lines += ["", "Paired differences treatment - control (user-level bootstrap 95% interval; NE: lower is better)", ""]
     lines += ["| slice | task | trainer | comparison | AUC | GAUC (imp.) | GAUC (pos.) | NE |", "|" + "---|" * 8]
     for name, cmp in results.get("differences", {}).items():
@@ -145,6 +177,9 @@ def evaluate_runs(
     results: dict[str, Any] = {"title": title, "note": note, "n_boot": n_boot, "models": {}, "differences": {}}
     for name, s in scores.items():
         results["models"][name] = evaluate_model(s, n_boot, seed)
+    undefined = undefined_metrics(next(iter(scores.values()))) if scores else {}
+    if undefined:  # the same labels for every model
+        results["undefined"] = undefined
     for name, s in scores.items():
         trainer, variant = name.split("/")
         control = scores.get(f"{trainer}/control")
