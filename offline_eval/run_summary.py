@@ -27,11 +27,16 @@ def _json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _interval(value: float, low: float | None, high: float | None, scale: float = 1.0) -> dict[str, float | None]:
+def _figure(name: str, iv: dict, value_key: str, unit: str, source: str, scale: float = 1.0) -> dict[str, Any]:
+    """A headline entry: iv[value_key] and its interval (low / high may be absent) times `scale`."""
+    low, high = iv.get("low"), iv.get("high")
     return {
-        "value": value * scale,
+        "name": name,
+        "value": iv[value_key] * scale,
         "low": None if low is None else low * scale,
         "high": None if high is None else high * scale,
+        "unit": unit,
+        "source": source,
     }
 
 
@@ -44,14 +49,7 @@ def headline_figures(ranker: dict | None, ab: dict | None, retrieval: dict | Non
         for metric, label in (("lt7", "LT7"), ("lt14", "LT14"), ("dau_share", "DAU share")):
             iv = lifts.get(metric)
             if iv is not None:
-                out.append(
-                    {
-                        "name": f"{label} lift, {arm} vs {control}",
-                        **_interval(iv["value"], iv["low"], iv["high"], 100.0),
-                        "unit": "%",
-                        "source": "ab",
-                    }
-                )
+                out.append(_figure(f"{label} lift, {arm} vs {control}", iv, "value", "%", "ab", 100.0))
     if ranker is not None:
         for trainer in ("torchrec", "lgbm"):
             diff = ranker.get("differences", {}).get(f"{trainer}/{treatment}-control")
@@ -62,27 +60,15 @@ def headline_figures(ranker: dict | None, ab: dict | None, retrieval: dict | Non
                 task = next((t for t in ("click", "finish") if t in diff.get(slice_, {})), None)
                 iv = diff.get(slice_, {}).get(task, {}).get("auc") if task else None
                 if iv is not None:
-                    out.append(
-                        {
-                            "name": f"{task} AUC difference, {trainer} {treatment} - control ({slice_} items)",
-                            **_interval(iv["value"], iv["low"], iv["high"]),
-                            "unit": "AUC",
-                            "source": "ranker",
-                        }
-                    )
+                    name = f"{task} AUC difference, {trainer} {treatment} - control ({slice_} items)"
+                    out.append(_figure(name, iv, "value", "AUC", "ranker"))
     if retrieval is not None:
         sail = retrieval.get("table", {}).get("SAIL + CRE", {})
         for task in ("i2i_coengagement", "q2i", "cold_start_i2i"):
             cell = sail.get(task)
             if cell is not None:
-                out.append(
-                    {
-                        "name": f"SAIL + CRE {retrieval.get('tasks', {}).get(task, task)}",
-                        **_interval(cell["recall"], cell.get("low"), cell.get("high"), 100.0),
-                        "unit": "recall x 100",
-                        "source": "retrieval",
-                    }
-                )
+                name = f"SAIL + CRE {retrieval.get('tasks', {}).get(task, task)}"
+                out.append(_figure(name, cell, "recall", "recall x 100", "retrieval", 100.0))
     return out
 
 
