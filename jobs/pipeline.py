@@ -110,6 +110,7 @@ class RankerSection:
     dense_lr: float = 2e-3
     threads: int = 1  # torch threads per process (more collapses on a shared 2-core machine)
     lgbm_threads: int = 2  # LightGBM threads (it scales well on an otherwise idle machine)
+    item_id_dropout: float = 0.0  # TorchRec: share of train rows whose item id is replaced by the OOV row
     max_train_rows: int | None = None  # None: the whole train split
     recent_len: int = 10  # recent positive items per impression
     valid_days: int = 3
@@ -205,6 +206,8 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
     bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
     if bad or not cfg.ranker.variants:
         raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
+    if not 0.0 <= cfg.ranker.item_id_dropout < 1.0:
+        raise ValueError(f"{where} [ranker]: item_id_dropout must be in [0, 1), got {cfg.ranker.item_id_dropout}")
     bad = sorted(set(cfg.ranker.trainers) - {"torchrec", "lgbm"})
     if bad or not cfg.ranker.trainers:
         raise ValueError(f"{where} [ranker]: trainers must be a non-empty subset of ['lgbm', 'torchrec']")
@@ -499,6 +502,7 @@ def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
         "max_train_rows": r.max_train_rows,
         "sid_levels": ctx.cfg.features.sid_levels,
         "seed": r.seed,
+        "item_id_dropout": r.item_id_dropout,
     }
     lgbm_kwargs = {
         "threads": r.lgbm_threads,

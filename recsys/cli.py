@@ -137,6 +137,9 @@ def main_train_ranker(argv: Sequence[str]) -> int:
     p.add_argument("--dense-lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps (0: at the end)")
+    p.add_argument(
+        "--item-id-dropout", type=float, default=0.0, help="share of train rows whose item id becomes the OOV row"
+    )
     p.add_argument("--max-train-rows", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=500)
@@ -154,6 +157,7 @@ def main_train_ranker(argv: Sequence[str]) -> int:
         "ckpt_every": args.ckpt_every,
         "max_train_rows": args.max_train_rows,
         "seed": args.seed,
+        "item_id_dropout": args.item_id_dropout,
     }
     lgbm_kwargs = {"threads": args.threads, "seed": args.seed, "max_train_rows": args.max_train_rows}
     res = run_variants(args.samples, args.out, variants, trainers, train_kwargs, lgbm_kwargs, args.n_boot, args.note)

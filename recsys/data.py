@@ -1,7 +1,8 @@
 """Ranking samples -> model inputs: vocabularies fitted on the train split, dense features, batches.
 
 Ids map to table rows through vocabularies of the training split (row 0 is the out-of-vocabulary row, which is
-where cold items and unseen users land: it learns "an id we have not trained on"). Semantic IDs are hierarchical:
+where unseen items and users land; every train row's ids are in the vocabularies, so row 0 keeps its initial
+values unless training drops item ids on purpose: `make_batch(..., drop_item=...)`). Semantic IDs are hierarchical:
 level l's sparse id is the code prefix (c_0 .. c_l), so a cold item shares trained rows with warm items whose
 vectors fall in the same cells. Dense features are log1p counters and smoothed CTRs, standardised with train
 statistics.
@@ -289,8 +290,13 @@ def load_encoded_splits(samples_dir: str | Path, spec: FeatureSpec, max_train_ro
     )
 
 
-def make_batch(enc: Encoded, idx: np.ndarray, spec: FeatureSpec) -> RankerBatch:
-    """Rows `idx` of an encoded split as a RankerBatch (KJT keys in spec.sparse_features order)."""
+def make_batch(enc: Encoded, idx: np.ndarray, spec: FeatureSpec, drop_item: np.ndarray | None = None) -> RankerBatch:
+    """Rows `idx` of an encoded split as a RankerBatch (KJT keys in spec.sparse_features order).
+
+    drop_item: optional (len(idx),) bool; those rows' target item_id becomes the OOV row 0, as a cold item's is
+    (item-id dropout in training: row 0 learns "an item we have no id for" and the rest of the model learns to
+    rank such items from their other features).
+    """
     n = idx.shape[0]
     starts = enc.recent_offsets[idx]
     rec_len = enc.recent_offsets[idx + 1] - starts
@@ -303,6 +309,9 @@ def make_batch(enc: Encoded, idx: np.ndarray, spec: FeatureSpec) -> RankerBatch:
         if f == "user_recent_items":
             values.append(recent)
             lengths.append(rec_len)
+        elif f == "item_id" and drop_item is not None:
+            values.append(np.where(drop_item, 0, enc.single[f][idx]))
+            lengths.append(ones)
         else:
             values.append(enc.single[f][idx])
             lengths.append(ones)

@@ -73,6 +73,9 @@ class SparseArch(nn.Module):
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
         """features: KJT with keys feature_names, B rows each -> (B, F, D); an empty bag pools to zeros."""
         kt = self.ebc(features)
+        if kt.keys() == self.feature_names:  # pooled values already laid out feature by feature: no copy
+            values = kt.values()
+            return values.view(values.shape[0], len(self.feature_names), -1)  # (B, F, D)
         return torch.stack([kt[f] for f in self.feature_names], dim=1)  # (B, F, D)
 
 

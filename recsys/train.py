@@ -59,6 +59,7 @@ class TrainConfig:
     ckpt_every: int = 0  # checkpoint every N global steps (0: only at the end)
     max_train_rows: int | None = None  # keep the first N train rows (tests, smoke runs); None: all
     eval_batch_size: int = 8192
+    item_id_dropout: float = 0.0  # share of train rows whose target item_id is replaced by the OOV row
     export_item_table: bool = True  # writes item_table.safetensors for the embedding model's ID2item stage
 
 
@@ -75,6 +76,8 @@ class TrainResult:
 
 
 def _check_world(cfg: TrainConfig, env: DistEnv) -> int:
+    if not 0.0 <= cfg.item_id_dropout < 1.0:
+        raise ValueError(f"item_id_dropout must be in [0, 1), got {cfg.item_id_dropout}")
     if cfg.batch_size % env.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {env.world_size}")
     return cfg.batch_size // env.world_size
@@ -154,7 +157,12 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
         epoch, b = divmod(step, n_batches)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
         rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        batch = make_batch(train, np.sort(rows[env.rank * local_batch : (env.rank + 1) * local_batch]), spec)
+        mine = slice(env.rank * local_batch, (env.rank + 1) * local_batch)
+        by_row = np.argsort(rows[mine], kind="stable")
+        drop = None
+        if cfg.item_id_dropout > 0:  # drawn per global batch: the same rows drop at any world size and on resume
+            drop = np.random.default_rng([cfg.seed, 1, step]).random(len(rows))[mine][by_row] < cfg.item_id_dropout
+        batch = make_batch(train, rows[mine][by_row], spec, drop)
         loss, _ = dmp(batch.to(env.device))
         dense_opt.zero_grad()
         loss.backward()

@@ -13,7 +13,8 @@ D0 = date(2026, 1, 1)
 
 def _act(rows):
     return pl.DataFrame(
-        [(u, D0 + timedelta(days=k)) for u, k in rows], schema={"user_id": pl.Int64, "activity_date": pl.Date},
+        [(u, D0 + timedelta(days=k)) for u, k in rows],
+        schema={"user_id": pl.Int64, "activity_date": pl.Date},
         orient="row",
     )
 
@@ -52,9 +53,7 @@ def test_against_brute_force():
     lt = compute_lt(act, 14, last_day=last)
     active = {(u, k) for u, k in rows}
     expected = {
-        (u, D0 + timedelta(days=k)): sum((u, j) in active for j in range(k, k + 14))
-        for u, k in active
-        if k + 13 <= 39
+        (u, D0 + timedelta(days=k)): sum((u, j) in active for j in range(k, k + 14)) for u, k in active if k + 13 <= 39
     }
     got = {(u, d): v for u, d, v in lt.rows()}
     assert got == expected

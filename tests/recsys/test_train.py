@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from offline_eval.metrics import auc
@@ -144,3 +145,37 @@ def test_lgbm_and_evaluation_table(samples, reference, tmp_path):
     assert d["value"] == pytest.approx(d["treatment"] - d["control"])
     table = markdown_table(res)
     assert "| all | click | lgbm | both |" in table and "| cold | finish | lgbm | both-control |" in table
+
+
+def test_item_id_dropout_trains_the_oov_row_that_cold_items_use(samples, reference, tmp_path):
+    # Without dropout no train row maps to the OOV row, so it keeps its initial values; with it, it learns
+    out = tmp_path / "drop"
+    train_ranker(_cfg(samples, out, variant="both", ckpt_every=10, item_id_dropout=0.3))
+    ref = load_file(str(reference.out_dir / "item_table.safetensors"))["weight"]
+    drop = load_file(str(out / "item_table.safetensors"))["weight"]
+    init = load_file(str(_untrained_item_table(samples, tmp_path / "init")))["weight"]
+    np.testing.assert_array_equal(ref[0], init[0])
+    assert np.abs(drop[0] - init[0]).max() > 1e-3
+
+
+def _untrained_item_table(samples: Path, out: Path) -> Path:
+    """The item table as initialised (same seed): one epoch at zero learning rates."""
+    train_ranker(_cfg(samples, out, variant="both", epochs=1, sparse_lr=0.0, dense_lr=0.0))
+    return out / "item_table.safetensors"
+
+
+def test_make_batch_drops_only_the_target_item_id(samples):
+    from recsys.data import load_encoded_splits, make_batch
+    from recsys.features import feature_spec
+
+    spec = feature_spec("both", 3)
+    train = load_encoded_splits(samples, spec).train
+    idx = np.arange(8)
+    drop = np.array([True, False] * 4)
+    kept, dropped = make_batch(train, idx, spec), make_batch(train, idx, spec, drop)
+    a, b = kept.sparse.to_dict(), dropped.sparse.to_dict()
+    assert (b["item_id"].values().numpy() == np.where(drop, 0, a["item_id"].values().numpy())).all()
+    assert a["item_id"].values().numpy()[drop].min() > 0
+    for f in spec.sparse_features:
+        if f != "item_id":
+            assert torch.equal(a[f].values(), b[f].values()) and torch.equal(a[f].lengths(), b[f].lengths())
