@@ -62,6 +62,11 @@ def headline_figures(ranker: dict | None, ab: dict | None, retrieval: dict | Non
                 if iv is not None:
                     name = f"{task} AUC difference, {trainer} {treatment} - control ({slice_} items)"
                     out.append(_figure(name, iv, "value", "AUC", "ranker"))
+            gains = ranker.get("slice_gains", {}).get(f"{trainer}/{treatment}-control", {}).get("cold", {})
+            task = next((t for t in ("click", "finish") if t in gains), None)
+            if task is not None:  # > 0: the gain is larger on cold-start items than on the others
+                name = f"{task} AUC gain on cold items - gain on the others, {trainer} {treatment} vs control"
+                out.append(_figure(name, gains[task], "value", "AUC", "ranker"))
     if retrieval is not None:
         sail = retrieval.get("table", {}).get("SAIL + CRE", {})
         for task in ("i2i_coengagement", "q2i", "cold_start_i2i"):

@@ -1,5 +1,6 @@
 """Test-period evaluation of ranker scores: AUC, GAUC (both weightings), NE with user-level bootstrap intervals,
-paired differences against control, on all items and on the cold-start slice. JSON + a Markdown table.
+paired differences against control, on all items and on the cold-start slices, and whether the gain is larger on
+a cold-start slice than on the other impressions (`slice_gains`). JSON + a Markdown table.
 
 Every model (TorchRec variants, LightGBM variants) writes `scores.npz` with the same arrays
 (`test_click`, `test_finish`, `test_label_click`, `test_label_finish`, `test_user`, `test_item`, `test_cold`),
@@ -24,6 +25,7 @@ from offline_eval.bootstrap import (
     gauc_bootstrap,
     paired_bootstrap_diff,
     paired_gauc_diff,
+    slice_gain_difference,
 )
 from offline_eval.metrics import auc, normalized_entropy
 from recsys.features import TASKS
@@ -127,6 +129,29 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_
     return res
 
 
+def slice_gains(
+    control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_boot: int = 500, seed: int = 0
+) -> dict:
+    """{slice: {task: ...}} for the cold and unseen slices: treatment's AUC gain over control on the slice's
+    impressions minus its gain on every other impression, with a user-level bootstrap interval ("is the gain
+    larger on cold-start items?"). Left out where either side's labels hold one class."""
+    res: dict[str, Any] = {}
+    for sl in SLICES[1:]:
+        inside = control[sl].astype(bool)
+        for task in TASKS:
+            y = control[f"label_{task}"]
+            if single_class(y[inside]) or single_class(y[~inside]):
+                continue
+            pd = slice_gain_difference(y, control[task], treatment[task], inside, control["user"], n_boot, seed)
+            res.setdefault(sl, {})[task] = {
+                "gain_in_slice": pd.metric_b,
+                "gain_elsewhere": pd.metric_a,
+                **_interval(pd.diff),
+                "p_value": pd.p_value,
+            }
+    return res
+
+
 def _fmt(m: dict) -> str:
     return f"{m['value']:.4f} [{m['low']:.4f}, {m['high']:.4f}]"
 
@@ -165,6 +190,23 @@ def markdown_table(results: dict) -> str:
                 if m:
                     cells = " | ".join(_fmt_diff(m[k]) for k in METRICS)
                     lines.append(f"| {sl} | {task} | {trainer} | {comparison} | {cells} |")
+    if results.get("slice_gains"):
+        lines += [
+            "",
+            "Is the AUC gain larger inside the slice? gain on the slice's impressions - gain on all other impressions",
+            "(same user-level resamples for both gains; an interval above zero: larger inside the slice)",
+            "",
+            "| slice | task | trainer | comparison | gain in slice | gain elsewhere | difference |",
+            "|" + "---|" * 7,
+        ]
+        for name, by_slice in results["slice_gains"].items():
+            trainer, comparison = name.split("/")
+            for sl, tasks in by_slice.items():
+                for task, m in tasks.items():
+                    lines.append(
+                        f"| {sl} | {task} | {trainer} | {comparison} | {m['gain_in_slice']:+.4f} | "
+                        f"{m['gain_elsewhere']:+.4f} | {_fmt_diff(m)} |"
+                    )
     return "\n".join(lines) + "\n"
 
 
@@ -185,7 +227,10 @@ def evaluate_runs(
         control = scores.get(f"{trainer}/control")
         if variant != "control" and control is not None:
             results["differences"][f"{trainer}/{variant}-control"] = compare(control, s, n_boot, seed)
+            results.setdefault("slice_gains", {})[f"{trainer}/{variant}-control"] = slice_gains(
+                control, s, n_boot, seed
+            )
     return results
 
 
-__all__ = ["compare", "evaluate_model", "evaluate_runs", "load_scores", "markdown_table"]
+__all__ = ["compare", "evaluate_model", "evaluate_runs", "load_scores", "markdown_table", "slice_gains"]

@@ -16,6 +16,7 @@ from offline_eval.bootstrap import (
     gauc_bootstrap,
     paired_bootstrap_diff,
     paired_gauc_diff,
+    slice_gain_difference,
 )
 from offline_eval.metrics import auc, gauc, logloss, normalized_entropy
 
@@ -285,3 +286,36 @@ def test_two_sample_lift_covers_the_true_lift():
         iv = two_sample_lift((num_c, den_c), (num_t, den_t), n_boot=200, seed=int(rng.integers(1 << 30)))
         covered += iv.low <= 0.1 <= iv.high
     assert 85 <= covered <= 99
+
+
+def test_slice_gain_difference_equals_four_materialised_aucs_per_resample():
+    # Reference: draw the same user resamples, materialise each one's rows, and compute the four AUCs with
+    # scikit-learn: (AUC_b - AUC_a inside the slice) - (AUC_b - AUC_a outside it).
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(21)
+    y, _, users = _auc_world(rng, 60, 8)
+    cold = rng.random(y.size) < 0.4
+    a = np.round(rng.normal(size=y.size) + 0.6 * y, 1)  # ties
+    b = a + np.where(cold, 0.8 * y, 0.1 * y) + 0.2 * rng.normal(size=y.size)  # helps cold rows more
+    res = slice_gain_difference(y, a, b, cold, users, n_boot=60, seed=5)
+
+    def gains(idx):
+        yi, ci = y[idx], cold[idx]
+        g = [roc_auc_score(yi[m], b[idx][m]) - roc_auc_score(yi[m], a[idx][m]) for m in (ci, ~ci)]
+        return g[0], g[1]
+
+    g_in, g_out = gains(np.arange(y.size))
+    assert (res.metric_b, res.metric_a) == (pytest.approx(g_in, abs=1e-12), pytest.approx(g_out, abs=1e-12))
+    draw = np.random.default_rng(5)
+    _, code = np.unique(users, return_inverse=True)
+    diffs = []
+    for _ in range(60):
+        mult = draw.multinomial(60, np.full(60, 1 / 60))
+        g = gains(np.repeat(np.arange(y.size), mult[code]))
+        diffs.append(g[0] - g[1])
+    assert res.diff.low == pytest.approx(np.percentile(diffs, 2.5), abs=1e-12)
+    assert res.diff.high == pytest.approx(np.percentile(diffs, 97.5), abs=1e-12)
+    assert res.diff.estimate == pytest.approx(g_in - g_out, abs=1e-12) and res.diff.low > 0  # the larger cold gain
+    with pytest.raises(ValueError, match="outside the slice is undefined"):
+        slice_gain_difference(y, a, b, np.ones(y.size, bool), users, n_boot=5)
