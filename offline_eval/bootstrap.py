@@ -305,18 +305,18 @@ def slice_gain_difference(
         if arr.shape != (n,):
             raise ValueError(f"{name} has shape {arr.shape}, labels have ({n},)")
     code, n_clusters = _cluster_codes(clusters, n)
-    parts = {}
+    parts, gains = {}, {}
     for where, rows in (("in", m), ("out", ~m)):
-        if single := _one_class(y[rows]):
-            raise ValueError(f"the gain {where}side the slice is undefined: {single}")
+        try:
+            gains[where] = auc(y[rows], b[rows]) - auc(y[rows], a[rows])
+        except ValueError as exc:
+            raise ValueError(f"the gain {where}side the slice is undefined: {exc}") from None
         parts[where] = (_PresortedAUC(y[rows], a[rows], code[rows]), _PresortedAUC(y[rows], b[rows], code[rows]))
-    full = np.ones(n_clusters, dtype=np.int64)
 
     def gain(where: str, mult: np.ndarray) -> float:
         fa, fb = parts[where]
         return fb(mult) - fa(mult)
 
-    gain_in, gain_out = gain("in", full), gain("out", full)
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     n_ok = 0
@@ -327,14 +327,7 @@ def slice_gain_difference(
         except ValueError:
             continue
         n_ok += 1
-    return _paired_result(gain_out, gain_in, diffs[:n_ok], alpha, n_boot - n_ok)
-
-
-def _one_class(y: np.ndarray) -> str | None:
-    if y.size == 0:
-        return "no rows"
-    pos = int(np.sum(y))
-    return f"all {y.size} labels are one class" if pos in (0, y.size) else None
+    return _paired_result(gains["out"], gains["in"], diffs[:n_ok], alpha, n_boot - n_ok)
 
 
 # ------------------------------------------------------------------------------- GAUC: resampling groups' AUC
