@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -64,6 +65,7 @@ class DataConfig:
     clean_q2i_min_score: float = 0.3  # stage II/III: minimum clicks / impressions of a clean q2i pair
     clean_max_pairs: int = 2000  # stage III: cap per hard-negative source (mining cost grows with it)
     i2i_top_k: int = 50  # miner top-K per anchor (also what ItemCF / Swing can return at evaluation)
+    word_queries_per_item: int = 4  # stage I pseudo-queries (title / tag words -> item) per item; 0: none
     history_len: int = 5  # seq2item: last L history items used (mean-pooled)
     id_dim: int = 32  # d_id: truncated-SVD factors of the collaborative model
     max_pairs_per_source: int = 50_000  # cap per source (seeded sample) to bound memory
@@ -145,6 +147,10 @@ def default_media_root(data_dir: str | os.PathLike) -> Path | None:
     return None
 
 
+PREPARE_FIELDS = ("holdout_frac", "i2i_top_k", "q2i_min_clicks", "history_len")
+"""The DataConfig fields that the split and the miners read: only a change in these invalidates a preparation."""
+
+
 def prepare_data(
     data_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: DataConfig = DataConfig()
 ) -> PreparedData:
@@ -165,7 +171,11 @@ def prepare_data(
         media_root=default_media_root(data_dir),
     )
     manifest = work_dir / "prepared.json"
-    key = {"data_dir": str(data_dir.resolve()), "split_ts": split_ts.isoformat(), "cfg": asdict(cfg)}
+    key = {
+        "data_dir": str(data_dir.resolve()),
+        "split_ts": split_ts.isoformat(),
+        "cfg": {f: getattr(cfg, f) for f in PREPARE_FIELDS},
+    }
     if manifest.exists() and json.loads(manifest.read_text()) == key:
         return prepared
     stale = (
@@ -450,6 +460,30 @@ def tags_source(store: ItemStore, stage: str = "I") -> PairSource:
     return PairSource("item_tags", stage, "text", texts, np.asarray(rows, dtype=np.int64))
 
 
+def word_query_source(store: ItemStore, per_item: int, seed: int, max_words: int = 3, stage: str = "I") -> PairSource:
+    """Pseudo-queries from the catalogue: `per_item` queries per item, each 1..max_words distinct words of its title
+    and tags drawn with probability proportional to their inverse document frequency (so topic words, not fillers),
+    paired with the item. Teaches the word-level matching that searches need; reads no log."""
+    rng = np.random.default_rng(seed)
+    words = [sorted(set(re.findall(r"\w+", content_text(r).lower()))) for r in store.text_rows]
+    df: dict[str, int] = {}
+    for ws in words:
+        for w in ws:
+            df[w] = df.get(w, 0) + 1
+    n = max(len(words), 1)
+    texts, rows = [], []
+    for i, ws in enumerate(words):
+        if not ws:
+            continue
+        idf = np.asarray([np.log(n / df[w]) + 1e-3 for w in ws])
+        for _ in range(per_item):
+            k = int(rng.integers(1, min(max_words, len(ws)) + 1))
+            pick = rng.choice(len(ws), size=k, replace=False, p=idf / idf.sum())
+            texts.append(" ".join(ws[j] for j in pick))
+            rows.append(i)
+    return PairSource("word_queries", stage, "text", texts, np.asarray(rows, dtype=np.int64))
+
+
 def q2i_source(q2i: pa.Table, store: ItemStore, name: str, stage: str, min_score: float = 0.0) -> PairSource:
     t = q2i.filter(
         pc.and_(pc.greater_equal(q2i["score"], min_score), pc.is_in(q2i["item_id"], pa.array(store.item_ids)))
@@ -616,13 +650,15 @@ def build_training_data(
     )
     src["q2i"] = _cap(q2i_source(q2i, store, "q2i", "I"), cap, cfg.seed)
     src["item_tags"] = _cap(tags_source(store), cap, cfg.seed)
+    if cfg.word_queries_per_item > 0:
+        src["word_queries"] = _cap(word_query_source(store, cfg.word_queries_per_item, cfg.seed), cap, cfg.seed)
     src["content_clean"] = _cap(content_source(store, "content_clean", "II", 1, cfg.clean_min_sim, nbrs), cap, cfg.seed)
     src["q2i_clean"] = _cap(q2i_source(q2i, store, "q2i_clean", "II", cfg.clean_q2i_min_score), cap, cfg.seed)
     for base in ("content_clean", "q2i_clean"):
         hn = _cap(src[base], cfg.clean_max_pairs, cfg.seed + 1)
         src[f"{base}_hn"] = hn.subset(np.arange(len(hn)), name=f"{base}_hn", stage="III", hard_negatives=True)
     stages = {
-        "I": ["content_i2i", "q2i", "item_tags"],
+        "I": ["content_i2i", "q2i", "item_tags", "word_queries"],
         "II": ["content_clean", "q2i_clean"],
         "III": ["content_clean_hn", "q2i_clean_hn"],
         "CRE": [],
@@ -647,6 +683,6 @@ def build_training_data(
     else:
         benchmarks["bench_i2i"] = _cap(src["content_clean"], 400, cfg.seed + 3)
     for stage in stages:
-        stages[stage] = [s for s in stages[stage] if len(src[s]) > 0]
+        stages[stage] = [s for s in stages[stage] if s in src and len(src[s]) > 0]
     benchmarks = {k: b for k, b in benchmarks.items() if len(b) > 0}  # e.g. no searches in a data set
     return TrainingData(store, src, stages, id_vectors, benchmarks, prepared.split_ts)

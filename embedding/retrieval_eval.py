@@ -354,10 +354,13 @@ def model_method(path: Path, store: ItemStore, batch_size: int = 64) -> Embeddin
 
 
 def _scaled(cfg: TrainConfig, scale: float, **changes: Any) -> TrainConfig:
+    """`cfg` with every stage's steps x `scale` and `changes` applied (a "data" entry: DataConfig changes)."""
     s = {
         k: max(1, round(getattr(cfg, k) * scale)) if getattr(cfg, k) > 0 else 0
         for k in ("steps_i", "steps_ii", "steps_iii", "steps_cre")
     }
+    if "data" in changes:
+        changes = {**changes, "data": dataclasses.replace(cfg.data, **changes["data"])}
     return dataclasses.replace(cfg, **s, **changes)
 
 
@@ -367,6 +370,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "w/o balancing": {"balancing": False},
     "w/o LLM fuser (concat)": {"fuser": False},
     "w/o audio": {"audio": False},
+    "w/o word queries": {"data": {"word_queries_per_item": 0}},
 }
 
 
@@ -423,7 +427,8 @@ def run_retrieval_eval(
         table["MiniLM (pretrained, text)"] = score_method(minilm_method(store), benchmarks, cfg.n_boot, cfg.seed)
 
     def trained(name: str, tcfg: TrainConfig) -> Any:
-        res = train(tcfg, data_dir, out_dir / "models" / name, work_dir=work, data=data)
+        same_data = tcfg.data == cfg.train.data  # else (a data ablation) train builds its own sources
+        res = train(tcfg, data_dir, out_dir / "models" / name, work_dir=work, data=data if same_data else None)
         log["train"][name] = {
             "seconds": res.seconds,
             "pairs_per_s": res.pairs_per_s,

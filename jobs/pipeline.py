@@ -72,7 +72,7 @@ class MiningSection:
 @dataclass(frozen=True)
 class EmbeddingSection:
     model: str = "tiny"  # tiny | cpu_default | a JSON ModelConfig file
-    steps: tuple[int, int, int, int] = (150, 80, 60, 150)  # steps of stages I, II, III and CRE
+    steps: tuple[int, int, int, int] = (600, 80, 60, 150)  # steps of stages I, II, III and CRE
     batch_size: int = 32  # pairs per step
     lr: float = 1e-3
     refresh_every: int = 30  # stage-III steps between hard-negative refreshes

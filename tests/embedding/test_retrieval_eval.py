@@ -99,6 +99,7 @@ def test_end_to_end_table_on_the_tiny_world(tiny_world_and_work, tmp_path):
         "w/o balancing",
         "w/o LLM fuser (concat)",
         "w/o audio",
+        "w/o word queries",
     }
     for col in cols:
         for task in ("i2i_coengagement", "i2i_content", "q2i", "cold_start_i2i", "seq2item"):

@@ -1,0 +1,77 @@
+"""Training sources built from the catalogue alone: the stage I pseudo-queries."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from embedding.data import ItemStore, word_query_source
+
+
+def _store(rows: list[dict]) -> ItemStore:
+    n = len(rows)
+    return ItemStore(np.arange(100, 100 + n), rows, [None] * n, [None] * n, [None] * n)
+
+
+def test_word_queries_come_from_their_item_and_prefer_rare_words():
+    rows = [{"title": f"the Zeba{i} babo{i % 3}", "tags": [f"kibra{i}", "viral"]} for i in range(30)]
+    rows.append({"title": None, "tags": []})  # no words: no query, and no error
+    src = word_query_source(_store(rows), per_item=20, seed=1)
+    assert src.name == "word_queries" and src.stage == "I" and src.query_kind == "text"
+    assert len(src) == 30 * 20 and set(src.targets.tolist()) == set(range(30))
+    used = Counter()
+    for q, t in zip(src.queries, src.targets.tolist(), strict=True):
+        words = q.split()
+        assert 1 <= len(words) <= 3 and len(set(words)) == len(words)
+        assert set(words) <= {"the", f"zeba{t}", f"babo{t % 3}", f"kibra{t}", "viral"}, (q, t)
+        used.update(words)
+    # "the" and "viral" are in every item (idf ~0): rarely drawn; the item's own words are
+    assert used["the"] + used["viral"] < 0.05 * sum(used.values())
+    assert sum(used[f"zeba{i}"] for i in range(30)) > sum(used[f"babo{i}"] for i in range(3))
+
+
+def test_word_queries_are_seeded():
+    rows = [{"title": f"a{i} b{i} c{i % 4}", "tags": None} for i in range(10)]
+    a = word_query_source(_store(rows), per_item=3, seed=5)
+    b = word_query_source(_store(rows), per_item=3, seed=5)
+    c = word_query_source(_store(rows), per_item=3, seed=6)
+    assert a.queries == b.queries and a.queries != c.queries
+
+
+def test_preparation_is_reused_unless_a_field_it_reads_changes(tiny_world_and_work, tmp_path):
+    import dataclasses
+
+    from embedding.data import PREPARE_FIELDS, DataConfig, prepare_data
+
+    world, _ = tiny_world_and_work
+    cfg = DataConfig()
+    p = prepare_data(world, tmp_path, cfg)
+    marker = p.mined_train / "i2i_pairs" / "_SUCCESS"
+    first = marker.stat().st_mtime_ns
+    assert "word_queries_per_item" not in PREPARE_FIELDS
+    prepare_data(world, tmp_path, dataclasses.replace(cfg, word_queries_per_item=3, clean_max_pairs=7))
+    assert marker.stat().st_mtime_ns == first  # source-building knobs: the mined pairs are reused
+    prepare_data(world, tmp_path, dataclasses.replace(cfg, i2i_top_k=cfg.i2i_top_k + 1))
+    assert marker.stat().st_mtime_ns != first  # a miner knob: mined again
+
+
+def test_word_queries_join_stage_one_unless_switched_off(tiny_world_and_work):
+    import dataclasses
+
+    from embedding.config import ModelConfig
+    from embedding.retrieval_eval import _scaled
+    from embedding.trainer import TrainConfig, load_training_data
+
+    world, work = tiny_world_and_work
+    on = TrainConfig()
+    off = _scaled(on, 0.5, data={"word_queries_per_item": 0}, audio=False)
+    assert off.data == dataclasses.replace(on.data, word_queries_per_item=0) and not off.audio
+    assert off.steps_i == max(1, round(on.steps_i * 0.5))
+    with_words = load_training_data(on, world, work, ModelConfig.tiny())
+    without = load_training_data(off, world, work, ModelConfig.tiny())
+    assert "word_queries" in with_words.stages["I"]
+    assert len(with_words.sources["word_queries"]) == on.data.word_queries_per_item * len(
+        [r for r in with_words.store.text_rows if (r.get("title") or r.get("tags"))]
+    )
+    assert "word_queries" not in without.sources and "word_queries" not in without.stages["I"]
