@@ -28,6 +28,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--steps", default=f"{d.steps_i},{d.steps_ii},{d.steps_iii},{d.steps_cre}", help="steps of stages I,II,III,CRE"
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument(
+        "--word-queries",
+        type=int,
+        default=d.data.word_queries_per_item,
+        help="stage I pseudo-queries per item (title / tag words -> item); 0: none",
+    )
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
@@ -51,6 +57,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         steps_iii=steps[2],
         steps_cre=steps[3],
         batch_size=args.batch_size,
+        data=dataclasses.replace(TrainConfig().data, word_queries_per_item=args.word_queries),
         lr=args.lr,
         seed=args.seed,
         threads=args.threads,

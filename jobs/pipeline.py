@@ -78,6 +78,7 @@ class EmbeddingSection:
     refresh_every: int = 30  # stage-III steps between hard-negative refreshes
     checkpoint_every: int = 50  # steps between checkpoints (a killed run resumes from the last one)
     holdout_frac: float = 0.2  # share of the log's last days held out from training (the retrieval test period)
+    word_queries: int = 4  # stage I pseudo-queries per item (title / tag words -> item); 0: none
     threads: int = 1  # torch threads
     seed: int = 0
 
@@ -203,6 +204,8 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         raise ValueError(f"{where} [mining]: engine must be 'spark' or 'polars', got {cfg.mining.engine!r}")
     if len(cfg.embedding.steps) != 4 or any(int(s) < 0 for s in cfg.embedding.steps):
         raise ValueError(f"{where} [embedding]: steps needs four non-negative numbers (I, II, III, CRE)")
+    if int(cfg.embedding.word_queries) < 0:
+        raise ValueError(f"{where} [embedding]: word_queries must be >= 0, got {cfg.embedding.word_queries}")
     bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
     if bad or not cfg.ranker.variants:
         raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
@@ -324,7 +327,7 @@ def embedding_train_config(cfg: RunConfig):
         threads=e.threads,
         seed=e.seed,
         progress=True,
-        data=EmbDataConfig(holdout_frac=e.holdout_frac, seed=e.seed),
+        data=EmbDataConfig(holdout_frac=e.holdout_frac, word_queries_per_item=e.word_queries, seed=e.seed),
     )
 
 

@@ -42,6 +42,7 @@ def test_shipped_configs_load():
         ("name: x\ndata: {source: csv}\n", "source must be 'generated' or 'movielens'"),
         ("name: x\nmining: {engine: hive}\n", r"\[mining\]: engine must be 'spark' or 'polars'"),
         ("name: x\nembedding: {steps: [1, 2]}\n", r"\[embedding\]: steps needs four"),
+        ("name: x\nembedding: {word_queries: -1}\n", r"\[embedding\]: word_queries must be >= 0"),
         ("name: x\nranker: {variants: [control, turbo]}\n", r"\[ranker\]: variants must be .* \['turbo'\]"),
         ("name: x\nranker: {variants: [control]}\n", r"\[ab\]: arm\(s\) \['both'\] must be torchrec ranker variants"),
         ("name: x\nranker: {trainers: [lgbm]}\n", r"\[ab\]: arm\(s\)"),

@@ -75,3 +75,20 @@ def test_word_queries_join_stage_one_unless_switched_off(tiny_world_and_work):
         [r for r in with_words.store.text_rows if (r.get("title") or r.get("tags"))]
     )
     assert "word_queries" not in without.sources and "word_queries" not in without.stages["I"]
+
+
+def test_word_queries_knob_reaches_the_trainer_from_cli_and_config(tmp_path):
+    import argparse
+
+    from embedding.cli import _add_train_args, train_config_from_args
+    from jobs.pipeline import embedding_train_config, load_config
+
+    p = argparse.ArgumentParser()
+    _add_train_args(p)
+    args = p.parse_args(["--data", "d", "--out", "o", "--word-queries", "0"])
+    assert train_config_from_args(args).data.word_queries_per_item == 0
+    assert train_config_from_args(p.parse_args(["--data", "d", "--out", "o"])).data.word_queries_per_item == 4
+    f = tmp_path / "c.yaml"
+    f.write_text("name: x\nembedding: {word_queries: 2, holdout_frac: 0.25}\n")
+    data = embedding_train_config(load_config(str(f))).data
+    assert (data.word_queries_per_item, data.holdout_frac) == (2, 0.25)
