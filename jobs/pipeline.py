@@ -487,15 +487,12 @@ def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
-    """Every (trainer, variant) trains and is evaluated the same way; checkpoints live in the work directory."""
-    from recsys.cli import run_variants
+def ranker_train_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """The TorchRec ranker's training settings of a run (`recsys.train.TrainConfig` fields)."""
     from recsys.model import RankerConfig
 
-    r = ctx.cfg.ranker
-    samples = ctx.stage_dir("ranking_samples") / "ranking_samples_ext"
-    meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
-    train_kwargs = {
+    r = cfg.ranker
+    return {
         "ranker": RankerConfig(embedding_dim=r.embedding_dim),
         "epochs": r.epochs,
         "batch_size": r.batch_size,
@@ -503,10 +500,20 @@ def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
         "dense_lr": r.dense_lr,
         "threads": r.threads,
         "max_train_rows": r.max_train_rows,
-        "sid_levels": ctx.cfg.features.sid_levels,
+        "sid_levels": cfg.features.sid_levels,
         "seed": r.seed,
         "item_id_dropout": r.item_id_dropout,
     }
+
+
+def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
+    """Every (trainer, variant) trains and is evaluated the same way; checkpoints live in the work directory."""
+    from recsys.cli import run_variants
+
+    r = ctx.cfg.ranker
+    samples = ctx.stage_dir("ranking_samples") / "ranking_samples_ext"
+    meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
+    train_kwargs = ranker_train_kwargs(ctx.cfg)
     lgbm_kwargs = {
         "threads": r.lgbm_threads,
         "seed": r.seed,
