@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+import multiprocessing
 import os
 import wave
 from concurrent.futures import ProcessPoolExecutor
@@ -257,7 +258,9 @@ def write_media_files(cfg: WorldConfig, root: Path, workers: int = 1) -> dict[st
         files, nbytes = _write_range(cfg, str(root), 0, n)
         return {"media_files": files, "media_bytes": nbytes}
     bounds = np.linspace(0, n, 4 * workers + 1).astype(int)
-    with ProcessPoolExecutor(workers) as pool:
+    # spawn, not fork: the caller may hold threads (Spark, polars, torch) whose locks a forked child would inherit
+    # held, and such a child can hang forever
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(
             pool.map(
                 _write_range,

@@ -309,3 +309,35 @@ def test_on_demand_large_world_renders_without_files():
     media = render_item_media(1999, 3, config=cfg)
     assert Image.open(io.BytesIO(media["cover"])).size == (64, 64)
     assert render_item_media(1999, 3, config=cfg)["audio"] == media["audio"]
+
+
+def test_media_workers_write_the_same_files_from_spawned_processes(tmp_path, monkeypatch):
+    """Parallel media rendering gives the serial bytes, and its processes are spawned, never forked (a fork of a
+    process that holds Spark / polars / torch threads can inherit a held lock and hang)."""
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    from offline_eval.world import media
+
+    cfg = dataclasses.replace(WorldConfig.for_size("tiny", seed=SEED), n_items=24)
+    serial = media.write_media_files(cfg, tmp_path / "serial", workers=1)
+    contexts = []
+
+    class Recording(ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            contexts.append(kwargs.get("mp_context"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(media, "ProcessPoolExecutor", Recording)
+    held = threading.Lock()
+    held.acquire()  # a lock held by this process while the pool starts
+    try:
+        parallel = media.write_media_files(cfg, tmp_path / "parallel", workers=2)
+    finally:
+        held.release()
+    assert parallel == serial and serial["media_files"] > 0
+    assert [c.get_start_method() for c in contexts] == ["spawn"]
+    files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file())
+    assert files and all(
+        (tmp_path / "serial" / f).read_bytes() == (tmp_path / "parallel" / f).read_bytes() for f in files
+    )
