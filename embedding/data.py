@@ -13,6 +13,8 @@ with a name, a stage and a query kind:
     stage I   content_i2i    items with overlapping title words / tags (TF-IDF cosine from the CATALOGUE)
               q2i            train-period Q2I_PAIRS (graded score -> COSENT as well as InfoNCE)
               item_tags      query = the item's tags as text, target = the item
+              word_queries   pseudo-queries: 1-3 IDF-drawn words of an item's title / tags -> the item
+                             (`word_queries_per_item` per item; word-level matching for searches)
     stage II  content_clean  content pairs with a higher overlap (top neighbour only)
               q2i_clean      q2i pairs with score >= clean_q2i_min_score and clicks >= 1
     stage III *_hn           the stage II sources, capped to `clean_max_pairs`, trained with mined hard negatives
