@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks.machine import describe_machine  # noqa: E402
 from benchmarks.ranker_cold_start import _row, markdown  # noqa: E402
+from benchmarks.retrieval_ceiling import truth_vectors  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ranker_truth_features.json"
 TRUTH_VERSION = "world-truth-v0"
@@ -45,7 +46,7 @@ def truth_item_features(items: pa.Table, truth: pa.Table, hidden: bool, codebook
 
     Raises ValueError naming the first catalogue item that has no truth row.
     """
-    from recsys.standin import residual_kmeans_codes
+    from recsys.standin import item_features_table, residual_kmeans_codes
 
     t = truth.to_pydict()
     row = {int(i): k for k, i in enumerate(t["item_id"])}
@@ -53,31 +54,13 @@ def truth_item_features(items: pa.Table, truth: pa.Table, hidden: bool, codebook
     missing = [i for i in ids if int(i) not in row]
     if missing:
         raise ValueError(f"{len(missing)} catalogue items have no truth row (first: item_id {missing[0]})")
-    n_topics = 1 + max((x for ts in t["topics"] for x in (ts or [])), default=0)
-    topics = np.zeros((len(ids), n_topics))
-    for r, i in enumerate(ids):
-        for j, x in enumerate(t["topics"][row[int(i)]] or []):
-            topics[r, x] = 1.0 if j == 0 else 0.5
-    topics /= np.maximum(np.linalg.norm(topics, axis=1, keepdims=True), 1e-12)
-    parts = [topics]
-    if hidden:
-        collab = np.asarray([t["collab_latent"][row[int(i)]] for i in ids], dtype=np.float64)
-        parts.append(collab / np.maximum(np.linalg.norm(collab, axis=1, keepdims=True), 1e-12))
-        q = np.asarray([t["quality"][row[int(i)]] for i in ids], dtype=np.float64)
-        parts.append(((q - q.mean()) / max(q.std(), 1e-12))[:, None])
-    emb = np.hstack(parts).astype(np.float32)
-    codes = residual_kmeans_codes(emb, 3, codebook_size)
-    n = len(ids)
-    return pa.table(
-        {
-            "item_id": items.column("item_id"),
-            "embedding": pa.array(list(emb), type=pa.list_(pa.float32())),
-            "semantic_ids": pa.array(list(codes), type=pa.list_(pa.int32())),
-            "model_version": pa.array([TRUTH_VERSION] * n),
-            "event_timestamp": items.column("created_ts"),
-            "created": pa.array([dt.datetime.now(dt.UTC)] * n, type=pa.timestamp("us", tz="UTC")),
-        }
-    )
+    collab = np.asarray([t["collab_latent"][row[int(i)]] for i in ids], dtype=np.float64)
+    quality = np.asarray([t["quality"][row[int(i)]] for i in ids], dtype=np.float64)
+    w = 1.0 if hidden else 0.0
+    v = truth_vectors([t["topics"][row[int(i)]] or [] for i in ids], collab, quality, np.zeros(len(ids)), w, w, 0.0)
+    # [topics | collab | quality | popularity (weight 0)]: keep the topics, and with `hidden` collab and quality
+    emb = v[:, :-1] if hidden else v[:, : v.shape[1] - collab.shape[1] - 2]
+    return item_features_table(items, emb, residual_kmeans_codes(emb, 3, codebook_size), TRUTH_VERSION)
 
 
 def main(argv=None) -> int:

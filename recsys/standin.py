@@ -59,17 +59,21 @@ def build_standin_features(
 ) -> pa.Table:
     """ITEM_FEATURES rows of the stand-in for every catalogue item."""
     emb = text_vectors(items, dim, seed)
-    codes = residual_kmeans_codes(emb, levels, codebook_size, seed)
-    now = dt.datetime.now(dt.UTC)
+    return item_features_table(items, emb, residual_kmeans_codes(emb, levels, codebook_size, seed), STANDIN_VERSION)
+
+
+def item_features_table(items: pa.Table, emb: np.ndarray, codes: np.ndarray, version: str) -> pa.Table:
+    """ITEM_FEATURES rows for `items` (row i: emb[i], codes[i]) under `version`, each valid from the item's
+    creation (a content vector exists once the item is published)."""
     n = items.num_rows
     return pa.table(
         {
             "item_id": items.column("item_id"),
             "embedding": pa.array(list(emb), type=pa.list_(pa.float32())),
             "semantic_ids": pa.array(list(codes), type=pa.list_(pa.int32())),
-            "model_version": pa.array([STANDIN_VERSION] * n),
+            "model_version": pa.array([version] * n),
             "event_timestamp": items.column("created_ts"),
-            "created": pa.array([now] * n, type=pa.timestamp("us", tz="UTC")),
+            "created": pa.array([dt.datetime.now(dt.UTC)] * n, type=pa.timestamp("us", tz="UTC")),
         }
     )
 
