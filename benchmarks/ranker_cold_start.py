@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.machine import describe_machine, write_results  # noqa: E402
 from recsys.cli import run_variants  # noqa: E402
 from recsys.model import RankerConfig  # noqa: E402
 
@@ -49,6 +49,18 @@ def _row(name: str, res: dict, seconds: float) -> dict:
         "gain": {sl: diff[sl]["click"]["auc"] for sl in ("all", "cold", "unseen")},
         "slice_gain": {sl: gains[sl]["click"] for sl in ("cold", "unseen")},
     }
+
+
+def control_vs_both(
+    name: str, samples: Path, work: Path, train_kwargs: dict, n_boot: int, started: float | None = None
+) -> dict:
+    """Trains TorchRec control and +both on `samples` and returns their table row (`_row`); its seconds count from
+    `started` (a `time.perf_counter()` value; default: now)."""
+    t0 = time.perf_counter() if started is None else started
+    res = run_variants(samples, work, ["control", "both"], ["torchrec"], train_kwargs, {}, n_boot)
+    row = _row(name, json.loads(res.results_json.read_text()), time.perf_counter() - t0)
+    print(f"{name}: done in {row['seconds']} s", flush=True)
+    return row
 
 
 def _iv(m: dict, sign: bool = True) -> str:
@@ -99,10 +111,7 @@ def main(argv=None) -> int:
     rows = []
     for i, (name, extra) in enumerate(SETTINGS.items()):
         kw = {"ranker": RankerConfig(embedding_dim=16), "threads": 1, "seed": 0, **extra}
-        t0 = time.perf_counter()
-        res = run_variants(args.samples, args.work / f"s{i}", ["control", "both"], ["torchrec"], kw, {}, args.n_boot)
-        rows.append(_row(name, json.loads(res.results_json.read_text()), time.perf_counter() - t0))
-        print(f"{name}: done in {rows[-1]['seconds']} s", flush=True)
+        rows.append(control_vs_both(name, args.samples, args.work / f"s{i}", kw, args.n_boot))
     result = {
         "benchmark": "ranker_cold_start",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -111,11 +120,7 @@ def main(argv=None) -> int:
         "n_boot": args.n_boot,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(rows, str(args.samples))
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    write_results(args.out, result, markdown(rows, str(args.samples)))
     return 0
 
 

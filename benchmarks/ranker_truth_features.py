@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from benchmarks.machine import describe_machine  # noqa: E402
-from benchmarks.ranker_cold_start import _row, markdown  # noqa: E402
+from benchmarks.machine import describe_machine, write_results  # noqa: E402
+from benchmarks.ranker_cold_start import control_vs_both, markdown  # noqa: E402
 from benchmarks.retrieval_ceiling import truth_vectors  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ranker_truth_features.json"
@@ -67,7 +66,6 @@ def main(argv=None) -> int:
     from jobs.contracts import ITEM_FEATURES, ITEM_TRUTH, ITEMS
     from jobs.io import read_table, write_table
     from jobs.pipeline import load_config, ranker_train_kwargs
-    from recsys.cli import run_variants
     from recsys.samples import SamplesConfig, run
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,9 +98,7 @@ def main(argv=None) -> int:
                 test_days=r.test_days,
             )
         )
-        res = run_variants(samples.ext_path, work / "ranker", ["control", "both"], ["torchrec"], kw, {}, args.n_boot)
-        rows.append(_row(name, json.loads(res.results_json.read_text()), time.perf_counter() - t0))
-        print(f"{name}: done in {rows[-1]['seconds']} s", flush=True)
+        rows.append(control_vs_both(name, samples.ext_path, work / "ranker", kw, args.n_boot, started=t0))
     result = {
         "benchmark": "ranker_truth_features",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -111,11 +107,7 @@ def main(argv=None) -> int:
         "n_boot": args.n_boot,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(rows, f"{args.run_dir} rebuilt with world-truth item features")
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    write_results(args.out, result, markdown(rows, f"{args.run_dir} rebuilt with world-truth item features"))
     return 0
 
 

@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import glob
 import itertools
-import json
 import re
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.machine import describe_machine, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "retrieval_ceiling.json"
 GRID = {"collab": (0.0, 0.2, 0.4, 0.6, 1.0), "quality": (0.0, 0.2), "popularity": (0.0, 0.1, 0.2, 0.3)}
@@ -228,11 +227,7 @@ def main(argv=None) -> int:
         "coengagement_target": 100 * baseline + 5,
         "coengagement_ceiling": 100 * rows["truth: best weights"]["i2i_coengagement"]["recall"],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    md = markdown(result)
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    write_results(args.out, result, markdown(result))
     return 0
 
 
