@@ -201,19 +201,15 @@ def cluster_bootstrap(
         fast = _PresortedAUC(arrays["labels"], arrays["scores"], code)
     elif metric_fn is normalized_entropy and set(arrays) == {"labels", "probs"}:
         fast = _ClusterNE(arrays["labels"], arrays["probs"], code, n_clusters)
-    stats = np.empty(n_boot)
-    n_ok = 0
-    for _ in range(n_boot):
-        try:
-            if fast is not None:
-                stats[n_ok] = fast(_draw_multiplicity(rng, n_clusters))
-            else:
-                idx = _resample_indices(rng, code, n_clusters)
-                stats[n_ok] = float(metric_fn(**{name: a[idx] for name, a in arrays.items()}))
-        except ValueError:
-            continue
-        n_ok += 1
-    return _percentile_interval(estimate, stats[:n_ok], alpha, n_boot - n_ok)
+
+    def draw() -> float:
+        if fast is not None:
+            return fast(_draw_multiplicity(rng, n_clusters))
+        idx = _resample_indices(rng, code, n_clusters)
+        return float(metric_fn(**{name: a[idx] for name, a in arrays.items()}))
+
+    stats = _draws(n_boot, draw)
+    return _percentile_interval(estimate, stats, alpha, n_boot - stats.size)
 
 
 def paired_bootstrap_diff(
@@ -249,21 +245,31 @@ def paired_bootstrap_diff(
     fast = None
     if not ex and metric_fn in (auc, normalized_entropy):
         fast = (_fast_metric(metric_fn, y, a, code, n_clusters), _fast_metric(metric_fn, y, b, code, n_clusters))
-    diffs = np.empty(n_boot)
+
+    def draw() -> float:
+        if fast is not None:
+            mult = _draw_multiplicity(rng, n_clusters)
+            return fast[1](mult) - fast[0](mult)
+        idx = _resample_indices(rng, code, n_clusters)
+        y_r, ex_r = y[idx], {k: v[idx] for k, v in ex.items()}
+        return float(metric_fn(y_r, b[idx], **ex_r)) - float(metric_fn(y_r, a[idx], **ex_r))
+
+    diffs = _draws(n_boot, draw)
+    return _paired_result(metric_a, metric_b, diffs, alpha, n_boot - diffs.size)
+
+
+def _draws(n_boot: int, draw: Callable[[], float]) -> np.ndarray:
+    """The values of `n_boot` calls of `draw()`, leaving out the draws that raised ValueError (a resample on
+    which the metric is undefined, e.g. one class only); the caller reports n_boot - len as failed."""
+    out = np.empty(n_boot)
     n_ok = 0
     for _ in range(n_boot):
         try:
-            if fast is not None:
-                mult = _draw_multiplicity(rng, n_clusters)
-                diffs[n_ok] = fast[1](mult) - fast[0](mult)
-            else:
-                idx = _resample_indices(rng, code, n_clusters)
-                y_r, ex_r = y[idx], {k: v[idx] for k, v in ex.items()}
-                diffs[n_ok] = float(metric_fn(y_r, b[idx], **ex_r)) - float(metric_fn(y_r, a[idx], **ex_r))
+            out[n_ok] = draw()
         except ValueError:
             continue
         n_ok += 1
-    return _paired_result(metric_a, metric_b, diffs[:n_ok], alpha, n_boot - n_ok)
+    return out[:n_ok]
 
 
 def _paired_result(metric_a: float, metric_b: float, diffs: np.ndarray, alpha: float, n_failed: int) -> PairedDiff:
@@ -318,16 +324,13 @@ def slice_gain_difference(
         return fb(mult) - fa(mult)
 
     rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    n_ok = 0
-    for _ in range(n_boot):
+
+    def draw() -> float:
         mult = _draw_multiplicity(rng, n_clusters)
-        try:
-            diffs[n_ok] = gain("in", mult) - gain("out", mult)
-        except ValueError:
-            continue
-        n_ok += 1
-    return _paired_result(gains["out"], gains["in"], diffs[:n_ok], alpha, n_boot - n_ok)
+        return gain("in", mult) - gain("out", mult)
+
+    diffs = _draws(n_boot, draw)
+    return _paired_result(gains["out"], gains["in"], diffs, alpha, n_boot - diffs.size)
 
 
 # ------------------------------------------------------------------------------- GAUC: resampling groups' AUC
@@ -391,17 +394,10 @@ def gauc_bootstrap(
     )
     estimate = _weighted_mean_of_drawn(values, weights, np.ones_like(weights))
     rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot)
-    n_ok = 0
-    for _ in range(n_boot):
-        try:
-            stats[n_ok] = _weighted_mean_of_drawn(
-                values, weights, _draw_multiplicity(rng, n_clusters)[cluster_of_group]
-            )
-        except ValueError:
-            continue
-        n_ok += 1
-    return _percentile_interval(estimate, stats[:n_ok], alpha, n_boot - n_ok)
+    stats = _draws(
+        n_boot, lambda: _weighted_mean_of_drawn(values, weights, _draw_multiplicity(rng, n_clusters)[cluster_of_group])
+    )
+    return _percentile_interval(estimate, stats, alpha, n_boot - stats.size)
 
 
 def paired_gauc_diff(
@@ -424,18 +420,13 @@ def paired_gauc_diff(
     metric_a = _weighted_mean_of_drawn(values_a, weights, ones)
     metric_b = _weighted_mean_of_drawn(values_b, weights, ones)
     rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    n_ok = 0
-    for _ in range(n_boot):
+
+    def draw() -> float:
         drawn = _draw_multiplicity(rng, n_clusters)[cluster_of_group]
-        try:
-            diffs[n_ok] = _weighted_mean_of_drawn(values_b, weights, drawn) - _weighted_mean_of_drawn(
-                values_a, weights, drawn
-            )
-        except ValueError:
-            continue
-        n_ok += 1
-    return _paired_result(metric_a, metric_b, diffs[:n_ok], alpha, n_boot - n_ok)
+        return _weighted_mean_of_drawn(values_b, weights, drawn) - _weighted_mean_of_drawn(values_a, weights, drawn)
+
+    diffs = _draws(n_boot, draw)
+    return _paired_result(metric_a, metric_b, diffs, alpha, n_boot - diffs.size)
 
 
 def delong_components(
