@@ -26,13 +26,24 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks.machine import describe_machine  # noqa: E402
-from embedding.data import prepare_data  # noqa: E402
+from embedding.data import ItemStore, PreparedData, prepare_data  # noqa: E402
 from embedding.retrieval_eval import K, model_method, read_table, search_excluding  # noqa: E402
-from embedding.trainer import load_training_data, resolve_model_config  # noqa: E402
+from embedding.trainer import TrainConfig, load_training_data, resolve_model_config  # noqa: E402
 from jobs.pipeline import embedding_train_config, load_config  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "cre_fit.json"
 MODELS = {"SAIL stages I-III": "model_stages_1_3.safetensors", "SAIL + CRE": "model.safetensors"}
+
+
+def run_embedding_data(run_dir: Path, tcfg: TrainConfig) -> tuple[ItemStore, PreparedData]:
+    """The item store and the split / mined pairs of a finished `sail run`, read from the embedding stage's own cache
+    (`work/train_embedding-*/cache`, where the pipeline trained), so nothing is mined or preprocessed again."""
+    works = sorted(glob.glob(str(run_dir / "work" / "train_embedding-*")))
+    if not works:
+        raise SystemExit(f"{run_dir}: no work/train_embedding-* directory (run `sail run` first)")
+    work, data_dir = Path(works[-1]) / "cache", run_dir / "validate"
+    store = load_training_data(tcfg, data_dir, work, resolve_model_config(tcfg.model, tcfg)).store
+    return store, prepare_data(data_dir, work, tcfg.data)
 
 
 def main(argv=None) -> int:
@@ -43,15 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    tcfg = embedding_train_config(load_config(args.config))
-    works = sorted(glob.glob(str(args.run_dir / "work" / "train_embedding-*")))
-    if not works:
-        raise SystemExit(f"{args.run_dir}: no work/train_embedding-* directory (run `sail run` first)")
-    work = Path(works[-1])
-    data_dir = args.run_dir / "validate"
-    data = load_training_data(tcfg, data_dir, work, resolve_model_config(tcfg.model, tcfg))
-    store = data.store
-    pairs = read_table(prepare_data(data_dir, work, tcfg.data).table("train", "i2i_pairs"), K.I2I_PAIRS)
+    store, prepared = run_embedding_data(args.run_dir, embedding_train_config(load_config(args.config)))
+    pairs = read_table(prepared.table("train", "i2i_pairs"), K.I2I_PAIRS)
     cov = pairs.filter(pc.equal(pairs["miner"], "covisit"))
     positives: dict[int, set[int]] = {}
     for a, i in zip(cov["anchor_item_id"].to_pylist(), cov["item_id"].to_pylist(), strict=True):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import glob
 import itertools
 import re
 import sys
@@ -128,7 +127,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     import polars as pl
 
-    from embedding.data import prepare_data
+    from benchmarks.cre_fit import run_embedding_data
     from embedding.retrieval_eval import (
         EmbeddingMethod,
         EvalConfig,
@@ -140,7 +139,6 @@ def main(argv=None) -> int:
         read_table,
         score_method,
     )
-    from embedding.trainer import load_training_data, resolve_model_config
     from jobs.mine_pairs import scan_contract_table
     from jobs.pipeline import embedding_train_config, load_config
 
@@ -151,14 +149,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     tcfg = embedding_train_config(cfg)
-    works = sorted(glob.glob(str(args.run_dir / "work" / "train_embedding-*")))
     truth_dir = args.run_dir / "data" / "truth" / "item_truth"
-    if not works or not truth_dir.exists():
-        raise SystemExit(f"{args.run_dir}: needs work/train_embedding-* and data/truth/item_truth (a generated run)")
-    work = Path(works[-1]) / "cache"
-    data_dir = args.run_dir / "validate"
-    store = load_training_data(tcfg, data_dir, work, resolve_model_config(tcfg.model, tcfg)).store
-    prepared = prepare_data(data_dir, work, tcfg.data)
+    if not truth_dir.exists():
+        raise SystemExit(f"{args.run_dir}: needs data/truth/item_truth (a generated-world run)")
+    store, prepared = run_embedding_data(args.run_dir, tcfg)
     ecfg = EvalConfig(train=tcfg, max_queries=cfg.retrieval.max_queries, n_boot=cfg.retrieval.n_boot)
     bench = {t: b for t, b in build_benchmarks(prepared, store, ecfg).items() if t in ("i2i_coengagement", "q2i")}
 
