@@ -73,6 +73,10 @@ class DataConfig:
     max_pairs_per_source: int = 50_000  # cap per source (seeded sample) to bound memory
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.word_queries_per_item < 0:
+            raise ValueError(f"word_queries_per_item must be >= 0, got {self.word_queries_per_item}")
+
 
 # --------------------------------------------------------------------------------------------------------
 # Time split and mining

@@ -92,3 +92,12 @@ def test_word_queries_knob_reaches_the_trainer_from_cli_and_config(tmp_path):
     f.write_text("name: x\nembedding: {word_queries: 2, holdout_frac: 0.25}\n")
     data = embedding_train_config(load_config(str(f))).data
     assert (data.word_queries_per_item, data.holdout_frac) == (2, 0.25)
+
+
+def test_negative_word_queries_are_refused():
+    import pytest
+
+    from embedding.data import DataConfig
+
+    with pytest.raises(ValueError, match="word_queries_per_item must be >= 0, got -1"):
+        DataConfig(word_queries_per_item=-1)
