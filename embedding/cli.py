@@ -1,8 +1,9 @@
 """Mains of `sail train-embedding` and `sail eval-retrieval` (dispatched from `jobs.cli`).
 
 sail train-embedding --data DIR --out DIR [--model tiny|cpu_default|FILE] [--steps I,II,III,CRE] [--batch-size B]
-                     [--lr F] [--seed N] [--threads N] [--no-balancing] [--no-hard-negatives] [--no-fuser]
-                     [--no-audio] [--checkpoint-every N] [--work DIR] [--fresh]
+                     [--lr F] [--seed N] [--threads N] [--device cpu|cuda|cuda:N|auto] [--precision fp32|bf16]
+                     [--no-balancing] [--no-hard-negatives] [--no-fuser] [--no-audio] [--checkpoint-every N]
+                     [--work DIR] [--fresh]
 sail eval-retrieval --data DIR --out DIR [--sail DIR] [same training knobs] [--n-boot N] [--max-queries N]
                     [--no-ablations] [--ablation-scale F] [--no-minilm]
 """
@@ -37,6 +38,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N | auto (CUDA when available)")
+    p.add_argument(
+        "--precision", default=d.precision, choices=("fp32", "bf16"), help="bf16: bfloat16 autocast (weights stay fp32)"
+    )
     p.add_argument("--refresh-every", type=int, default=d.refresh_every)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--no-balancing", action="store_true")
@@ -61,6 +66,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr,
         seed=args.seed,
         threads=args.threads,
+        device=args.device,
+        precision=args.precision,
         refresh_every=args.refresh_every,
         checkpoint_every=args.checkpoint_every,
         balancing=not args.no_balancing,

@@ -8,7 +8,9 @@ Notation: N items, Q queries, d a Matryoshka dim, D the full dim.
 
 Items are embedded with task "item", queries with task "query", in eval mode, `batch_size` at a time, under
 `torch.set_num_threads(threads)` (default 1: measured fastest on a shared 2-core machine). A model trained without
-audio (`use_audio` false in its checkpoint) never sees audio at inference either. `sail_embedder` adapts an
+audio (`use_audio` false in its checkpoint) never sees audio at inference either. `device` ('cpu' default, 'cuda',
+'auto') and `precision` ('fp32' default, 'bf16' autocast) choose where and how the forward passes run; inputs are
+always preprocessed and collated on the CPU. `sail_embedder` adapts an
 `ItemEncoder` to `embedding.batch_infer`'s `Embedder` protocol (factory "embedding.infer:sail_embedder").
 """
 
@@ -26,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from embedding.config import ModelConfig, PreprocessConfig
+from embedding.device import autocast, check_precision, resolve_device
 from embedding.preprocess import ItemInputs, Preprocessor, Tokenizer, build_tokenizer, collate_items
 
 
@@ -37,16 +40,21 @@ def embed_item_inputs(
     pre: PreprocessConfig,
     task: str = "item",
     batch_size: int = 64,
+    precision: str = "fp32",
 ) -> dict[int, np.ndarray]:
-    """Preprocessed inputs -> {d: (N, d) float32} with `model` in eval mode (its previous mode is restored)."""
+    """Preprocessed inputs -> {d: (N, d) float32} with `model` in eval mode (its previous mode is restored).
+    Batches are collated on the CPU and run on the model's device, under bf16 autocast when `precision` is 'bf16'."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     out: dict[int, list[np.ndarray]] = {d: [] for d in model.matryoshka_dims}
     try:
         for s in range(0, len(inputs), batch_size):
-            res = model(collate_items(list(inputs[s : s + batch_size]), tokenizer, pre), task)
+            batch = collate_items(list(inputs[s : s + batch_size]), tokenizer, pre).to(device)
+            with autocast(device, precision):
+                res = model(batch, task)
             for d in model.matryoshka_dims:
-                out[d].append(res.matryoshka[d].float().numpy())
+                out[d].append(res.matryoshka[d].float().cpu().numpy())
     finally:
         model.train(was_training)
     return {d: np.concatenate(v) if v else np.zeros((0, d), np.float32) for d, v in out.items()}
@@ -80,8 +88,11 @@ class ItemEncoder:
         use_audio: bool = True,
         batch_size: int = 64,
         threads: int = 1,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> None:
-        self.model, self.cfg, self.use_audio = model.eval(), cfg, use_audio
+        self.device, self.precision = resolve_device(device), check_precision(precision)
+        self.model, self.cfg, self.use_audio = model.eval().to(self.device), cfg, use_audio
         self.tokenizer = build_tokenizer(cfg.text)
         self.preprocessor = Preprocessor(cfg.preprocess, media_root, seed=0)
         self.batch_size, self.threads = batch_size, threads
@@ -89,13 +100,19 @@ class ItemEncoder:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, media_root: str | os.PathLike | None, batch_size: int = 64, threads: int = 1
+        cls,
+        path: str | os.PathLike,
+        media_root: str | os.PathLike | None,
+        batch_size: int = 64,
+        threads: int = 1,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> ItemEncoder:
         from embedding.trainer import load_embedding_model
 
         torch.set_num_threads(threads)
         loaded = load_embedding_model(path)
-        return cls(loaded.model, loaded.cfg, media_root, loaded.use_audio, batch_size, threads)
+        return cls(loaded.model, loaded.cfg, media_root, loaded.use_audio, batch_size, threads, device, precision)
 
     def preprocess(self, items: pa.Table | pd.DataFrame | Sequence[dict[str, Any]]) -> list[ItemInputs]:
         return self.preprocess_with_reasons(items)[0]
@@ -117,7 +134,9 @@ class ItemEncoder:
 
     def embed_inputs(self, inputs: Sequence[ItemInputs], task: str = "item") -> dict[int, np.ndarray]:
         torch.set_num_threads(self.threads)
-        return embed_item_inputs(self.model, inputs, self.tokenizer, self.cfg.preprocess, task, self.batch_size)
+        return embed_item_inputs(
+            self.model, inputs, self.tokenizer, self.cfg.preprocess, task, self.batch_size, self.precision
+        )
 
     def embed_items(self, items: pa.Table | pd.DataFrame | Sequence[dict[str, Any]]) -> dict[int, np.ndarray]:
         """ITEMS rows -> {d: (N, d) float32 L2-normalised}, in the rows' order."""
@@ -143,7 +162,14 @@ class SailEmbedder:
 
 
 def sail_embedder(
-    model_path: str, media_root: str | None = None, dims: int | None = None, batch_size: int = 64, threads: int = 1
+    model_path: str,
+    media_root: str | None = None,
+    dims: int | None = None,
+    batch_size: int = 64,
+    threads: int = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> SailEmbedder:
     """Factory for `EmbedderSpec("embedding.infer:sail_embedder", {"model_path": ..., "media_root": ...})`."""
-    return SailEmbedder(ItemEncoder.from_checkpoint(Path(model_path), media_root, batch_size, threads), dims)
+    enc = ItemEncoder.from_checkpoint(Path(model_path), media_root, batch_size, threads, device, precision)
+    return SailEmbedder(enc, dims)

@@ -333,22 +333,24 @@ def minilm_method(store: ItemStore, batch_size: int = 128) -> EmbeddingMethod:
     return EmbeddingMethod(encode([build_text(r) for r in store.text_rows]), encode)
 
 
-def model_method(path: Path, store: ItemStore, batch_size: int = 64) -> EmbeddingMethod:
+def model_method(
+    path: Path, store: ItemStore, batch_size: int = 64, device: str = "cpu", precision: str = "fp32"
+) -> EmbeddingMethod:
+    from embedding.device import resolve_device
     from embedding.infer import embed_item_inputs
     from embedding.preprocess import ItemInputs, build_tokenizer
     from embedding.trainer import load_embedding_model
 
     lm = load_embedding_model(path)
+    model = lm.model.to(resolve_device(device))
     tok = build_tokenizer(lm.cfg.text)
     d = lm.cfg.embed_dim
-    items = embed_item_inputs(
-        lm.model, store.inputs(range(len(store)), audio=lm.use_audio), tok, lm.cfg.preprocess, "item", batch_size
-    )[d]
+    inputs = store.inputs(range(len(store)), audio=lm.use_audio)
+    items = embed_item_inputs(model, inputs, tok, lm.cfg.preprocess, "item", batch_size, precision)[d]
 
     def texts(qs: list[str]) -> np.ndarray:
-        return embed_item_inputs(
-            lm.model, [ItemInputs(text=q.strip()) for q in qs], tok, lm.cfg.preprocess, "query", batch_size
-        )[d]
+        queries = [ItemInputs(text=q.strip()) for q in qs]
+        return embed_item_inputs(model, queries, tok, lm.cfg.preprocess, "query", batch_size, precision)[d]
 
     return EmbeddingMethod(items, texts)
 
@@ -437,6 +439,10 @@ def run_retrieval_eval(
         }
         return res
 
+    def scored(model_path: Path) -> dict[str, dict[str, float]]:
+        method = model_method(model_path, store, device=cfg.train.device, precision=cfg.train.precision)
+        return score_method(method, benchmarks, cfg.n_boot, cfg.seed)
+
     clip_cfg = dataclasses.replace(
         _scaled(cfg.train, cfg.baseline_steps_scale),
         steps_iii=0,
@@ -448,16 +454,14 @@ def run_retrieval_eval(
     )
     if cfg.two_tower:
         clip = trained("content_two_tower", clip_cfg)
-        table["Content two-tower (CLIP-style)"] = score_method(
-            model_method(clip.model_path, store), benchmarks, cfg.n_boot, cfg.seed
-        )
+        table["Content two-tower (CLIP-style)"] = scored(clip.model_path)
     if sail_dir is not None:
         sail_final, sail_content = Path(sail_dir) / "model.safetensors", Path(sail_dir) / "model_stages_1_3.safetensors"
     else:
         res = trained("sail", cfg.train)
         sail_final, sail_content = res.model_path, res.content_model_path
-    table["SAIL stages I-III"] = score_method(model_method(sail_content, store), benchmarks, cfg.n_boot, cfg.seed)
-    table["SAIL + CRE"] = score_method(model_method(sail_final, store), benchmarks, cfg.n_boot, cfg.seed)
+    table["SAIL stages I-III"] = scored(sail_content)
+    table["SAIL + CRE"] = scored(sail_final)
 
     ablations: dict[str, dict[str, dict[str, float]]] = {}
     if cfg.ablations:
@@ -467,7 +471,7 @@ def run_retrieval_eval(
                 continue
             slug = "abl_" + "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
             res = trained(slug, _scaled(cfg.train, cfg.ablation_scale, **change))
-            ablations[label] = score_method(model_method(res.model_path, store), benchmarks, cfg.n_boot, cfg.seed)
+            ablations[label] = scored(res.model_path)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {

@@ -243,9 +243,11 @@ class AudioEncoder(nn.Module):
     def forward(self, audio: torch.Tensor, chunk_mask: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """(B, C, M, T), (B, C) chunk mask, (B, C) real frames -> (B, Da) (0 for items without audio)."""
         b, c = chunk_mask.shape
-        out = audio.new_zeros(b, c, self.hidden_size)
-        if chunk_mask.any():
-            out[chunk_mask] = self.encode_chunks(audio[chunk_mask], frames[chunk_mask])
+        if not chunk_mask.any():
+            return audio.new_zeros(b, self.hidden_size)
+        enc = self.encode_chunks(audio[chunk_mask], frames[chunk_mask])  # bf16 under autocast
+        out = enc.new_zeros(b, c, self.hidden_size)
+        out[chunk_mask] = enc
         return masked_mean(out, chunk_mask, dim=1)  # (B, Da)
 
 
@@ -279,5 +281,6 @@ class InstructionEmbedding(nn.Module):
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit L2 norm (zero rows stay zero)."""
-    return F.normalize(x, p=2, dim=-1, eps=1e-12)
+    """Rows scaled to unit L2 norm (zero rows stay zero), in float32 (bf16 rows under autocast come out exactly
+    unit-norm in float32 rather than within bf16's 3 significant digits)."""
+    return F.normalize(x.float(), p=2, dim=-1, eps=1e-12)

@@ -22,6 +22,10 @@ Notation: B pairs per batch (per rank: B / world), N hard negatives per query, D
   AdamW state, RNG states and mined negatives in `state.safetensors`, and step / stage weights / miner scalars
   in `state.json`. Nothing is unpickled; a killed run resumed from its last checkpoint ends identical to an
   unbroken one.
+- Device and precision: `device` ('cpu' default, 'cuda', 'cuda:N', 'auto') holds the model, the loss module and
+  every batch (preprocessing stays on the CPU); `precision='bf16'` runs forward passes and losses under bfloat16
+  autocast while weights and AdamW state stay fp32. Checkpoints are written from CPU copies, so a run may resume on
+  another device; the CUDA RNG state is saved beside the CPU one when CUDA is used.
 - Ablation variants: `fuser=False` builds `ConcatFusionModel` (pooled text + visual + audio concatenated -> linear,
   no LLM backbone); `audio=False` drops the audio of every item (training and inference); `hard_negatives=False`,
   `balancing=False`; `collaborative=False` skips CRE (content-only).
@@ -48,6 +52,7 @@ import torch.nn as nn
 from embedding.balancing import StochasticSpecialisationSampler, source_weights
 from embedding.config import ModelConfig
 from embedding.data import DataConfig, PairSource, TrainingData
+from embedding.device import autocast, check_precision, resolve_device
 from embedding.losses import CoSENTLoss, InfoNCELoss, MatryoshkaLoss, MICLLoss, TemperatureBank
 from embedding.model import EmbeddingOutput, build_model
 from embedding.negatives import HardNegativeMiner, SourceEmbeddings
@@ -104,6 +109,8 @@ class TrainConfig:
     field_drop_prob: float = 0.1  # training-time text field dropout
     text_cache_size: int = 16384  # frozen text tower: cached texts (fp16 token states)
     threads: int = 1  # torch intra-op threads (1: measured fastest while the machine is shared)
+    device: str = "cpu"  # 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available); torchrun ranks use cuda:LOCAL_RANK
+    precision: str = "fp32"  # 'fp32' or 'bf16' (bfloat16 autocast of forward + loss; weights and AdamW stay fp32)
     checkpoint_every: int = 50  # global steps between checkpoints (the last step always checkpoints)
     keep_checkpoints: int = 2  # most recent checkpoints kept
     stop_after: int | None = None  # stop after this many global steps, as if killed (tests); None: run to the end
@@ -111,6 +118,14 @@ class TrainConfig:
     probe_batches: int = 2  # fixed batches per source whose loss is measured at each stage's start and end
     progress: bool = True  # tqdm progress bars
     data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as e:
+                raise ValueError(f"device {self.device!r} is not one of 'cpu', 'cuda', 'cuda:N', 'auto'") from e
 
     def steps(self) -> dict[str, int]:
         return {"I": self.steps_i, "II": self.steps_ii, "III": self.steps_iii, "CRE": self.steps_cre}
@@ -275,6 +290,14 @@ class TrainBatch:
     def __len__(self) -> int:
         return len(self.target)
 
+    def to(self, device: torch.device) -> TrainBatch:
+        """The batch with every tensor (and every ItemBatch's tensors) on `device`."""
+        moved = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            moved[f.name] = v.to(device) if isinstance(v, (torch.Tensor, ItemBatch)) else v
+        return TrainBatch(**moved)
+
 
 def _segment_mean(x: torch.Tensor, seg: torch.Tensor, n: int) -> torch.Tensor:
     """(M, d) rows, (M,) segment ids in [0, n) -> (n, d) L2-normalised segment means."""
@@ -370,7 +393,15 @@ def _barrier() -> None:
         dist.barrier()
 
 
-_RESUME_FREE = ("stop_after", "progress", "threads", "checkpoint_every", "keep_checkpoints", "embed_batch_size")
+_RESUME_FREE = (
+    "stop_after",
+    "progress",
+    "threads",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "embed_batch_size",
+    "device",
+)
 """Config fields that may change between a run and its resumption."""
 
 
@@ -384,19 +415,23 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: TrainingData, out_dir: Path, model_cfg: ModelConfig) -> None:
         self.cfg, self.data, self.out_dir = cfg, data, Path(out_dir)
         self.rank, self.world = _dist()
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         torch.manual_seed(cfg.seed)
         self.model_cfg = model_cfg
         self.model = build_embedding_model(model_cfg, fuser=cfg.fuser)
         self.tokenizer = build_tokenizer(model_cfg.text)
         id_dim = data.id_vectors.shape[1] if data.id_vectors is not None else None
-        self.train_module = SailTrain(self.model, list(data.sources), id_dim, cfg)
+        self.train_module = SailTrain(self.model, list(data.sources), id_dim, cfg).to(self.device)
         self.params = [p for p in self.train_module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.wrapped: nn.Module = self.train_module
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.wrapped = DistributedDataParallel(self.train_module, find_unused_parameters=True)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(self.train_module, device_ids=ids, find_unused_parameters=True)
         self.plan = self._plan()
         self.total_steps = sum(n for _, n, _ in self.plan)
         self.step = 0
@@ -474,7 +509,7 @@ class Trainer:
             fill = np.where(mask, idx, targets[:, None])  # padding rows: any real item, masked out
             batch.negatives = self._items(fill.reshape(-1), gen)
             batch.negative_mask = torch.from_numpy(mask)
-        return batch
+        return batch.to(self.device)
 
     # -- embedding with the current model (balancing, mining) ---------------------------------------------
 
@@ -484,7 +519,13 @@ class Trainer:
 
         inputs = self.data.store.inputs(rows, audio=self.cfg.audio)
         return embed_item_inputs(
-            self.model, inputs, self.tokenizer, self.model_cfg.preprocess, "item", self.cfg.embed_batch_size
+            self.model,
+            inputs,
+            self.tokenizer,
+            self.model_cfg.preprocess,
+            "item",
+            self.cfg.embed_batch_size,
+            self.cfg.precision,
         )[self.model_cfg.embed_dim]
 
     @torch.no_grad()
@@ -493,7 +534,13 @@ class Trainer:
 
         inputs = [ItemInputs(text=t.strip()) for t in texts]
         return embed_item_inputs(
-            self.model, inputs, self.tokenizer, self.model_cfg.preprocess, "query", self.cfg.embed_batch_size
+            self.model,
+            inputs,
+            self.tokenizer,
+            self.model_cfg.preprocess,
+            "query",
+            self.cfg.embed_batch_size,
+            self.cfg.precision,
         )[self.model_cfg.embed_dim]
 
     def embed_queries(self, src: PairSource, rows: np.ndarray) -> np.ndarray:
@@ -557,7 +604,8 @@ class Trainer:
                 gen = torch.Generator().manual_seed(_step_seed(self.cfg.seed, k, 11))
                 batch = self.make_batch(name, np.arange(k * b, (k + 1) * b), gen)
                 batch.negatives, batch.negative_mask = None, None
-                losses.append(float(self.train_module(batch)[0]))
+                with autocast(self.device, self.cfg.precision):
+                    losses.append(float(self.train_module(batch)[0]))
             per_source[name] = float(np.mean(losses))
         self.model.train(was_training)
         w = self.weights[stage]
@@ -566,12 +614,14 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        t = {f"module.{k}": v.detach().clone().contiguous() for k, v in self.train_module.state_dict().items()}
+        t = {f"module.{k}": v.detach().cpu().clone().contiguous() for k, v in self.train_module.state_dict().items()}
         opt = self.optimizer.state_dict()
         for i, st in opt["state"].items():
             for k, v in st.items():
-                t[f"opt.{i}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().clone().contiguous()
+                t[f"opt.{i}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().clone().contiguous()
         t["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         for name, mined in self.miner.negatives.items():
             t[f"hn.{name}.indices"] = torch.from_numpy(mined.indices.copy())
             t[f"hn.{name}.scores"] = torch.from_numpy(mined.scores.copy())
@@ -632,6 +682,8 @@ class Trainer:
         opt_state = {int(i): {k: t[f"opt.{i}.{k}"] for k in keys} for i, keys in meta["opt_state_keys"].items()}
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
         torch.set_rng_state(t["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in t:
+            torch.cuda.set_rng_state(t["rng.cuda"], self.device)
         self.step = int(meta["step"])
         self.weights = meta["weights"]
         m = meta["miner"]
@@ -711,7 +763,8 @@ class Trainer:
                 lr = self.lr_at(local, n)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
-                loss, (loss_d, parts) = self.wrapped(batch)
+                with autocast(self.device, self.cfg.precision):
+                    loss, (loss_d, parts) = self.wrapped(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.cfg.grad_clip:

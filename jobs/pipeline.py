@@ -80,6 +80,8 @@ class EmbeddingSection:
     holdout_frac: float = 0.2  # share of the log's last days held out from training (the retrieval test period)
     word_queries: int = 4  # stage I pseudo-queries per item (title / tag words -> item); 0: none
     threads: int = 1  # torch threads
+    device: str = "cpu"  # where the embedding model trains and embeds: cpu | cuda | cuda:N | auto
+    precision: str = "fp32"  # fp32 | bf16 (bfloat16 autocast; weights stay fp32)
     seed: int = 0
 
 
@@ -206,6 +208,10 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         raise ValueError(f"{where} [embedding]: steps needs four non-negative numbers (I, II, III, CRE)")
     if int(cfg.embedding.word_queries) < 0:
         raise ValueError(f"{where} [embedding]: word_queries must be >= 0, got {cfg.embedding.word_queries}")
+    try:
+        embedding_train_config(cfg)
+    except ValueError as e:
+        raise ValueError(f"{where} [embedding]: {e}") from None
     bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
     if bad or not cfg.ranker.variants:
         raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
@@ -325,6 +331,8 @@ def embedding_train_config(cfg: RunConfig):
         refresh_every=e.refresh_every,
         checkpoint_every=e.checkpoint_every,
         threads=e.threads,
+        device=e.device,
+        precision=e.precision,
         seed=e.seed,
         progress=True,
         data=EmbDataConfig(holdout_frac=e.holdout_frac, word_queries_per_item=e.word_queries, seed=e.seed),
@@ -412,7 +420,13 @@ def _stage_embed(ctx: StageContext) -> dict[str, Any]:
     media = default_media_root(validate)
     spec = EmbedderSpec(
         "embedding.infer:sail_embedder",
-        {"model_path": str(model), "media_root": str(media) if media else None, "batch_size": f.batch_size},
+        {
+            "model_path": str(model),
+            "media_root": str(media) if media else None,
+            "batch_size": f.batch_size,
+            "device": ctx.cfg.embedding.device,
+            "precision": ctx.cfg.embedding.precision,
+        },
     )
     emb = embed_local(
         BatchEmbedConfig(

@@ -43,6 +43,8 @@ def test_shipped_configs_load():
         ("name: x\nmining: {engine: hive}\n", r"\[mining\]: engine must be 'spark' or 'polars'"),
         ("name: x\nembedding: {steps: [1, 2]}\n", r"\[embedding\]: steps needs four"),
         ("name: x\nembedding: {word_queries: -1}\n", r"\[embedding\]: word_queries must be >= 0"),
+        ("name: x\nembedding: {precision: fp16}\n", r"\[embedding\]: precision must be one of .*'fp16'"),
+        ("name: x\nembedding: {device: gpu0}\n", r"\[embedding\]: device 'gpu0' is not one of"),
         ("name: x\nranker: {variants: [control, turbo]}\n", r"\[ranker\]: variants must be .* \['turbo'\]"),
         ("name: x\nranker: {variants: [control]}\n", r"\[ab\]: arm\(s\) \['both'\] must be torchrec ranker variants"),
         ("name: x\nranker: {trainers: [lgbm]}\n", r"\[ab\]: arm\(s\)"),
