@@ -1,4 +1,4 @@
-"""torchrun entry for multi-process SAIL training (gloo on CPU, NCCL on GPU).
+"""torchrun entry for multi-process SAIL training (gloo on CPU; NCCL with `--device cuda`, one GPU per rank).
 
     torchrun --nproc_per_node 2 -m embedding.distributed --data DIR --out DIR [sail train-embedding options]
 
@@ -17,18 +17,19 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import torch
     import torch.distributed as dist
 
     from embedding.cli import _add_train_args, train_config_from_args
+    from embedding.device import resolve_device
     from embedding.trainer import train
 
     p = argparse.ArgumentParser(prog="python -m embedding.distributed", description="torchrun SAIL training")
     _add_train_args(p)
     p.add_argument("--fresh", action="store_true")
-    p.add_argument("--backend", default=None, help="gloo | nccl (default: nccl when CUDA is available, else gloo)")
+    p.add_argument("--backend", default=None, help="gloo | nccl (default: nccl when --device is CUDA, else gloo)")
     args = p.parse_args(argv)
-    backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    cfg = train_config_from_args(args)
+    backend = args.backend or ("nccl" if resolve_device(cfg.device).type == "cuda" else "gloo")
     if "RANK" not in os.environ:  # plain `python -m embedding.distributed`: a world of one
         os.environ.update(
             {
@@ -41,7 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     dist.init_process_group(backend)
     try:
-        cfg = train_config_from_args(args)
         res = train(cfg, args.data, args.out, work_dir=args.work, resume=not args.fresh)
         if dist.get_rank() == 0:
             print(
