@@ -1,0 +1,47 @@
+"""The embedding benchmarks run and report what they measured: throughput rows per setting, and (with CUDA) the
+staged trainer's GPU check against the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import embedding_cuda_check, embedding_throughput
+
+
+def test_throughput_benchmark_reports_one_row_per_setting(tiny_world_and_work, tmp_path):
+    world, _ = tiny_world_and_work
+    out = tmp_path / "tp.json"
+    # When timing the tiny model at two batch sizes, fp32 and bf16 on the CPU
+    embedding_throughput.main(
+        ["--world", str(world), "--steps", "1", "--items", "16", "--models", "tiny", "--threads", "1"]
+        + ["--batch-sizes", "4,8", "--cpu-precisions", "fp32,bf16", "--out", str(out)]
+    )
+    # Then there is one measured row per setting, in the JSON and in its Markdown twin
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["precision"], r["batch_pairs"]) for r in rows] == [("fp32", 4), ("fp32", 8), ("bf16", 4), ("bf16", 8)]
+    for r in rows:
+        assert r["device"] == "cpu" and r["text_weights"] == "pretrained"
+        assert np.isfinite(r["train_pairs_per_s"]) and r["train_pairs_per_s"] > 0 and r["infer_items_per_s"] > 0
+    md = out.with_suffix(".md").read_text()
+    assert md.count("| tiny | cpu |") == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_check_trains_every_stage_on_the_gpu(tiny_world_and_work, tmp_path):
+    world, work = tiny_world_and_work
+    out = tmp_path / "check.json"
+    embedding_cuda_check.main(
+        ["--world", str(world), "--work", str(work), "--steps", "4,2,3,4", "--batch-size", "8"]
+        + ["--devices", "cuda,cpu", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    )
+    res = json.loads(out.read_text())
+    assert [(r["device"], r["precision"]) for r in res["runs"]] == [("cuda", "bf16"), ("cuda", "fp32"), ("cpu", "fp32")]
+    assert all(r["completed"] and r["all_losses_finite"] and r["steps"] == 13 for r in res["runs"])
+    assert res["resume"]["completed"] and res["resume"]["max_loss_diff"] < 0.05
+    assert res["embeddings"]["cuda fp32"]["min_cosine"] > 0.999
+    assert res["embeddings"]["cuda bf16"]["min_cosine"] > 0.98
