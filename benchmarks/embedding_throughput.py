@@ -47,6 +47,16 @@ def model_config(name: str, text_dir: str | None):
     return mcfg
 
 
+def text_weights(mcfg, pretrained: bool) -> str:
+    """What the text tower's weights were: a tiny random tower, a loaded checkpoint, or its architecture only."""
+    from embedding.config import MINILM_SENTINEL
+
+    if mcfg.text.load_dir is None:
+        return "tiny random tower"
+    name = "packaged MiniLM" if mcfg.text.load_dir == MINILM_SENTINEL else Path(mcfg.text.load_dir).name
+    return f"loaded ({name})" if pretrained else "random, same architecture"
+
+
 def bench(
     model_name: str,
     device: str,
@@ -109,7 +119,7 @@ def bench(
         "train_pairs_per_s": batch * len(times) / sum(times),
         "infer_items_per_s": len(inputs) / infer_s,
         "infer_items": len(inputs),
-        "text_weights": "pretrained" if pretrained else "random (same architecture)",
+        "text_weights": text_weights(mcfg, pretrained),
     }
 
 
