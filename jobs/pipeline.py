@@ -647,6 +647,12 @@ def _versions() -> dict[str, str]:
 
 def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResult:
     """Runs (or resumes) every stage of `cfg`; returns where the report is and what each stage did."""
+    from embedding.device import resolve_device
+
+    try:  # before any stage: a run asking for CUDA on a machine without it fails now, not after mining
+        resolve_device(cfg.embedding.device)
+    except ValueError as e:
+        raise ValueError(f"[embedding] of run '{cfg.name}': {e}") from None
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(

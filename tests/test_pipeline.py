@@ -59,6 +59,19 @@ def test_bad_configs_are_refused_with_the_file_named(tmp_path, text, match):
     assert str(f) in str(info.value)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_a_run_asking_for_cuda_where_there_is_none_fails_before_any_stage(tmp_path):
+    import dataclasses
+
+    from jobs.pipeline import run_pipeline
+
+    cfg = load_config("smoke", run_dir=str(tmp_path / "run"))
+    cfg = dataclasses.replace(cfg, embedding=dataclasses.replace(cfg.embedding, device="cuda"))
+    with pytest.raises(ValueError, match=r"\[embedding\] of run 'smoke': device 'cuda' asked for, but .* no CUDA"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_config_name():
     with pytest.raises(FileNotFoundError, match="neither a shipped config"):
         load_config("nonexistent-config")
