@@ -14,11 +14,25 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 """Training / inference precision -> the autocast dtype (None: no autocast)."""
 
 
+def check_device(spec: str) -> str:
+    """`spec` itself when it names a supported device kind ('cpu', 'cuda', 'cuda:N', 'auto'), else a ValueError;
+    whether that device exists on this machine is `resolve_device`'s question."""
+    if spec == "auto":
+        return spec
+    try:
+        kind = torch.device(spec).type
+    except RuntimeError as e:
+        raise ValueError(f"device {spec!r} is not one of 'cpu', 'cuda', 'cuda:N', 'auto'") from e
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device {spec!r}: only 'cpu', 'cuda', 'cuda:N' and 'auto' are supported")
+    return spec
+
+
 def resolve_device(spec: str) -> torch.device:
     """'cpu' | 'cuda' | 'cuda:N' | 'auto' -> a torch.device that exists here. Under torchrun a bare 'cuda' (or
     'auto' with CUDA present) means cuda:LOCAL_RANK. Asking for CUDA on a machine without it is an error that says
     so, never a silent fall back to the CPU."""
-    if spec == "auto":
+    if check_device(spec) == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(spec)
     if device.type == "cuda":
@@ -31,8 +45,6 @@ def resolve_device(spec: str) -> torch.device:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if device.index >= torch.cuda.device_count():
             raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif device.type != "cpu":
-        raise ValueError(f"device {spec!r}: only 'cpu', 'cuda', 'cuda:N' and 'auto' are supported")
     return device
 
 

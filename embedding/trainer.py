@@ -52,7 +52,7 @@ import torch.nn as nn
 from embedding.balancing import StochasticSpecialisationSampler, source_weights
 from embedding.config import ModelConfig
 from embedding.data import DataConfig, PairSource, TrainingData
-from embedding.device import autocast, check_precision, resolve_device
+from embedding.device import autocast, check_device, check_precision, resolve_device
 from embedding.losses import CoSENTLoss, InfoNCELoss, MatryoshkaLoss, MICLLoss, TemperatureBank
 from embedding.model import EmbeddingOutput, build_model
 from embedding.negatives import HardNegativeMiner, SourceEmbeddings
@@ -121,11 +121,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError as e:
-                raise ValueError(f"device {self.device!r} is not one of 'cpu', 'cuda', 'cuda:N', 'auto'") from e
+        check_device(self.device)
 
     def steps(self) -> dict[str, int]:
         return {"I": self.steps_i, "II": self.steps_ii, "III": self.steps_iii, "CRE": self.steps_cre}
@@ -513,35 +509,19 @@ class Trainer:
 
     # -- embedding with the current model (balancing, mining) ---------------------------------------------
 
-    @torch.no_grad()
+    def _embed(self, inputs: list[ItemInputs], task: str) -> np.ndarray:
+        """(N, D) full-size embeddings of `inputs` with the current model, in the run's precision."""
+        from embedding.infer import embed_item_inputs
+
+        pre, batch = self.model_cfg.preprocess, self.cfg.embed_batch_size
+        out = embed_item_inputs(self.model, inputs, self.tokenizer, pre, task, batch, self.cfg.precision)
+        return out[self.model_cfg.embed_dim]
+
     def embed_rows(self, rows: np.ndarray) -> np.ndarray:
-        from embedding.infer import embed_item_inputs
+        return self._embed(self.data.store.inputs(rows, audio=self.cfg.audio), "item")
 
-        inputs = self.data.store.inputs(rows, audio=self.cfg.audio)
-        return embed_item_inputs(
-            self.model,
-            inputs,
-            self.tokenizer,
-            self.model_cfg.preprocess,
-            "item",
-            self.cfg.embed_batch_size,
-            self.cfg.precision,
-        )[self.model_cfg.embed_dim]
-
-    @torch.no_grad()
     def embed_texts(self, texts: list[str]) -> np.ndarray:
-        from embedding.infer import embed_item_inputs
-
-        inputs = [ItemInputs(text=t.strip()) for t in texts]
-        return embed_item_inputs(
-            self.model,
-            inputs,
-            self.tokenizer,
-            self.model_cfg.preprocess,
-            "query",
-            self.cfg.embed_batch_size,
-            self.cfg.precision,
-        )[self.model_cfg.embed_dim]
+        return self._embed([ItemInputs(text=t.strip()) for t in texts], "query")
 
     def embed_queries(self, src: PairSource, rows: np.ndarray) -> np.ndarray:
         if src.query_kind == "text":
@@ -833,11 +813,16 @@ class Trainer:
         return result
 
 
+def read_metrics(metrics_path: Path) -> list[dict[str, Any]]:
+    """The records of a run's `metrics.jsonl`, one per step, in order."""
+    return [json.loads(ln) for ln in Path(metrics_path).read_text().splitlines() if ln]
+
+
 def stage_loss_summary(metrics_path: Path, k: int = 5) -> dict[str, dict[str, float]]:
     """Per stage: mean loss of its first k and last k logged steps."""
     if not metrics_path.exists():
         return {}
-    recs = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln]
+    recs = read_metrics(metrics_path)
     out: dict[str, dict[str, float]] = {}
     for stage in dict.fromkeys(r["stage"] for r in recs):
         losses = [r["loss"] for r in recs if r["stage"] == stage]

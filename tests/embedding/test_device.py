@@ -4,7 +4,6 @@ training and inference (on the CPU here), and, where CUDA exists, the same on th
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from embedding.device import autocast, check_precision, resolve_device
 from embedding.infer import ItemEncoder, embed_item_inputs
 from embedding.model import build_model
 from embedding.preprocess import ItemInputs, build_tokenizer, collate_items, log_mel_chunks
-from embedding.trainer import SailTrain, TrainBatch, TrainConfig, load_embedding_model, train
+from embedding.trainer import SailTrain, TrainBatch, TrainConfig, load_embedding_model, read_metrics, train
 
 CFG = ModelConfig.tiny()
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -49,6 +48,8 @@ def test_device_and_precision_are_checked():
         TrainConfig(device="banana")
     with pytest.raises(ValueError, match="'meta'"):
         resolve_device("meta")
+    with pytest.raises(ValueError, match="'meta': only 'cpu', 'cuda'"):
+        TrainConfig(device="meta")
     with pytest.raises(ValueError, match="precision"):
         check_precision("int8")
     assert resolve_device("cpu") == torch.device("cpu")
@@ -112,8 +113,8 @@ def test_bf16_training_on_the_tiny_world_keeps_fp32_weights_and_resumes(tiny_wor
     killed = train(dataclasses.replace(bf16, stop_after=5), data_dir, tmp_path / "bf16_resumed", work_dir=work)
     resumed = train(bf16, data_dir, tmp_path / "bf16_resumed", work_dir=work)
     # Then the bf16 losses are finite, near the fp32 ones but not equal to them (autocast really ran)
-    la = [json.loads(x)["loss"] for x in a.metrics_path.read_text().splitlines()]
-    lb = [json.loads(x)["loss"] for x in b.metrics_path.read_text().splitlines()]
+    la = [r["loss"] for r in read_metrics(a.metrics_path)]
+    lb = [r["loss"] for r in read_metrics(b.metrics_path)]
     assert len(la) == len(lb) == 7 and np.isfinite(lb).all()
     assert la != lb
     np.testing.assert_allclose(lb[0], la[0], rtol=0.05)
@@ -122,7 +123,7 @@ def test_bf16_training_on_the_tiny_world_keeps_fp32_weights_and_resumes(tiny_wor
     assert {p.dtype for p in saved.state_dict().values() if p.is_floating_point()} == {torch.float32}
     # and the killed bf16 run resumes to the same losses as the unbroken one
     assert not killed.completed and resumed.completed
-    lr = [json.loads(x)["loss"] for x in resumed.metrics_path.read_text().splitlines()]
+    lr = [r["loss"] for r in read_metrics(resumed.metrics_path)]
     np.testing.assert_allclose(lr, lb, rtol=0, atol=1e-6)
 
 
