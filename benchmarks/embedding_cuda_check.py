@@ -30,7 +30,9 @@ from benchmarks.machine import describe_machine, write_results  # noqa: E402
 
 
 def _losses(metrics: Path) -> list[float]:
-    return [json.loads(x)["loss"] for x in metrics.read_text().splitlines() if x]
+    from embedding.trainer import read_metrics
+
+    return [r["loss"] for r in read_metrics(metrics)]
 
 
 def run_one(cfg, world: Path, work: Path, out: Path, data) -> dict:
@@ -93,6 +95,7 @@ def markdown(out: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from embedding.cli import parse_steps
     from embedding.data import load_item_id_table
     from embedding.trainer import TrainConfig, load_training_data, resolve_model_config
 
@@ -107,15 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/embedding_cuda_check"))
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "embedding_cuda_check.json")
     args = p.parse_args(argv)
-    steps = [int(x) for x in args.steps.split(",")]
+    steps = parse_steps(args.steps)
     devices = [d for d in args.devices.split(",") if d]
     work = args.work or args.runs / "work"
     base = TrainConfig(
         model=args.model,
-        steps_i=steps[0],
-        steps_ii=steps[1],
-        steps_iii=steps[2],
-        steps_cre=steps[3],
+        **steps,
         batch_size=args.batch_size,
         refresh_every=10,
         checkpoint_every=10,
@@ -135,11 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         r = run_one(cfg, args.world, work, args.runs / f"{dev.replace(':', '_')}_{prec}", data)
         print(json.dumps({k: v for k, v in r.items() if k != "probes"}), flush=True)
         runs.append(r)
-    config = {"model": base.model, "steps": steps, "batch_size": base.batch_size}
+    config = {"model": base.model, "steps": list(steps.values()), "batch_size": base.batch_size}
     out = {"machine": info, "config": config, "runs": runs}
 
     # a killed bf16 run on the first device resumes to the end
-    dev, total = devices[0], sum(steps)
+    dev, total = devices[0], sum(steps.values())
     cfg = dataclasses.replace(base, device=dev, precision="bf16")
     kill_at = total // 2 + 3
     resumed_dir = args.runs / "resumed"

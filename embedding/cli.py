@@ -51,16 +51,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    steps = [int(x) for x in args.steps.split(",")]
+def parse_steps(text: str) -> dict[str, int]:
+    """'I,II,III,CRE' step counts -> TrainConfig's steps_i / steps_ii / steps_iii / steps_cre."""
+    steps = [int(x) for x in text.split(",")]
     if len(steps) != 4:
         raise SystemExit("--steps needs four comma-separated numbers (stages I,II,III,CRE)")
+    return dict(zip(("steps_i", "steps_ii", "steps_iii", "steps_cre"), steps, strict=True))
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         model=args.model,
-        steps_i=steps[0],
-        steps_ii=steps[1],
-        steps_iii=steps[2],
-        steps_cre=steps[3],
+        **parse_steps(args.steps),
         batch_size=args.batch_size,
         data=dataclasses.replace(TrainConfig().data, word_queries_per_item=args.word_queries),
         lr=args.lr,
