@@ -552,12 +552,11 @@ class ItemIdTable:
         return int(self.vectors.shape[1])
 
 
-def fit_item_id_table(interactions_dir: str | os.PathLike, dim: int, seed: int = 0) -> ItemIdTable:
-    """Truncated SVD of the (log-scaled) user x item positive matrix of an interactions table (the miners'
-    positive definition): item factors V * sqrt(S), L2-normalised. Items without positives get no row."""
+def positive_matrix(interactions_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The (log-scaled) user x item positive matrix of an interactions table (the miners' positive definition):
+    (user_ids (U,), item_ids (M,), CSR (U, M) of log1p(positive events)). Items without positives get no column."""
     import polars as pl
     import scipy.sparse as sp
-    from sklearn.decomposition import TruncatedSVD
 
     from jobs import mining_polars as M
     from jobs.mine_pairs import scan_contract_table
@@ -575,12 +574,21 @@ def fit_item_id_table(interactions_dir: str | os.PathLike, dim: int, seed: int =
     m = sp.csr_matrix(
         (np.log1p(pos["n"].to_numpy().astype(np.float64)), (u_idx, i_idx)), shape=(len(users), len(items))
     )
+    return users.astype(np.int64), items.astype(np.int64), m
+
+
+def fit_item_id_table(interactions_dir: str | os.PathLike, dim: int, seed: int = 0) -> ItemIdTable:
+    """Truncated SVD of the train-period user x item positive matrix (`positive_matrix`): item factors
+    V * sqrt(S), L2-normalised. Items without positives get no row."""
+    from sklearn.decomposition import TruncatedSVD
+
+    _, items, m = positive_matrix(interactions_dir)
     dim = max(1, min(dim, min(m.shape) - 1))
     svd = TruncatedSVD(n_components=dim, random_state=seed, algorithm="randomized", n_iter=7)
     svd.fit(m)
     v = (svd.components_.T * np.sqrt(svd.singular_values_)[None, :]).astype(np.float32)  # (M, d_id)
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    return ItemIdTable(items.astype(np.int64), v)
+    return ItemIdTable(items, v)
 
 
 def load_item_id_table(path: str | os.PathLike) -> ItemIdTable:
