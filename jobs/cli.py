@@ -4,6 +4,19 @@ sail run --config demo|smoke|movielens|large|FILE [--run-dir DIR]
 sail generate --size tiny|small|large [--seed N] --out DIR
 sail adapt-movielens [--src DIR] --out DIR [--session-gap-s S]
 sail validate --data DIR --out DIR [--max-rejected-share F] [--clock-skew-s S]
+sail mine-pairs --engine spark|polars --data DIR --out DIR [--split-ts ISO] [...]
+sail embed --items DIR --out DIR --model-version V [--engine spark|local] [--embedder MODULE:FACTORY] [...]
+sail build-sids --embeddings DIR --out DIR [--levels L] [--codebook-size K] [--seed N]
+sail build-ann --embeddings DIR --out DIR [--kind hnsw|ivf|flat] [--ef-search N]
+sail export --features DIR --repo DIR [--version V] [--overwrite] [--check-sample N]
+sail train-embedding --data DIR --out DIR [--model tiny|cpu_default] [--steps I,II,III,CRE] [--no-balancing]
+                     [--device cpu|cuda|cuda:N|auto] [--precision fp32|bf16] [...]
+sail eval-retrieval --data DIR --out DIR [--sail DIR] [...]
+sail report compare RUN_A RUN_B [--json]
+sail build-ranking-data --data DIR --out DIR [--item-features DIR | --standin]
+sail train-ranker --samples DIR --out DIR --variant control|emb|sid|both|all --trainer torchrec|lgbm|all
+
+`sail COMMAND -h` prints a command's options.
 """
 
 from __future__ import annotations
