@@ -54,3 +54,41 @@ def test_every_option_in_the_help_is_one_the_command_takes(name, capsys):
     line = next(line for line in _usage_lines() if line.split()[1] == name)
     for flag in re.findall(r"--[a-z][a-z0-9-]*", line):
         assert re.search(rf"{flag}\b", options), f"`sail {name}` help names {flag}, which the command does not take"
+
+
+def _cluster_commands() -> list[tuple[list[str], list[str]]]:
+    """(how to ask that command for its options, the --flags the line passes) per command in docs/CLUSTER.md."""
+    text = (README.parent / "docs" / "CLUSTER.md").read_text()
+    block = text[text.index("```bash\n", text.index("## Stage by stage")) + 8 :]
+    block = block[: block.index("\n```")].replace("\\\n", " ")
+    out = []
+    for line in block.splitlines():
+        if not line.strip() or line.startswith("#") or "=" in line.split(" ")[0]:
+            continue  # comments and shell variables
+        words = line.split()
+        if "-m" in words:
+            module = words[words.index("-m") + 1]
+            rest = words[words.index("-m") + 2 :]
+            ask = [module, *rest[:1]] if module == "recsys.cli" else [module]
+        else:
+            at = next(i for i, w in enumerate(words) if w in ("sail", "scripts/sail_spark.py"))
+            ask, rest = ["sail", words[at + 1]], words[at + 2 :]
+        out.append((ask, [w for w in rest if w.startswith("--")]))
+    return out
+
+
+def test_cluster_doc_commands_take_the_flags_it_passes(capsys):
+    import importlib
+
+    commands = _cluster_commands()
+    assert len(commands) == 8  # validate, mine-pairs, torchrun embedding, embed, build-sids, export, samples, ranker
+    for ask, flags in commands:
+        with pytest.raises(SystemExit) as exc:
+            if ask[0] == "sail":
+                cli.main([*ask[1:], "-h"])
+            else:
+                importlib.import_module(ask[0]).main([*ask[1:], "-h"])
+        assert exc.value.code == 0
+        options = capsys.readouterr().out
+        for flag in flags:
+            assert re.search(rf"{flag}\b", options), f"docs/CLUSTER.md passes {flag} to {' '.join(ask)}"
