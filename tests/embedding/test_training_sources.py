@@ -1,4 +1,4 @@
-"""Training sources built from the catalogue alone: the stage I pseudo-queries."""
+"""Training sources: the stage I pseudo-queries (catalogue alone) and the collaborative item-ID vectors (interactions)."""
 
 from __future__ import annotations
 
@@ -101,3 +101,66 @@ def test_negative_word_queries_are_refused():
 
     with pytest.raises(ValueError, match="word_queries_per_item must be >= 0, got -1"):
         DataConfig(word_queries_per_item=-1)
+
+
+def _write_interactions(path, events: list[tuple[int, int, bool]]) -> None:
+    """INTERACTIONS rows (user, item, liked); liked is positive (score 2), a click alone is not (score 1)."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+
+    from jobs import contracts as K
+    from jobs.io import write_table
+
+    t0 = datetime(2025, 3, 3, tzinfo=UTC)
+    rows = [
+        {
+            "event_id": f"e{n}",
+            "request_id": "r",
+            "user_id": u,
+            "item_id": i,
+            "ts": t0 + timedelta(minutes=n),
+            "surface": "feed",
+            "position": 0,
+            "propensity": 0.5,
+            "clicked": True,
+            "watch_ms": 1000,
+            "finished": False,
+            "liked": liked,
+            "shared": False,
+        }
+        for n, (u, i, liked) in enumerate(events)
+    ]
+    write_table(pa.Table.from_pylist(rows, schema=K.INTERACTIONS.to_arrow()), K.INTERACTIONS, path)
+
+
+def test_positive_matrix_counts_positive_events_by_hand(tmp_path):
+    from embedding.data import positive_matrix
+
+    # user 7: item 30 liked twice, item 10 once, item 20 clicked only (not positive); user 5: item 20 liked;
+    # user 9: clicks only (no positive: no row); item 40 is never positive (no column)
+    _write_interactions(
+        tmp_path / "i",
+        [(7, 30, True), (7, 30, True), (7, 10, True), (7, 20, False), (5, 20, True), (9, 40, False)],
+    )
+    users, items, m = positive_matrix(tmp_path / "i")
+    assert users.tolist() == [5, 7] and items.tolist() == [10, 20, 30]
+    np.testing.assert_allclose(m.toarray(), np.log1p([[0, 1, 0], [1, 0, 2]]))
+
+
+def test_item_id_table_is_the_svd_item_factors(tmp_path):
+    from embedding.data import fit_item_id_table, positive_matrix
+
+    rng = np.random.default_rng(0)
+    users, items_drawn = rng.integers(0, 30, 400), rng.integers(100, 112, 400)
+    events = [(int(u), int(i), True) for u, i in zip(users, items_drawn, strict=True)]
+    _write_interactions(tmp_path / "i", events)
+    _, items, m = positive_matrix(tmp_path / "i")
+    table = fit_item_id_table(tmp_path / "i", dim=4, seed=0)
+    assert table.item_ids.tolist() == items.tolist() and table.vectors.shape == (12, 4)
+    np.testing.assert_allclose(np.linalg.norm(table.vectors, axis=1), 1.0, rtol=1e-5)
+    # V * sqrt(S) of the top 4 singular triplets, row-normalised: its Gram is sign-free, so compare Grams
+    _, s, vt = np.linalg.svd(m.toarray(), full_matrices=False)
+    v = vt[:4].T * np.sqrt(s[:4])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    np.testing.assert_allclose(table.vectors @ table.vectors.T, v @ v.T, atol=1e-4)
