@@ -1,4 +1,4 @@
-"""Training sources: the stage I pseudo-queries (catalogue alone) and the collaborative item-ID vectors (interactions)."""
+"""Training sources: stage I pseudo-queries (from the catalogue) and collaborative item-ID vectors (from logs)."""
 
 from __future__ import annotations
 
