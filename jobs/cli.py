@@ -36,6 +36,7 @@ def _fail(msg: str) -> int:
 
 def main_run(argv: Sequence[str]) -> int:
     from jobs.pipeline import SHIPPED_CONFIGS, load_config, run_pipeline
+    from offline_eval.report import fmt_headline
 
     p = argparse.ArgumentParser(prog="sail run", description="Run (or resume) every pipeline stage.")
     p.add_argument("--config", default="demo", help=f"a shipped config {SHIPPED_CONFIGS} or a YAML file")
@@ -53,9 +54,8 @@ def main_run(argv: Sequence[str]) -> int:
     for stage, why in summary["run"].get("notes", {}).items():
         print(f"{stage}: not run ({why})")
     for h in summary["headline"]:
-        sign = "+" if h["unit"] in ("%", "AUC") else ""  # lifts and differences carry their sign
-        interval = f" [{h['low']:{sign}.3f}, {h['high']:{sign}.3f}]" if h.get("low") is not None else ""
-        print(f"{h['name']}: {h['value']:{sign}.3f}{interval} {h['unit']}")
+        value, interval = fmt_headline(h)
+        print(f"{h['name']}: {value}" + (f" {interval}" if interval != "n/a" else ""))
     print(f"report: {res.report_path}")
     return 0
 

@@ -223,16 +223,30 @@ def _fmt_metric(v: Any) -> str:
     return f"{v:.4f}" if _is_num(v) and math.isfinite(v) else "n/a"
 
 
+def fmt_headline(h: Mapping[str, Any]) -> tuple[str, str]:
+    """(value, '[low, high]' or 'n/a') of a headline figure, its unit written once: lifts ('%') and AUC differences
+    ('AUC') signed, with 2 and 4 decimals; '%' follows every number, another unit only the value."""
+    unit = h.get("unit") or ""
+
+    def num(v: Any) -> str:
+        if not (_is_num(v) and math.isfinite(v)):
+            return "n/a"
+        if unit == "%":
+            return f"{v:+.2f}%"
+        return f"{v:+.4f}" if unit == "AUC" else fmt_num(v)
+
+    value = num(h.get("value"))
+    if value != "n/a" and unit not in ("", "%"):
+        value += f" {unit}"
+    low, high = h.get("low"), h.get("high")
+    interval = f"[{num(low)}, {num(high)}]" if low is not None and high is not None else "n/a"
+    return value, interval
+
+
 def _comparison_label(comparison: str) -> str:
     """'both-control' -> '+both vs control'."""
     variant, sep, base = comparison.rpartition("-")
     return f"{plots.variant_label(variant)} vs {base}" if sep else comparison
-
-
-def _with_unit(text: str, unit: str) -> str:
-    if text == "n/a" or not unit:
-        return text
-    return f"{text}{unit}" if unit in ("%", "pp") else f"{text} {unit}"
 
 
 def _esc(v: Any) -> str:
@@ -321,15 +335,7 @@ def _headline_html(summary: Mapping[str, Any]) -> str | None:
         return None
     if headline:
         rows = [
-            (
-                h["name"],
-                _with_unit(fmt_num(h["value"]), h["unit"]),
-                f"[{_with_unit(fmt_num(h.get('low')), h['unit'])}, {_with_unit(fmt_num(h.get('high')), h['unit'])}]"
-                if h.get("low") is not None and h.get("high") is not None
-                else "n/a",
-                h["source"] + (f" ({h['note']})" if h.get("note") else ""),
-            )
-            for h in headline
+            (h["name"], *fmt_headline(h), h["source"] + (f" ({h['note']})" if h.get("note") else "")) for h in headline
         ]
         ours = _table(["figure", "value", "95% interval", "source"], rows)
     else:
@@ -679,12 +685,7 @@ def render_markdown(summary: Mapping[str, Any], title: str) -> str:
     ]
     lines += ["## Headline", ""]
     if summary.get("headline"):
-        rows = []
-        for h in summary["headline"]:
-            interval = "n/a"
-            if h.get("low") is not None and h.get("high") is not None:
-                interval = f"[{_with_unit(fmt_num(h['low']), h['unit'])}, {_with_unit(fmt_num(h['high']), h['unit'])}]"
-            rows.append([h["name"], _with_unit(fmt_num(h["value"]), h["unit"]), interval, h["source"]])
+        rows = [[h["name"], *fmt_headline(h), h["source"]] for h in summary["headline"]]
         lines += _md_table(["figure", "value", "95% interval", "source"], rows)
     else:
         lines.append("No headline figures in this run.")

@@ -323,9 +323,9 @@ def test_markdown_has_headline_lifts_ranker_difference_and_timings(full):
     summary, paths = full
     md = paths.markdown.read_text()
     lt7 = summary["headline"][0]
-    assert (
-        f"| LT7 lift, oracle vs control <sim> | {lt7['value']:.4g}% | [{lt7['low']:.4g}%, {lt7['high']:.4g}%] |" in md
-    )
+    assert f"| {lt7['name']} | {lt7['value']:+.2f}% | [{lt7['low']:+.2f}%, {lt7['high']:+.2f}%] |" in md
+    d = summary["headline"][1]
+    assert f"| {d['name']} | {d['value']:+.4f} AUC | [{d['low']:+.4f}, {d['high']:+.4f}] | ranker |" in md
     assert "| items | 300 | n/a | data |" in md
     assert "LT7 +0.158% and AUC +0.08%" in md and "simulated world" in md
     lift = summary["ab"]["lifts"]["random"]["satisfaction"]
@@ -445,3 +445,24 @@ def test_the_report_renders_in_headless_chromium(full, tmp_path):
     dom = _parse(run.stdout)
     assert len(dom.images) == n_images == 8
     assert f'data-decoded="{n_images}"' in run.stdout and 'data-broken="0"' in run.stdout
+
+
+def test_headline_figures_are_signed_where_they_are_differences_and_carry_their_unit_once():
+    fig = {"name": "x", "source": "s"}
+    assert report_mod.fmt_headline({**fig, "value": 3.6551, "low": -0.5, "high": 5.1, "unit": "%"}) == (
+        "+3.66%",
+        "[-0.50%, +5.10%]",
+    )
+    assert report_mod.fmt_headline({**fig, "value": 0.017354, "low": 0.01569, "high": 0.01891, "unit": "AUC"}) == (
+        "+0.0174 AUC",
+        "[+0.0157, +0.0189]",
+    )
+    assert report_mod.fmt_headline({**fig, "value": 21.5, "low": 20.793, "high": 22.209, "unit": "recall x 100"}) == (
+        "21.5 recall x 100",
+        "[20.79, 22.21]",
+    )
+    assert report_mod.fmt_headline({**fig, "value": 12345, "low": None, "high": None, "unit": ""}) == ("12,345", "n/a")
+    assert report_mod.fmt_headline({**fig, "value": float("nan"), "low": 1.0, "high": None, "unit": "AUC"}) == (
+        "n/a",
+        "n/a",
+    )
