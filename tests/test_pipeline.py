@@ -98,6 +98,11 @@ def test_smoke_config_runs_every_stage_end_to_end(smoke_run):
     run_dir, out = smoke_run
     assert f"report: {run_dir / 'report' / 'report.html'}" in out
     assert "LT7 lift, ranker both vs ranker control:" in out
+    from offline_eval.report import fmt_headline
+
+    for h in _summary(run_dir)["headline"]:  # printed as the report prints them, e.g. "+3.66% [+2.12%, +5.11%]"
+        value, interval = fmt_headline(h)
+        assert f"{h['name']}: {value}" + (f" {interval}" if interval != "n/a" else "") + "\n" in out
     for name in STAGE_NAMES:
         meta = json.loads((run_dir / name / "stage.json").read_text())
         assert (run_dir / name / "_SUCCESS").exists() and meta["skipped"] is None, name
