@@ -221,14 +221,8 @@ def summarise(results: dict, sizes: list[int], engines: list[str], out: str) -> 
     return ratios
 
 
-def mine_dataset(args: argparse.Namespace) -> int:
-    """Each engine `--repeat` times over the existing data set `--data`; one result per run."""
-    from jobs.mine_pairs import scan_contract_table
-
-    for table in ("interactions", "searches"):
-        if not (args.data / table).is_dir():
-            raise SystemExit(f"{args.data}: no {table}/ table (pass a data set such as a run's validate/)")
-    n = scan_contract_table(args.data / "interactions", K.INTERACTIONS).select(pl.len()).collect().item()
+def _setup(args: argparse.Namespace, **fields) -> tuple[list[str], list[str], Path, dict]:
+    """engines, the Spark arguments, the scratch directory and the result header (with `fields`) of a run."""
     engines = [e.strip() for e in args.engines.split(",")]
     spark_args = ["--driver-memory", args.driver_memory, "--shuffle-partitions", str(args.shuffle_partitions)]
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-mine-"))
@@ -237,12 +231,23 @@ def mine_dataset(args: argparse.Namespace) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "load_average_before": os.getloadavg(),
-        "data": str(args.data),
-        "interactions": n,
+        **fields,
         "config": "MiningConfig defaults (covisit window 5 / 1 h / top-20, Swing caps 50 items/user, 100 users/item)",
         "spark": {"master": "local[*]", **dict(zip(spark_args[::2], spark_args[1::2], strict=True))},
         "runs": [],
     }
+    return engines, spark_args, work, results
+
+
+def mine_dataset(args: argparse.Namespace) -> int:
+    """Each engine `--repeat` times over the existing data set `--data`; one result per run."""
+    from jobs.mine_pairs import scan_contract_table
+
+    for table in ("interactions", "searches"):
+        if not (args.data / table).is_dir():
+            raise SystemExit(f"{args.data}: no {table}/ table (pass a data set such as a run's validate/)")
+    n = scan_contract_table(args.data / "interactions", K.INTERACTIONS).select(pl.len()).collect().item()
+    engines, spark_args, work, results = _setup(args, data=str(args.data), interactions=n)
     try:
         for i in range(args.repeat):
             for engine in engines:
@@ -278,18 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         return mine_dataset(args)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
-    engines = [e.strip() for e in args.engines.split(",")]
-    spark_args = ["--driver-memory", args.driver_memory, "--shuffle-partitions", str(args.shuffle_partitions)]
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench-mine-"))
-    results: dict = {
-        "benchmark": "mine_pairs",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "load_average_before": os.getloadavg(),
-        "config": "MiningConfig defaults (covisit window 5 / 1 h / top-20, Swing caps 50 items/user, 100 users/item)",
-        "spark": {"master": "local[*]", **dict(zip(spark_args[::2], spark_args[1::2], strict=True))},
-        "runs": [],
-    }
+    engines, spark_args, work, results = _setup(args)
     try:
         for n in sizes:
             data = work / f"data_{n}"

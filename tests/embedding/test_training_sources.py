@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -104,34 +105,15 @@ def test_negative_word_queries_are_refused():
 
 
 def _write_interactions(path, events: list[tuple[int, int, bool]]) -> None:
-    """INTERACTIONS rows (user, item, liked); liked is positive (score 2), a click alone is not (score 1)."""
-    from datetime import UTC, datetime, timedelta
+    """INTERACTIONS rows (user, item, liked), one a minute; liked is positive (score 2), a click alone is not."""
+    import sys
 
-    import pyarrow as pa
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from test_mining_spark import imp, write_raw
 
     from jobs import contracts as K
-    from jobs.io import write_table
 
-    t0 = datetime(2025, 3, 3, tzinfo=UTC)
-    rows = [
-        {
-            "event_id": f"e{n}",
-            "request_id": "r",
-            "user_id": u,
-            "item_id": i,
-            "ts": t0 + timedelta(minutes=n),
-            "surface": "feed",
-            "position": 0,
-            "propensity": 0.5,
-            "clicked": True,
-            "watch_ms": 1000,
-            "finished": False,
-            "liked": liked,
-            "shared": False,
-        }
-        for n, (u, i, liked) in enumerate(events)
-    ]
-    write_table(pa.Table.from_pylist(rows, schema=K.INTERACTIONS.to_arrow()), K.INTERACTIONS, path)
+    write_raw([imp(u, i, n, positive=liked) for n, (u, i, liked) in enumerate(events)], K.INTERACTIONS, path)
 
 
 def test_positive_matrix_counts_positive_events_by_hand(tmp_path):
