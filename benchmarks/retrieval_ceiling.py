@@ -81,7 +81,8 @@ def ppmi_svd_vectors(binary, dim: int, seed: int = 0) -> np.ndarray:
     counts C = B^T B (diagonal zeroed) of a (U, N) 0/1 user x item matrix; PPMI_ij = max(0, log(C_ij * sum(C) /
     (c_i * c_j))) with c_i the row sums of C, 0 where C_ij = 0."""
     import scipy.sparse as sp
-    from sklearn.decomposition import TruncatedSVD
+
+    from embedding.data import svd_factors
 
     c = sp.csr_matrix(binary, dtype=np.float64)
     c = (c.T @ c).tocoo()
@@ -91,10 +92,7 @@ def ppmi_svd_vectors(binary, dim: int, seed: int = 0) -> np.ndarray:
     marg = np.bincount(rows, weights=vals, minlength=n)
     pmi = np.log(vals * vals.sum() / (marg[rows] * marg[cols]))
     pos = pmi > 0
-    ppmi = sp.csr_matrix((pmi[pos], (rows[pos], cols[pos])), shape=(n, n))
-    dim = max(1, min(dim, n - 1))
-    svd = TruncatedSVD(n_components=dim, random_state=seed, algorithm="randomized", n_iter=7).fit(ppmi)
-    return (svd.components_.T * np.sqrt(svd.singular_values_)[None, :]).astype(np.float32)
+    return svd_factors(sp.csr_matrix((pmi[pos], (rows[pos], cols[pos])), shape=(n, n)), dim, seed)
 
 
 def cooccurrence_cosine_retrieve(binary, anchors: np.ndarray, k: int) -> list[list[int]]:
@@ -177,7 +175,7 @@ def main(argv=None) -> int:
     import scipy.sparse as sp
 
     from benchmarks.cre_fit import run_embedding_data
-    from embedding.data import fit_item_id_table, positive_matrix
+    from embedding.data import id2item_source, positive_matrix, svd_item_id_table
     from embedding.retrieval_eval import (
         EmbeddingMethod,
         EvalConfig,
@@ -252,30 +250,21 @@ def main(argv=None) -> int:
     rows["truth: best weights"] = score(EmbeddingMethod(vecs, no_text), ("i2i_coengagement",))
 
     # learned collaborative vectors (no content): SAIL's id2item target and item PPMI-SVD; the full cosine for scale
-    interactions = prepared.train_logs / "interactions"
-    id_table = fit_item_id_table(interactions, tcfg.data.id_dim, tcfg.seed)
-    id_vecs = np.zeros((n, id_table.dim), np.float32)
-    for i, v in zip(id_table.item_ids.tolist(), id_table.vectors, strict=True):
-        if i in store.index:
-            id_vecs[store.index[i]] = v
+    _, items, m = positive_matrix(prepared.train_logs / "interactions")
+    id_table = svd_item_id_table(items, m, tcfg.data.id_dim, tcfg.seed)  # what the trainer's id2item task uses
     rows[f"collaborative: user x item SVD (d={id_table.dim}, SAIL's id2item target)"] = score(
-        EmbeddingMethod(id_vecs, no_text), ("i2i_coengagement",)
+        EmbeddingMethod(id2item_source(id_table, store)[1], no_text), ("i2i_coengagement",)
     )
-    _, items, m = positive_matrix(interactions)
     col_row = np.array([store.index.get(int(i), -1) for i in items.tolist()])  # matrix column -> store row
     coo = m.tocoo()
     keep = col_row[coo.col] >= 0
     binary = sp.csr_matrix(
         (np.ones(int(keep.sum())), (coo.row[keep], col_row[coo.col[keep]])), shape=(m.shape[0], n)
     )  # (users, N) 0/1 over store rows
-    ppmi = {}
-    for d in PPMI_DIMS:
-        vecs = ppmi_svd_vectors(binary, d, tcfg.seed)
-        ppmi[d] = float(per_query_recall(EmbeddingMethod(vecs, no_text).retrieve(b), b).mean())
+    ppmi_vecs = {d: EmbeddingMethod(ppmi_svd_vectors(binary, d, tcfg.seed), no_text) for d in PPMI_DIMS}
+    ppmi = {d: float(per_query_recall(method.retrieve(b), b).mean()) for d, method in ppmi_vecs.items()}
     best_dim = max(ppmi, key=ppmi.get)
-    rows[f"collaborative: item PPMI SVD (d={best_dim})"] = score(
-        EmbeddingMethod(ppmi_svd_vectors(binary, best_dim, tcfg.seed), no_text), ("i2i_coengagement",)
-    )
+    rows[f"collaborative: item PPMI SVD (d={best_dim})"] = score(ppmi_vecs[best_dim], ("i2i_coengagement",))
 
     class Cosine:
         def retrieve(self, bm):

@@ -577,18 +577,28 @@ def positive_matrix(interactions_dir: str | os.PathLike) -> tuple[np.ndarray, np
     return users.astype(np.int64), items.astype(np.int64), m
 
 
-def fit_item_id_table(interactions_dir: str | os.PathLike, dim: int, seed: int = 0) -> ItemIdTable:
-    """Truncated SVD of the train-period user x item positive matrix (`positive_matrix`): item factors
-    V * sqrt(S), L2-normalised. Items without positives get no row."""
+def svd_factors(m: Any, dim: int, seed: int = 0) -> np.ndarray:
+    """(columns, dim) float32 factors V * sqrt(S) of the randomised truncated SVD of a (sparse) matrix; `dim` is
+    capped at min(shape) - 1."""
     from sklearn.decomposition import TruncatedSVD
 
-    _, items, m = positive_matrix(interactions_dir)
     dim = max(1, min(dim, min(m.shape) - 1))
-    svd = TruncatedSVD(n_components=dim, random_state=seed, algorithm="randomized", n_iter=7)
-    svd.fit(m)
-    v = (svd.components_.T * np.sqrt(svd.singular_values_)[None, :]).astype(np.float32)  # (M, d_id)
+    svd = TruncatedSVD(n_components=dim, random_state=seed, algorithm="randomized", n_iter=7).fit(m)
+    return (svd.components_.T * np.sqrt(svd.singular_values_)[None, :]).astype(np.float32)
+
+
+def svd_item_id_table(item_ids: np.ndarray, m: Any, dim: int, seed: int = 0) -> ItemIdTable:
+    """Item-ID vectors of a user x item matrix whose columns are `item_ids`: its `svd_factors`, L2-normalised."""
+    v = svd_factors(m, dim, seed)  # (M, d_id)
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    return ItemIdTable(items, v)
+    return ItemIdTable(np.asarray(item_ids, dtype=np.int64), v)
+
+
+def fit_item_id_table(interactions_dir: str | os.PathLike, dim: int, seed: int = 0) -> ItemIdTable:
+    """`svd_item_id_table` of the train-period user x item positive matrix (`positive_matrix`). Items without
+    positives get no row."""
+    _, items, m = positive_matrix(interactions_dir)
+    return svd_item_id_table(items, m, dim, seed)
 
 
 def load_item_id_table(path: str | os.PathLike) -> ItemIdTable:
