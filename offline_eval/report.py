@@ -229,11 +229,9 @@ def fmt_headline(h: Mapping[str, Any]) -> tuple[str, str]:
     unit = h.get("unit") or ""
 
     def num(v: Any) -> str:
-        if not (_is_num(v) and math.isfinite(v)):
-            return "n/a"
         if unit == "%":
-            return f"{v:+.2f}%"
-        return f"{v:+.4f}" if unit == "AUC" else fmt_num(v)
+            return f"{v:+.2f}%" if _is_num(v) and math.isfinite(v) else "n/a"
+        return _fmt_diff(v) if unit == "AUC" else fmt_num(v)
 
     value = num(h.get("value"))
     if value != "n/a" and unit not in ("", "%"):
