@@ -147,6 +147,15 @@ def main_report(argv: Sequence[str]) -> int:
 COMMANDS["report"] = main_report
 
 
+def _not_import_chatter(record: logging.LogRecord) -> bool:
+    """False for fbgemm_gpu's "Successfully loaded: '<lib>.so'" lines (14 of them, on the root logger, at import)."""
+    return not (
+        record.levelno <= logging.INFO
+        and "fbgemm_gpu" in record.pathname
+        and record.getMessage().startswith("Successfully loaded")
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -155,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("faiss.loader",):  # import chatter: faiss probing CPU-specific builds
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if _not_import_chatter not in root.filters:  # fbgemm_gpu logs on the root logger: filter there, for every handler
+        root.addFilter(_not_import_chatter)
     from jobs.io import SchemaError
     from jobs.media import UnsafeMediaPath
     from jobs.validate import TooManyRejectedError

@@ -92,3 +92,28 @@ def test_cluster_doc_commands_take_the_flags_it_passes(capsys):
         options = capsys.readouterr().out
         for flag in flags:
             assert re.search(rf"{flag}\b", options), f"docs/CLUSTER.md passes {flag} to {' '.join(ask)}"
+
+
+def test_fbgemm_import_chatter_is_dropped_and_the_error_still_shows(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    argv = ["train-ranker", "--samples", str(tmp_path), "--out", str(tmp_path / "out"), "--variant", "control"]
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], cwd=root, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "has no _SUCCESS marker" in proc.stderr
+    assert "Successfully loaded" not in proc.stderr
+
+
+def test_the_chatter_filter_keeps_every_other_record():
+    import logging
+
+    def record(path: str, msg: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("root", level, path, 1, msg, None, None)
+
+    chatter = "/site-packages/fbgemm_gpu/__init__.py"
+    assert not cli._not_import_chatter(record(chatter, "Successfully loaded: 'fbgemm_gpu_py.so'"))
+    assert cli._not_import_chatter(record(chatter, "Successfully loaded", logging.WARNING))
+    assert cli._not_import_chatter(record(chatter, "something else"))
+    assert cli._not_import_chatter(record("/work/recsys/train.py", "Successfully loaded: x"))
