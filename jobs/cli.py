@@ -156,17 +156,50 @@ def _not_import_chatter(record: logging.LogRecord) -> bool:
     )
 
 
+OWN_LOGGERS = ("sail", "jobs", "embedding", "recsys", "offline_eval")
+BENIGN_LOGGERS = (
+    # TorchRec's planner, on every sharding: the Topology is built directly on purpose (CPU or CUDA, the world
+    # size) and the storage reservation is a heuristic that does not matter at these table sizes
+    "torchrec.distributed.planner.types",
+    "torchrec.distributed.planner.storage_reservations",
+)
+
+
+def _for_console(record: logging.LogRecord) -> bool:
+    """The console shows this project's lines and other libraries' warnings; a stage's log file keeps everything.
+
+    Dropped from the console: other libraries' INFO lines (Feast's registry refreshes, fbgemm's TBE arguments),
+    the planner's two standing warnings, and deprecation notices that libraries raise at import or first use.
+    """
+    if record.name.split(".")[0] in OWN_LOGGERS or record.levelno >= logging.ERROR:
+        return True
+    if record.levelno < logging.WARNING or record.name in BENIGN_LOGGERS:
+        return False
+    if record.name == "py.warnings":
+        return not any(kind in record.getMessage() for kind in ("DeprecationWarning:", "FutureWarning:"))
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__)
         return 0 if not argv or argv[0] in ("-h", "--help") else _fail(f"unknown command {argv[0]!r}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("faiss.loader",):  # import chatter: faiss probing CPU-specific builds
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     root = logging.getLogger()
+    had = list(root.handlers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy, level in (
+        ("faiss.loader", logging.WARNING),  # import chatter: faiss probing CPU-specific builds
+        ("torch.fx._symbolic_trace", logging.ERROR),  # an API note on is_fx_tracing, raised inside TorchRec
+    ):
+        logging.getLogger(noisy).setLevel(level)
     if _not_import_chatter not in root.filters:  # fbgemm_gpu logs on the root logger: filter there, for every handler
         root.addFilter(_not_import_chatter)
+    console = [h for h in root.handlers if h not in had]
+    if console:  # the console is ours (not a host's, such as a test runner's): keep it to what users need
+        logging.captureWarnings(True)  # library warnings become "py.warnings" records: kept in the stage logs
+        for handler in console:
+            handler.addFilter(_for_console)
     from jobs.io import SchemaError
     from jobs.media import UnsafeMediaPath
     from jobs.validate import TooManyRejectedError

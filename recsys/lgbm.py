@@ -87,10 +87,10 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
     info = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "features": names}
     t0 = time.perf_counter()
     for j, task in enumerate(TASKS):
-        dtrain = lgb.Dataset(
-            x_tr, train.labels[:, j], feature_name=names, categorical_feature=cats, free_raw_data=False
-        )
-        dvalid = lgb.Dataset(x_va, valid.labels[:, j], reference=dtrain)
+        # a label column of the (N, T) array is a strided view: LightGBM would warn and copy it anyway
+        y_tr, y_va = np.ascontiguousarray(train.labels[:, j]), np.ascontiguousarray(valid.labels[:, j])
+        dtrain = lgb.Dataset(x_tr, y_tr, feature_name=names, categorical_feature=cats, free_raw_data=False)
+        dvalid = lgb.Dataset(x_va, y_va, reference=dtrain)
         booster = lgb.train(
             params,
             dtrain,

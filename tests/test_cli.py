@@ -117,3 +117,42 @@ def test_the_chatter_filter_keeps_every_other_record():
     assert cli._not_import_chatter(record(chatter, "Successfully loaded", logging.WARNING))
     assert cli._not_import_chatter(record(chatter, "something else"))
     assert cli._not_import_chatter(record("/work/recsys/train.py", "Successfully loaded: x"))
+
+
+def test_the_console_keeps_own_lines_and_library_warnings_but_not_library_chatter():
+    import logging
+
+    def record(name: str, level: int, msg: str = "m") -> logging.LogRecord:
+        return logging.LogRecord(name, level, "/x.py", 1, msg, None, None)
+
+    keep = cli._for_console
+    assert keep(record("sail", logging.INFO)) and keep(record("recsys.train", logging.INFO))
+    assert keep(record("embedding.trainer", logging.DEBUG))
+    assert not keep(record("feast.infra.registry.registry", logging.INFO))
+    assert not keep(record("root", logging.INFO, "[TBE=1] SplitTableBatchedEmbeddingBagsCodegen Arguments: {}"))
+    assert keep(record("pyspark.sql", logging.WARNING))
+    assert not keep(record("torchrec.distributed.planner.types", logging.WARNING))
+    assert keep(record("torchrec.distributed.planner.types", logging.ERROR))
+    assert not keep(record("py.warnings", logging.WARNING, "/a.py:1: DeprecationWarning: old API\n  warn("))
+    assert not keep(record("py.warnings", logging.WARNING, "/a.py:1: FutureWarning: use DTensor\n  x"))
+    assert keep(record("py.warnings", logging.WARNING, "/a.py:1: UserWarning: this matters\n  x"))
+
+
+def test_a_training_command_prints_its_progress_without_library_chatter(tmp_path):
+    """`sail train-ranker` in a fresh process: no library INFO lines, planner warnings or deprecation notices."""
+    import subprocess
+    import sys
+
+    from recsys.synthetic import write_synthetic_samples
+
+    samples = tmp_path / "samples"
+    assert write_synthetic_samples(samples) > 0
+    root = Path(__file__).resolve().parents[1]
+    argv = ["train-ranker", "--samples", str(samples), "--out", str(tmp_path / "out"), "--variant", "control"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *argv, "--trainer", "torchrec"], cwd=root, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torchrec/control:" in proc.stdout + proc.stderr
+    for chatter in ("Successfully loaded", "planner", "DeprecationWarning", "FutureWarning", "SplitTableBatched"):
+        assert chatter not in proc.stderr, chatter
