@@ -203,6 +203,9 @@ def table_files(path: str | os.PathLike) -> list[Path]:
         return [p]
     if not is_complete(p):
         raise FileNotFoundError(f"{p} has no {SUCCESS} marker: it is incomplete (a writer failed or is running)")
+    nested = sorted(d.name for d in p.iterdir() if d.is_dir() and is_complete(d))
+    if nested:  # a stage's output directory, say, rather than one of the tables in it
+        raise FileNotFoundError(f"{p} holds tables ({', '.join(nested)}), not one table: pass one of them")
     files = sorted(f for f in p.rglob("*.parquet") if not f.name.startswith((".", "_")))
     if not files:
         raise FileNotFoundError(f"{p} holds no parquet files")

@@ -61,6 +61,16 @@ def test_incomplete_directory_is_not_a_table(tmp_path):
         read_table(tmp_path / "t", K.USER_ACTIVITY)
 
 
+def test_a_directory_of_tables_is_refused_with_their_names(tmp_path):
+    stage = tmp_path / "stage"
+    write_table(_activity(2), K.USER_ACTIVITY, stage / "a")
+    write_table(_activity(2), K.USER_ACTIVITY, stage / "b")
+    (stage / "_SUCCESS").touch()  # a complete stage output holding two tables
+    with pytest.raises(FileNotFoundError, match=r"stage holds tables \(a, b\), not one table: pass one of them"):
+        read_table(stage, K.USER_ACTIVITY)
+    assert read_table(stage / "b", K.USER_ACTIVITY).num_rows == 2
+
+
 def test_atomic_dir_marks_success_only_on_exit(tmp_path):
     with atomic_dir(tmp_path / "out") as tmp:
         (tmp / "a.txt").write_text("x")
