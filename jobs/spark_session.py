@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 
 def check_java() -> None:
@@ -60,6 +61,9 @@ def build_spark(
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     if driver_memory:
         builder = builder.config("spark.driver.memory", driver_memory)
+    if master and master.startswith("local"):  # cluster runs keep their own logging set-up
+        log4j = Path(__file__).with_name("log4j2.properties")
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j.as_uri()}")
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
