@@ -8,21 +8,52 @@ import platform
 from pathlib import Path
 from typing import Any
 
+# the vector extensions that decide which kernels torch, fbgemm and faiss pick (figures differ across them)
+SIMD_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "asimd",
+    "sve",
+)
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+
+def cpu_info(text: str | None = None) -> dict[str, Any]:
+    """CPU model name, "family F model M" and the SIMD extensions present, from /proc/cpuinfo (or `text`).
+
+    Two machines with the same model name can differ in generation (and in AVX-512), which moves kernel timings
+    by large factors: the result files record both so that figures from different days can be compared.
+    """
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+    first: dict[str, str] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            if first:  # the first processor's block is enough
+                break
+            continue
+        key, value = (part.strip() for part in line.split(":", 1))
+        first.setdefault(key, value)
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    out: dict[str, Any] = {"cpu": first.get("model name") or platform.processor() or platform.machine()}
+    if "cpu family" in first and "model" in first:
+        out["cpu_family_model"] = f"family {first['cpu family']} model {first['model']}"
+    out["cpu_simd"] = [f for f in SIMD_FLAGS if f in flags]
+    return out
 
 
 def describe_machine(*packages: str, **extra: Any) -> dict[str, Any]:
-    """Cores, RAM, CPU model, Python, platform, load average now, and the versions of `packages`."""
+    """CPU (model, family, SIMD extensions), cores, RAM, Python, platform, load average now, `packages`' versions."""
     out: dict[str, Any] = {
-        "cpu": _cpu_model(),
+        **cpu_info(),
         "cores": os.cpu_count(),
         "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
