@@ -157,23 +157,17 @@ def _not_import_chatter(record: logging.LogRecord) -> bool:
 
 
 OWN_LOGGERS = ("sail", "jobs", "embedding", "recsys", "offline_eval")
-BENIGN_LOGGERS = (
-    # TorchRec's planner, on every sharding: the Topology is built directly on purpose (CPU or CUDA, the world
-    # size) and the storage reservation is a heuristic that does not matter at these table sizes
-    "torchrec.distributed.planner.types",
-    "torchrec.distributed.planner.storage_reservations",
-)
 
 
 def _for_console(record: logging.LogRecord) -> bool:
     """The console shows this project's lines and other libraries' warnings; a stage's log file keeps everything.
 
-    Dropped from the console: other libraries' INFO lines (Feast's registry refreshes, fbgemm's TBE arguments),
-    the planner's two standing warnings, and deprecation notices that libraries raise at import or first use.
+    Dropped from the console: other libraries' INFO lines (Feast's registry refreshes, fbgemm's TBE arguments,
+    TorchRec's planner statistics) and deprecation notices that libraries raise at import or first use.
     """
     if record.name.split(".")[0] in OWN_LOGGERS or record.levelno >= logging.ERROR:
         return True
-    if record.levelno < logging.WARNING or record.name in BENIGN_LOGGERS:
+    if record.levelno < logging.WARNING:
         return False
     if record.name == "py.warnings":
         return not any(kind in record.getMessage() for kind in ("DeprecationWarning:", "FutureWarning:"))
