@@ -8,8 +8,8 @@ tables of up to 100k rows, dim 32); only the sparse side differs:
 - plain: one nn.EmbeddingBag(mode="mean", sparse=True) per table, updated by torch.optim.Adagrad on the sparse
   gradients; dense arches with Adam.
 The same pre-built batches feed both. Two options take the comparison apart:
-- `--arch dlrm` swaps the DCNv2 interaction for TorchRec's DLRM `InteractionArch` (pairwise dot products), a
-  lighter dense side over the same tables;
+- `--arch dlrm` swaps the DCNv2 interaction for TorchRec's DLRM `InteractionArch` (pairwise dot products; the
+  ranker's `interaction="dot"`), a lighter dense side over the same tables;
 - `--part sparse` times only the sparse arch (lookup, backward and table update; no dense arches, no Adam).
 On a shared machine the load changes by the second, so the two models
 alternate in short blocks (`--block` steps of plain, then of torchrec, ...) and each block is timed; the figure
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from benchmarks.machine import describe_machine  # noqa: E402
 from recsys.distributed import dense_parameters, init_distributed, init_tables, shard_model, shutdown
 from recsys.features import FeatureSpec
-from recsys.model import OverArch, RankerBatch, RankerConfig, RankerTrain, SailRanker, build_ranker
+from recsys.model import RankerBatch, RankerConfig, RankerTrain, SailRanker, build_ranker
 
 FEATURES = ("item_id", "user_recent_items", "user_id", "author_id", "category", "hour")
 ROWS = {"item_id": 100_000, "user_id": 100_000, "author_id": 20_000, "category": 1_000, "hour": 25}
@@ -130,30 +131,11 @@ def _time(step, batches: list[RankerBatch]) -> float:
     return sum(len(b) for b in batches) / (time.perf_counter() - t0)
 
 
-class DotInteraction(nn.Module):
-    """TorchRec's DLRM InteractionArch: the dense vector next to the pairwise dot products of every slot."""
-
-    def __init__(self, num_slots: int, dim: int) -> None:
-        super().__init__()
-        from torchrec.models.dlrm import InteractionArch
-
-        self.arch = InteractionArch(num_sparse_features=num_slots)
-        self.out_features = dim + (num_slots + 1) * num_slots // 2
-
-    def forward(self, dense: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """dense: (B, D), slots: (B, S, D) -> (B, D + S (S + 1) / 2)."""
-        return self.arch(dense, slots)
-
-
 def build_model(cfg: RankerConfig, arch: str) -> SailRanker:
-    """The ranker over the benchmark's features, tables on "meta"; arch "dlrm" swaps in the dot interaction."""
+    """The ranker over the benchmark's features, tables on "meta"; arch "dlrm" takes the DLRM dot interaction."""
     torch.manual_seed(0)
     rows = {**ROWS, "user_recent_items": ROWS["item_id"]}
-    model = build_ranker(cfg, SPEC, rows, 8, device="meta")
-    if arch == "dlrm":
-        model.interaction_arch = DotInteraction(len(FEATURES), cfg.embedding_dim)
-        model.over_arch = OverArch(model.interaction_arch.out_features, cfg.over_layers, cfg.tower_hidden, 2)
-    return model
+    return build_ranker(replace(cfg, interaction="dot" if arch == "dlrm" else "dcn"), SPEC, rows, 8, device="meta")
 
 
 def build_torchrec(cfg: RankerConfig, env, arch: str = "ranker", part: str = "all"):

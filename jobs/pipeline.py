@@ -114,6 +114,7 @@ class RankerSection:
     threads: int = 1  # torch threads per process (more collapses on a shared 2-core machine)
     lgbm_threads: int = 2  # LightGBM threads (it scales well on an otherwise idle machine)
     item_id_dropout: float = 0.0  # TorchRec: share of train rows whose item id is replaced by the OOV row
+    interaction: str = "dcn"  # TorchRec: "dcn" (DCNv2), "dot" (DLRM pairwise dots) or "dcn_dot" (both)
     max_train_rows: int | None = None  # None: the whole train split
     recent_len: int = 10  # recent positive items per impression
     valid_days: int = 3
@@ -198,7 +199,7 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
 
 def check_config(cfg: RunConfig, where: str = "config") -> None:
     """Refuses settings that would only fail later, naming the section and the setting."""
-    from recsys.features import VARIANTS
+    from recsys.features import INTERACTION_ARCHES, VARIANTS
 
     if cfg.data.source not in ("generated", "movielens"):
         raise ValueError(f"{where} [data]: source must be 'generated' or 'movielens', got {cfg.data.source!r}")
@@ -217,6 +218,10 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
     if not 0.0 <= cfg.ranker.item_id_dropout < 1.0:
         raise ValueError(f"{where} [ranker]: item_id_dropout must be in [0, 1), got {cfg.ranker.item_id_dropout}")
+    if cfg.ranker.interaction not in INTERACTION_ARCHES:
+        raise ValueError(
+            f"{where} [ranker]: interaction must be one of {INTERACTION_ARCHES}, got {cfg.ranker.interaction!r}"
+        )
     bad = sorted(set(cfg.ranker.trainers) - {"torchrec", "lgbm"})
     if bad or not cfg.ranker.trainers:
         raise ValueError(f"{where} [ranker]: trainers must be a non-empty subset of ['lgbm', 'torchrec']")
@@ -507,7 +512,7 @@ def ranker_train_kwargs(cfg: RunConfig) -> dict[str, Any]:
 
     r = cfg.ranker
     return {
-        "ranker": RankerConfig(embedding_dim=r.embedding_dim),
+        "ranker": RankerConfig(embedding_dim=r.embedding_dim, interaction=r.interaction),
         "epochs": r.epochs,
         "batch_size": r.batch_size,
         "sparse_lr": r.sparse_lr,

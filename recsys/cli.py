@@ -123,7 +123,7 @@ def run_variants(
 
 
 def main_train_ranker(argv: Sequence[str]) -> int:
-    from recsys.model import RankerConfig
+    from recsys.model import INTERACTION_ARCHES, RankerConfig
 
     p = argparse.ArgumentParser(prog="sail train-ranker", description="Train and evaluate ranker variants.")
     p.add_argument("--samples", required=True, type=Path, help="ranking_samples_ext table directory")
@@ -133,6 +133,9 @@ def main_train_ranker(argv: Sequence[str]) -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=2048, help="global batch (split across torchrun ranks)")
     p.add_argument("--embedding-dim", type=int, default=16)
+    p.add_argument(
+        "--interaction", choices=INTERACTION_ARCHES, default="dcn", help="TorchRec: DCNv2, DLRM pairwise dots, or both"
+    )
     p.add_argument("--sparse-lr", type=float, default=0.05)
     p.add_argument("--dense-lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -148,7 +151,7 @@ def main_train_ranker(argv: Sequence[str]) -> int:
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]
     trainers = ["torchrec", "lgbm"] if args.trainer == "all" else [args.trainer]
     train_kwargs = {
-        "ranker": RankerConfig(embedding_dim=args.embedding_dim),
+        "ranker": RankerConfig(embedding_dim=args.embedding_dim, interaction=args.interaction),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "sparse_lr": args.sparse_lr,

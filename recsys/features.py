@@ -42,6 +42,7 @@ COUNTER_DENSE = (
 """Dense features of every variant (log1p counters, smoothed CTRs, history length / L)."""
 
 TASKS = ("click", "finish")
+INTERACTION_ARCHES = ("dcn", "dot", "dcn_dot")  # the TorchRec ranker's interaction arches (recsys.model)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""TorchRec ranking model with SAIL features: DLRM-style arches with a DCNv2 (low-rank) interaction, two task heads.
+"""TorchRec ranking model with SAIL features: DLRM-style arches, a DCNv2 (low-rank) or DLRM dot interaction, two heads.
 
 Notation
   B  batch size
@@ -11,8 +11,10 @@ Notation
 
 Wiring (SailRanker): SparseArch (EmbeddingBagCollection over a KeyedJaggedTensor) -> (B, F, D); DenseArch (MLP)
 -> (B, D); ContentArch (projection of the frozen vector, only in the +emb variants) -> one more (B, 1, D) slot;
-InteractionArch (TorchRec's InteractionDCNArch with a LowRankCrossNet) -> (B, (S + 1) D); OverArch (shared MLP,
-one tower per task) -> (B, T) logits. The loss lives in RankerTrain.
+an interaction (RankerConfig.interaction): "dcn", TorchRec's InteractionDCNArch with a LowRankCrossNet
+-> (B, (S + 1) D); "dot", TorchRec's DLRM InteractionArch: the dense vector next to the pairwise dot products of
+[dense; slots] -> (B, D + S (S + 1) / 2); "dcn_dot", both outputs side by side; OverArch (shared MLP, one tower per
+task) -> (B, T) logits. The loss lives in RankerTrain.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+from torchrec.models.dlrm import InteractionArch as DlrmInteractionArch
 from torchrec.models.dlrm import InteractionDCNArch
 from torchrec.modules.crossnet import LowRankCrossNet
 from torchrec.modules.mlp import MLP
 
-from recsys.features import TASKS, FeatureSpec
+from recsys.features import INTERACTION_ARCHES, TASKS, FeatureSpec
 
 SHARED_ITEM_FEATURES = ("item_id", "user_recent_items")  # both look up the item-ID table
 ITEM_TABLE = "t_item"
@@ -41,6 +44,11 @@ class RankerConfig:
     over_layers: tuple[int, ...] = (64, 32)  # shared OverArch MLP
     tower_hidden: int = 16  # per-task tower hidden size
     task_weights: tuple[float, ...] = (1.0, 1.0)  # loss weight of click, finish
+    interaction: str = "dcn"  # one of INTERACTION_ARCHES: DCNv2 cross net, DLRM pairwise dots, or both side by side
+
+    def __post_init__(self) -> None:
+        if self.interaction not in INTERACTION_ARCHES:
+            raise ValueError(f"RankerConfig.interaction must be one of {INTERACTION_ARCHES}, got {self.interaction!r}")
 
 
 def table_name(feature: str) -> str:
@@ -117,6 +125,45 @@ class InteractionArch(nn.Module):
         return self.dcn(dense, slots)
 
 
+class DotInteraction(nn.Module):
+    """DLRM interaction: TorchRec's InteractionArch, the dense vector next to the pairwise dots of [dense; slots]."""
+
+    def __init__(self, num_slots: int, dim: int) -> None:
+        super().__init__()
+        self.arch = DlrmInteractionArch(num_sparse_features=num_slots)
+        self.dim = dim
+        self.out_features = dim + (num_slots + 1) * num_slots // 2
+
+    def forward(self, dense: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """dense: (B, D), slots: (B, S, D) -> (B, D + S (S + 1) / 2)."""
+        return self.arch(dense, slots)
+
+
+class DcnDotInteraction(nn.Module):
+    """The DCNv2 output next to the DLRM pairwise dots: crosses of every feature plus explicit similarities."""
+
+    def __init__(self, num_slots: int, dim: int, cross_layers: int, cross_rank: int) -> None:
+        super().__init__()
+        self.dcn = InteractionArch(num_slots, dim, cross_layers, cross_rank)
+        self.dot = DotInteraction(num_slots, dim)
+        self.out_features = self.dcn.out_features + self.dot.out_features - dim
+
+    def forward(self, dense: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """dense: (B, D), slots: (B, S, D) -> (B, (S + 1) D + S (S + 1) / 2)."""
+        dots = self.dot(dense, slots)[:, self.dot.dim :]  # (B, S (S + 1) / 2): the dense copy is in the DCN's output
+        return torch.cat([self.dcn(dense, slots), dots], dim=1)
+
+
+def make_interaction(cfg: RankerConfig, num_slots: int) -> nn.Module:
+    """The interaction `cfg.interaction` names over `num_slots` slots of width cfg.embedding_dim."""
+    d = cfg.embedding_dim
+    if cfg.interaction == "dot":
+        return DotInteraction(num_slots, d)
+    if cfg.interaction == "dcn_dot":
+        return DcnDotInteraction(num_slots, d, cfg.cross_layers, cfg.cross_rank)
+    return InteractionArch(num_slots, d, cfg.cross_layers, cfg.cross_rank)
+
+
 class OverArch(nn.Module):
     """Shared MLP, then one small tower per task."""
 
@@ -142,7 +189,7 @@ class SailRanker(nn.Module):
         sparse_arch: SparseArch,
         dense_arch: DenseArch,
         content_arch: ContentArch | None,
-        interaction_arch: InteractionArch,
+        interaction_arch: nn.Module,  # (dense (B, D), slots (B, S, D)) -> (B, out_features)
         over_arch: OverArch,
     ) -> None:
         super().__init__()
@@ -218,7 +265,7 @@ def build_ranker(
             raise ValueError(f"variant {spec.variant!r} needs the SAIL vectors (content_dim >= 1), got {content_dim}")
         content_arch = ContentArch(content_dim, d)
     n_slots = len(spec.sparse_features) + (1 if content_arch is not None else 0)
-    interaction = InteractionArch(n_slots, d, cfg.cross_layers, cfg.cross_rank)
+    interaction = make_interaction(cfg, n_slots)
     return SailRanker(
         sparse_arch=SparseArch(ebc, spec.sparse_features),
         dense_arch=DenseArch(num_dense, cfg.dense_layers, d),

@@ -30,12 +30,6 @@ def test_plain_sparse_arch_pools_like_the_embedding_bag_collection():
     torch.testing.assert_close(plain(batch.sparse), want)
 
 
-def test_dot_interaction_width_matches_its_output():
-    arch = rt.DotInteraction(num_slots=6, dim=8)
-    out = arch(torch.randn(4, 8), torch.randn(4, 6, 8))
-    assert out.shape == (4, arch.out_features) and arch.out_features == 8 + 21
-
-
 TINY = ["--batch-size", "64", "--block", "1", "--rounds", "2", "--warmup", "1"]
 
 
