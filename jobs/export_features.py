@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
+import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,22 @@ __all__ = [
 
 class VersionExistsError(RuntimeError):
     """The version is already published (pass overwrite=True to replace it)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _log_feast_output(call) -> None:
+    """Runs `call`; what Feast prints on stdout (coloured progress) goes to the "feast" logger at INFO instead.
+
+    Stdout stays the CLI's JSON, and the console filter of `sail` keeps library INFO lines in the stage log only.
+    """
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        call()
+    said = " ".join(_ANSI.sub("", buf.getvalue()).split())
+    if said:
+        logging.getLogger("feast").info("%s", said)
 
 
 def feature_view_name(version: str) -> str:
@@ -220,8 +237,7 @@ def publish_version(
     ts = table.column("event_timestamp").to_numpy()
     start = pd.Timestamp(ts.min()).tz_localize("UTC").to_pydatetime() - timedelta(seconds=1)
     end = pd.Timestamp(ts.max()).tz_localize("UTC").to_pydatetime() + timedelta(seconds=1)
-    with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; keep stdout for the CLI's JSON
-        store.materialize(start_date=start, end_date=end, feature_views=[view])
+    _log_feast_output(lambda: store.materialize(start_date=start, end_date=end, feature_views=[view]))
 
     # (4) online == offline on a sample, before anyone is pointed at it
     check = check_online_offline(repo, version, sample=check_sample, seed=seed, store=store)

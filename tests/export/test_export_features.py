@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 
 import numpy as np
@@ -114,10 +115,16 @@ def test_feature_view_names():
     assert feature_view_name("2024.05-a") == "sail_item_v2024_05_a"
 
 
-def test_cli_export(tmp_path, capsys):
+def test_cli_export(tmp_path, capsys, caplog):
     t, emb, codes = features("v5", seed=5)
     write_table(t, ITEM_FEATURES, tmp_path / "f")
-    assert main(["--features", str(tmp_path / "f"), "--repo", str(tmp_path / "repo"), "--check-sample", "5"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    with caplog.at_level(logging.INFO, logger="feast"):
+        assert main(["--features", str(tmp_path / "f"), "--repo", str(tmp_path / "repo"), "--check-sample", "5"]) == 0
+    printed = capsys.readouterr()
+    out = json.loads(printed.out)  # stdout is the JSON alone
     assert out["feature_view"] == "sail_item_v5" and out["check_ok"]
+    # Feast's coloured materialisation progress is a log record (stage logs), printed nowhere
+    said = [r.getMessage() for r in caplog.records if r.name == "feast" and "Materializing" in r.getMessage()]
+    assert said and "sail_item_v5" in said[0] and "\x1b" not in said[0]
+    assert "Materializing" not in printed.err
     assert_online_equals(tmp_path / "repo", "v5", emb, codes)
