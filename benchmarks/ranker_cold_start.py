@@ -4,8 +4,10 @@ few settings on one run's ranking samples, each evaluated with the slice-gain te
 For every setting, `recsys.cli.run_variants` trains control and +both (TorchRec, 1 thread) on the same samples and
 evaluates them; the table reports the click AUC of each, the +both - control gain on all / cold / unseen test
 impressions, and `slice_gains` (gain on the slice - gain on the other impressions, same user resamples).
-Settings: the pipeline's default (2 epochs), item-id dropout 0.2 (the OOV row that unseen items use is trained;
-the model learns to rank without the item id), and 4 epochs (the control's id tables trained further).
+Settings: the pipeline's default (DCNv2 interaction, 2 epochs), item-id dropout 0.2 (the OOV row that unseen items
+use is trained; the model learns to rank without the item id), 4 epochs (the control's id tables trained further),
+and the other interactions: DLRM pairwise dots, and DCNv2 + dots (2 and 4 epochs). The dots give the control an
+explicit target-item x history-bag similarity, learned from ids, next to the one the +both variant reads from SAIL.
 
     python benchmarks/ranker_cold_start.py --samples runs/demo/ranking_samples/ranking_samples_ext \
         [--work /tmp/cold] [--n-boot 200]
@@ -33,6 +35,9 @@ SETTINGS = {
     "default (2 epochs)": {},
     "item-id dropout 0.2": {"item_id_dropout": 0.2},
     "4 epochs": {"epochs": 4},
+    "DLRM dots": {"ranker": RankerConfig(embedding_dim=16, interaction="dot")},
+    "DCNv2 + dots": {"ranker": RankerConfig(embedding_dim=16, interaction="dcn_dot")},
+    "DCNv2 + dots, 4 epochs": {"ranker": RankerConfig(embedding_dim=16, interaction="dcn_dot"), "epochs": 4},
 }
 
 
