@@ -196,12 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler.addFilter(_for_console)
     from jobs.io import SchemaError
     from jobs.media import UnsafeMediaPath
+    from jobs.pipeline import StageFailed
     from jobs.validate import TooManyRejectedError
 
     try:
         return COMMANDS[argv[0]](argv[1:])
     except (SchemaError, TooManyRejectedError, UnsafeMediaPath, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
+    except StageFailed as exc:  # its traceback is already logged (console and stage log): one line, not a second copy
+        print(f"sail: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

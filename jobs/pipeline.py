@@ -246,6 +246,15 @@ class StageSkipped(Exception):
     """Raised by a stage that does not apply to this run (the reason is recorded and shown)."""
 
 
+class StageFailed(RuntimeError):
+    """A stage raised: names the stage, the error and the log holding its traceback (the cause is chained)."""
+
+    def __init__(self, stage: str, exc: BaseException, log_path: Path) -> None:
+        super().__init__(f"stage {stage} failed: {type(exc).__name__}: {exc} (traceback in {log_path})")
+        self.stage = stage
+        self.log_path = log_path
+
+
 @dataclass(frozen=True)
 class StageContext:
     cfg: RunConfig
@@ -710,9 +719,9 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResu
                         default=str,
                     )
                 )
-        except Exception:
-            log.exception("stage %s failed", stage.name)
-            raise
+        except Exception as exc:
+            log.exception("stage %s failed", stage.name)  # the traceback: the stage log (and the console)
+            raise StageFailed(stage.name, exc, run_dir / "logs" / f"{stage.name}.log") from exc
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()

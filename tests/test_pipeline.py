@@ -172,12 +172,16 @@ def test_a_failed_stage_leaves_no_output_and_the_rerun_resumes_there(tmp_path, m
         raise RuntimeError("killed during validation")
 
     monkeypatch.setattr(pipeline, "STAGES", (real[0], Stage("validate", real[1].settings, boom, ("data",)), real[2]))
-    with pytest.raises(RuntimeError, match="killed during validation"):
+    with pytest.raises(
+        pipeline.StageFailed, match="stage validate failed: RuntimeError: killed during validation"
+    ) as info:
         run_pipeline(cfg, echo=lambda s: None)
     run_dir = Path(cfg.run_dir)
+    assert isinstance(info.value.__cause__, RuntimeError) and info.value.log_path == run_dir / "logs" / "validate.log"
     assert (run_dir / "data" / "_SUCCESS").exists()
     assert not (run_dir / "validate").exists()
-    assert "killed during validation" in (run_dir / "logs" / "validate.log").read_text()
+    log_text = (run_dir / "logs" / "validate.log").read_text()
+    assert "killed during validation" in log_text and "Traceback" in log_text
 
     monkeypatch.setattr(pipeline, "STAGES", real)
     res = run_pipeline(cfg, echo=lambda s: None)
@@ -195,6 +199,21 @@ def test_a_stage_that_does_not_apply_is_recorded_with_its_reason(tmp_path, monke
     assert "not applicable ([retrieval] enabled is false)" in lines[-1]
     again = run_pipeline(cfg, echo=lines.append)
     assert again.stages["eval_retrieval"]["status"] == "not applicable"
+
+
+def test_a_failed_stage_ends_sail_run_with_one_error_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    real = pipeline.STAGES[:2]
+
+    def boom(ctx):
+        raise KeyError("no such column")
+
+    monkeypatch.setattr(pipeline, "STAGES", (real[0], Stage("validate", real[1].settings, boom, ("data",))))
+    assert main(["run", "--config", "smoke", "--run-dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    log = tmp_path / "run" / "logs" / "validate.log"
+    assert f"sail: error: stage validate failed: KeyError: 'no such column' (traceback in {log})" in err
+    assert "Traceback" not in err  # the logged traceback is the only copy (the stage log holds it)
+    assert "Traceback" in log.read_text()
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys):
