@@ -4,9 +4,9 @@ few settings on one run's ranking samples, each evaluated with the slice-gain te
 For every setting, `recsys.cli.run_variants` trains control and +both (TorchRec, 1 thread) on the same samples and
 evaluates them; the table reports the click AUC of each, the +both - control gain on all / cold / unseen test
 impressions, and `slice_gains` (gain on the slice - gain on the other impressions, same user resamples).
-Settings: the pipeline's default (DCNv2 interaction, 2 epochs), item-id dropout 0.2 (the OOV row that unseen items
-use is trained; the model learns to rank without the item id), 4 epochs (the control's id tables trained further),
-and the other interactions: DLRM pairwise dots, and DCNv2 + dots (2 and 4 epochs). The dots give the control an
+Settings: the pipeline's default (DCNv2 + DLRM dots interaction, 2 epochs), item-id dropout 0.2 (the OOV row that
+unseen items use is trained; the model learns to rank without the item id), 4 epochs (the id tables trained
+further), and the other interactions: DCNv2 only (2 and 4 epochs) and DLRM dots only. The dots give the control an
 explicit target-item x history-bag similarity, learned from ids, next to the one the +both variant reads from SAIL.
 
     python benchmarks/ranker_cold_start.py --samples runs/demo/ranking_samples/ranking_samples_ext \
@@ -32,12 +32,12 @@ from recsys.model import RankerConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SETTINGS = {
-    "default (2 epochs)": {},
+    "default (DCNv2 + dots, 2 epochs)": {},
     "item-id dropout 0.2": {"item_id_dropout": 0.2},
     "4 epochs": {"epochs": 4},
-    "DLRM dots": {"ranker": RankerConfig(embedding_dim=16, interaction="dot")},
-    "DCNv2 + dots": {"ranker": RankerConfig(embedding_dim=16, interaction="dcn_dot")},
-    "DCNv2 + dots, 4 epochs": {"ranker": RankerConfig(embedding_dim=16, interaction="dcn_dot"), "epochs": 4},
+    "DCNv2 only": {"ranker": RankerConfig(embedding_dim=16, interaction="dcn")},
+    "DCNv2 only, 4 epochs": {"ranker": RankerConfig(embedding_dim=16, interaction="dcn"), "epochs": 4},
+    "DLRM dots only": {"ranker": RankerConfig(embedding_dim=16, interaction="dot")},
 }
 
 

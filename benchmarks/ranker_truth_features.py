@@ -104,6 +104,7 @@ def main(argv=None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": info,
         "run_dir": str(args.run_dir),
+        "interaction": r.interaction,  # the ranker's, from the config's [ranker] section
         "n_boot": args.n_boot,
         "rows": rows,
     }

@@ -114,7 +114,7 @@ class RankerSection:
     threads: int = 1  # torch threads per process (more collapses on a shared 2-core machine)
     lgbm_threads: int = 2  # LightGBM threads (it scales well on an otherwise idle machine)
     item_id_dropout: float = 0.0  # TorchRec: share of train rows whose item id is replaced by the OOV row
-    interaction: str = "dcn"  # TorchRec: "dcn" (DCNv2), "dot" (DLRM pairwise dots) or "dcn_dot" (both)
+    interaction: str = "dcn_dot"  # TorchRec: "dcn_dot" (DCNv2 + DLRM dots), "dcn" (DCNv2) or "dot" (DLRM dots)
     max_train_rows: int | None = None  # None: the whole train split
     recent_len: int = 10  # recent positive items per impression
     valid_days: int = 3

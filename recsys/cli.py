@@ -134,7 +134,10 @@ def main_train_ranker(argv: Sequence[str]) -> int:
     p.add_argument("--batch-size", type=int, default=2048, help="global batch (split across torchrun ranks)")
     p.add_argument("--embedding-dim", type=int, default=16)
     p.add_argument(
-        "--interaction", choices=INTERACTION_ARCHES, default="dcn", help="TorchRec: DCNv2, DLRM pairwise dots, or both"
+        "--interaction",
+        choices=INTERACTION_ARCHES,
+        default="dcn_dot",
+        help="TorchRec interaction: DCNv2 + DLRM dots (default), DCNv2, or DLRM pairwise dots",
     )
     p.add_argument("--sparse-lr", type=float, default=0.05)
     p.add_argument("--dense-lr", type=float, default=2e-3)

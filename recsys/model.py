@@ -44,7 +44,7 @@ class RankerConfig:
     over_layers: tuple[int, ...] = (64, 32)  # shared OverArch MLP
     tower_hidden: int = 16  # per-task tower hidden size
     task_weights: tuple[float, ...] = (1.0, 1.0)  # loss weight of click, finish
-    interaction: str = "dcn"  # one of INTERACTION_ARCHES: DCNv2 cross net, DLRM pairwise dots, or both side by side
+    interaction: str = "dcn_dot"  # INTERACTION_ARCHES: DCNv2 cross net, DLRM pairwise dots, or both side by side
 
     def __post_init__(self) -> None:
         if self.interaction not in INTERACTION_ARCHES:

@@ -102,7 +102,8 @@ class TrainedRanker:
 
 
 def _ranker_config(d: dict) -> RankerConfig:
-    return RankerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    """A saved model's RankerConfig; one saved before the interaction was a setting was a DCNv2 ("dcn")."""
+    return RankerConfig(**{"interaction": "dcn", **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}})
 
 
 def merge_checkpoint(ckpt: Path, world_size: int) -> dict[str, torch.Tensor]:

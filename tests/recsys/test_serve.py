@@ -376,3 +376,11 @@ def test_a_log_of_another_world_is_refused(built, tmp_path):
     sim = _warm_sim([Arm("a", RandomScorer()), Arm("b", scorer)])
     with pytest.raises(ValueError, match="not the log this world's warm start replays"):
         scorer.score(ScoringContext(TINY.days, np.array([0]), np.array([[0, 1, 2]]), sim))
+
+
+def test_a_saved_config_from_before_the_interaction_setting_loads_as_dcnv2():
+    from recsys.serve import _ranker_config
+
+    old = _ranker_config({"embedding_dim": 8, "dense_layers": [16], "over_layers": [16, 8]})
+    assert old.interaction == "dcn" and old.dense_layers == (16,)
+    assert _ranker_config({"embedding_dim": 8, "interaction": "dcn_dot"}).interaction == "dcn_dot"
