@@ -9,7 +9,8 @@ tables of up to 100k rows, dim 32); only the sparse side differs:
   gradients; dense arches with Adam.
 The same pre-built batches feed both. Two options take the comparison apart:
 - `--arch dlrm` swaps the DCNv2 interaction for TorchRec's DLRM `InteractionArch` (pairwise dot products; the
-  ranker's `interaction="dot"`), a lighter dense side over the same tables;
+  ranker's `interaction="dot"`), a lighter dense side over the same tables; `--arch dcn_dot` uses both side by side
+  (the pipeline's default ranker since 2026-11-29); the default `dcn` is the DCNv2 alone;
 - `--part sparse` times only the sparse arch (lookup, backward and table update; no dense arches, no Adam).
 On a shared machine the load changes by the second, so the two models
 alternate in short blocks (`--block` steps of plain, then of torchrec, ...) and each block is timed; the figure
@@ -19,7 +20,7 @@ the per-block ratios, each pair of blocks run back to back). The ratio also move
 reports every run's speedup, their median and range.
 
     python benchmarks/ranker_throughput.py [--threads 1] [--batch-size 2048] [--block 5] [--rounds 12]
-                                           [--arch ranker|dlrm] [--part all|sparse] [--repeat N]
+                                           [--arch dcn|dlrm|dcn_dot] [--part all|sparse] [--repeat N]
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ ROWS = {"item_id": 100_000, "user_id": 100_000, "author_id": 20_000, "category":
 RESULTS = Path(__file__).parent / "results" / "ranker_throughput.json"
 CFG = {"embedding_dim": 32, "dense_layers": (64,), "cross_layers": 2, "cross_rank": 16, "over_layers": (64, 32)}
 TARGET = 1.3
+INTERACTION = {"dcn": "dcn", "dlrm": "dot", "dcn_dot": "dcn_dot"}  # --arch -> RankerConfig.interaction
 
 
 class _Spec(FeatureSpec):
@@ -135,10 +137,10 @@ def build_model(cfg: RankerConfig, arch: str) -> SailRanker:
     """The ranker over the benchmark's features, tables on "meta"; arch "dlrm" takes the DLRM dot interaction."""
     torch.manual_seed(0)
     rows = {**ROWS, "user_recent_items": ROWS["item_id"]}
-    return build_ranker(replace(cfg, interaction="dot" if arch == "dlrm" else "dcn"), SPEC, rows, 8, device="meta")
+    return build_ranker(replace(cfg, interaction=INTERACTION[arch]), SPEC, rows, 8, device="meta")
 
 
-def build_torchrec(cfg: RankerConfig, env, arch: str = "ranker", part: str = "all"):
+def build_torchrec(cfg: RankerConfig, env, arch: str = "dcn", part: str = "all"):
     dmp = shard_model(RankerTrain(build_model(cfg, arch)), env, sparse_lr=0.05)
     init_tables(dmp, 0)
     if part == "sparse":  # the tables are updated by the fused optimizer inside the backward
@@ -159,7 +161,7 @@ def build_torchrec(cfg: RankerConfig, env, arch: str = "ranker", part: str = "al
     return step
 
 
-def build_plain(cfg: RankerConfig, arch: str = "ranker", part: str = "all"):
+def build_plain(cfg: RankerConfig, arch: str = "dcn", part: str = "all"):
     model = build_model(cfg, arch)
     model.sparse_arch = PlainSparseArch(ROWS, cfg.embedding_dim)
     train = RankerTrain(model)
@@ -243,7 +245,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per model first")
     p.add_argument("--rounds", type=int, default=12, help="blocks per model, alternating")
     p.add_argument("--zipf", type=float, default=0.0, help="id distribution: 0 uniform, > 1 Zipf exponent")
-    p.add_argument("--arch", choices=("ranker", "dlrm"), default="ranker", help="interaction: DCNv2 or DLRM dots")
+    p.add_argument("--arch", choices=tuple(INTERACTION), default="dcn", help="interaction: DCNv2, DLRM dots or both")
     p.add_argument("--part", choices=("all", "sparse"), default="all", help="time the whole step or the sparse arch")
     p.add_argument("--repeat", type=int, default=1, help="comparisons, each in a fresh process when more than one")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -268,7 +270,11 @@ def main(argv=None) -> int:
             "features": list(FEATURES),
             "embedding_dim": CFG["embedding_dim"],
             "id_distribution": "uniform" if args.zipf <= 0 else f"zipf({args.zipf})",
-            "interaction": {"ranker": "DCNv2 (LowRankCrossNet)", "dlrm": "DLRM pairwise dot products"}[args.arch],
+            "interaction": {
+                "dcn": "DCNv2 (LowRankCrossNet)",
+                "dlrm": "DLRM pairwise dot products",
+                "dcn_dot": "DCNv2 (LowRankCrossNet) + DLRM pairwise dot products",
+            }[args.arch],
             "timed": {"all": "whole training step", "sparse": "sparse arch only (lookup, backward, table update)"}[
                 args.part
             ],

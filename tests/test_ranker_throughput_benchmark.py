@@ -33,7 +33,7 @@ def test_plain_sparse_arch_pools_like_the_embedding_bag_collection():
 TINY = ["--batch-size", "64", "--block", "1", "--rounds", "2", "--warmup", "1"]
 
 
-@pytest.mark.parametrize(("arch", "part"), [("ranker", "all"), ("dlrm", "sparse")])
+@pytest.mark.parametrize(("arch", "part"), [("dcn", "all"), ("dlrm", "sparse"), ("dcn_dot", "all")])
 def test_main_times_both_models_and_records_the_setup(tmp_path, arch, part):
     out = tmp_path / "r.json"
     assert rt.main([*TINY, "--arch", arch, "--part", part, "--out", str(out)]) == 0
@@ -45,6 +45,7 @@ def test_main_times_both_models_and_records_the_setup(tmp_path, arch, part):
     assert run["speedup_torchrec_over_plain"] == pytest.approx(med["torchrec"] / med["plain"], rel=1e-2)
     assert r["speedup_torchrec_over_plain"] == run["speedup_torchrec_over_plain"] and r["median_examples_per_s"] == med
     assert r["setup"]["interaction"].startswith("DLRM" if arch == "dlrm" else "DCNv2")
+    assert ("DLRM" in r["setup"]["interaction"]) == (arch != "dcn")
     assert r["setup"]["timed"].startswith("sparse" if part == "sparse" else "whole")
 
 
