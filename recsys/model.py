@@ -13,8 +13,8 @@ Wiring (SailRanker): SparseArch (EmbeddingBagCollection over a KeyedJaggedTensor
 -> (B, D); ContentArch (projection of the frozen vector, only in the +emb variants) -> one more (B, 1, D) slot;
 an interaction (RankerConfig.interaction): "dcn", TorchRec's InteractionDCNArch with a LowRankCrossNet
 -> (B, (S + 1) D); "dot", TorchRec's DLRM InteractionArch: the dense vector next to the pairwise dot products of
-[dense; slots] -> (B, D + S (S + 1) / 2); "dcn_dot", both outputs side by side; OverArch (shared MLP, one tower per
-task) -> (B, T) logits. The loss lives in RankerTrain.
+[dense; slots] -> (B, D + S (S + 1) / 2); "dcn_dot" (the default), both outputs side by side; OverArch (shared
+MLP, one tower per task) -> (B, T) logits. The loss lives in RankerTrain.
 """
 
 from __future__ import annotations
