@@ -53,7 +53,11 @@ ROWS = {"item_id": 100_000, "user_id": 100_000, "author_id": 20_000, "category":
 RESULTS = Path(__file__).parent / "results" / "ranker_throughput.json"
 CFG = {"embedding_dim": 32, "dense_layers": (64,), "cross_layers": 2, "cross_rank": 16, "over_layers": (64, 32)}
 TARGET = 1.3
-INTERACTION = {"dcn": "dcn", "dlrm": "dot", "dcn_dot": "dcn_dot"}  # --arch -> RankerConfig.interaction
+ARCHES = {  # --arch -> (RankerConfig.interaction, what the result file calls it)
+    "dcn": ("dcn", "DCNv2 (LowRankCrossNet)"),
+    "dlrm": ("dot", "DLRM pairwise dot products"),
+    "dcn_dot": ("dcn_dot", "DCNv2 (LowRankCrossNet) + DLRM pairwise dot products"),
+}
 
 
 class _Spec(FeatureSpec):
@@ -137,7 +141,7 @@ def build_model(cfg: RankerConfig, arch: str) -> SailRanker:
     """The ranker over the benchmark's features, tables on "meta"; arch "dlrm" takes the DLRM dot interaction."""
     torch.manual_seed(0)
     rows = {**ROWS, "user_recent_items": ROWS["item_id"]}
-    return build_ranker(replace(cfg, interaction=INTERACTION[arch]), SPEC, rows, 8, device="meta")
+    return build_ranker(replace(cfg, interaction=ARCHES[arch][0]), SPEC, rows, 8, device="meta")
 
 
 def build_torchrec(cfg: RankerConfig, env, arch: str = "dcn", part: str = "all"):
@@ -245,7 +249,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per model first")
     p.add_argument("--rounds", type=int, default=12, help="blocks per model, alternating")
     p.add_argument("--zipf", type=float, default=0.0, help="id distribution: 0 uniform, > 1 Zipf exponent")
-    p.add_argument("--arch", choices=tuple(INTERACTION), default="dcn", help="interaction: DCNv2, DLRM dots or both")
+    p.add_argument("--arch", choices=tuple(ARCHES), default="dcn", help="interaction: DCNv2, DLRM dots or both")
     p.add_argument("--part", choices=("all", "sparse"), default="all", help="time the whole step or the sparse arch")
     p.add_argument("--repeat", type=int, default=1, help="comparisons, each in a fresh process when more than one")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -270,11 +274,7 @@ def main(argv=None) -> int:
             "features": list(FEATURES),
             "embedding_dim": CFG["embedding_dim"],
             "id_distribution": "uniform" if args.zipf <= 0 else f"zipf({args.zipf})",
-            "interaction": {
-                "dcn": "DCNv2 (LowRankCrossNet)",
-                "dlrm": "DLRM pairwise dot products",
-                "dcn_dot": "DCNv2 (LowRankCrossNet) + DLRM pairwise dot products",
-            }[args.arch],
+            "interaction": ARCHES[args.arch][1],
             "timed": {"all": "whole training step", "sparse": "sparse arch only (lookup, backward, table update)"}[
                 args.part
             ],
