@@ -5,7 +5,8 @@
 
 `run(cfg)` reads `<data>/interactions/` and `<data>/searches/`, and writes `<out>/i2i_pairs/`, `<out>/q2i_pairs/`,
 `<out>/seq2item/` (each atomically, with `_SUCCESS`) and `<out>/mining.json` (input rows, rejected rows by
-reason, positives, pairs per miner, seq2item samples per split, the mined date range and the split time).
+reason, positives, pairs per miner, seq2item samples per split, the mined date range, the split time, and the
+wall seconds of each phase: input_checks, positives, swing_user_pairs (Spark), i2i, q2i, seq2item, counts).
 
 Spark master: `--master` when given; otherwise `local[*]` when run directly (or through `sail`), and whatever
 `spark-submit --master ...` says when launched by spark-submit (detected by the PYSPARK_GATEWAY_PORT variable
@@ -26,6 +27,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from datetime import UTC, date, datetime, timedelta  # noqa: E402
 from datetime import time as dtime  # noqa: E402
@@ -87,6 +89,21 @@ def run(cfg: MiningConfig, spark=None) -> MiningResult:
     return MiningResult(out_dir=out, paths=paths, counts=counts, seconds=seconds)
 
 
+class _Phases:
+    """Wall seconds per phase of a mining run (`mining.json`'s phase_seconds): `with phases("i2i"): ...`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t, 3)
+
+
 def _config_json(cfg: MiningConfig) -> dict[str, Any]:
     d = asdict(cfg)
     if cfg.seq2item.split_ts is not None:
@@ -140,6 +157,7 @@ def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
         )
     start_s = time.perf_counter() - t0
     data, out = Path(cfg.data_dir), Path(cfg.out_dir)
+    phases = _Phases()
     try:
         # Given: the logs, checked against their contracts (a missing column fails here, naming it)
         inter = read_contract_table(spark, data / "interactions", K.INTERACTIONS).transform(M.flag_interaction_rejects)
@@ -149,49 +167,69 @@ def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
             rows = df.groupBy(M.REJECT).agg(F.count(F.lit(1)), F.min("ts"), F.max("ts")).collect()
             return _stats([tuple(r) for r in rows])
 
-        n_inter, rej_inter, date_from, date_to = stats(inter)
-        n_srch, rej_srch, _, _ = stats(srch)
+        with phases("input_checks"):
+            n_inter, rej_inter, date_from, date_to = stats(inter)
+            n_srch, rej_srch, _, _ = stats(srch)
         split_ts = resolve_split_ts(cfg.seq2item, date_to)
 
         # When: positives mined by each miner (positives cached: three consumers)
-        pos = inter.transform(M.drop_rejected).transform(M.select_positive_events, cfg.positive)
-        pos = pos.persist(StorageLevel.MEMORY_AND_DISK)
-        n_pos = pos.count()
-        miners = {
-            "covisit": lambda: pos.transform(M.mine_covisit, cfg.covisit).transform(
-                M.top_k_pairs, cfg.covisit.top_k, "covisit", date_from, date_to
-            ),
-            "swing": lambda: pos.transform(M.mine_swing, cfg.swing).transform(
-                M.top_k_pairs, cfg.swing.top_k, "swing", date_from, date_to
+        with phases("positives"):
+            pos = inter.transform(M.drop_rejected).transform(M.select_positive_events, cfg.positive)
+            pos = pos.persist(StorageLevel.MEMORY_AND_DISK)
+            n_pos = pos.count()
+        edges = shared = None
+        if "swing" in cfg.miners:
+            with phases("swing_user_pairs"):
+                # the capped edges feed several branches of Swing's plan: cached, capped once. The user pairs
+                # sharing >= 2 items are few (most share one): counted, and broadcast to their join when small
+                edges = pos.transform(M.cap_user_items, cfg.swing).persist(StorageLevel.MEMORY_AND_DISK)
+                edges.count()
+                shared = edges.transform(M.swing_shared_user_pairs).persist(StorageLevel.MEMORY_AND_DISK)
+                n_shared = shared.count()
+        mined = {
+            "covisit": (lambda: pos.transform(M.mine_covisit, cfg.covisit), cfg.covisit.top_k),
+            "swing": (
+                lambda: edges.transform(
+                    M.swing_pairs, cfg.swing, F.broadcast(shared) if n_shared <= cfg.swing_broadcast_rows else shared
+                ),
+                cfg.swing.top_k,
             ),
         }
-        parts = [miners[m]() for m in cfg.miners]
+        parts = [mined[m][0]().transform(M.top_k_pairs, mined[m][1], m, date_from, date_to) for m in cfg.miners]
         i2i = parts[0]
         for p in parts[1:]:
             i2i = i2i.unionByName(p)
         nf = cfg.output_files
-        write_contract_table(i2i, K.I2I_PAIRS, out / "i2i_pairs", num_files=nf, sort_within=("miner", "anchor_item_id"))
-        q2i = srch.transform(M.drop_rejected).transform(M.mine_q2i, cfg.q2i)
-        write_contract_table(q2i, K.Q2I_PAIRS, out / "q2i_pairs", num_files=nf, sort_within=("query",))
-        seq = pos.transform(M.build_seq2item, cfg.seq2item, split_ts)
-        write_contract_table(seq, K.SEQ2ITEM, out / "seq2item", num_files=nf, sort_within=("user_id", "target_ts"))
-        pos.unpersist()
+        with phases("i2i"):
+            write_contract_table(
+                i2i, K.I2I_PAIRS, out / "i2i_pairs", num_files=nf, sort_within=("miner", "anchor_item_id")
+            )
+        with phases("q2i"):
+            q2i = srch.transform(M.drop_rejected).transform(M.mine_q2i, cfg.q2i)
+            write_contract_table(q2i, K.Q2I_PAIRS, out / "q2i_pairs", num_files=nf, sort_within=("query",))
+        with phases("seq2item"):
+            seq = pos.transform(M.build_seq2item, cfg.seq2item, split_ts)
+            write_contract_table(seq, K.SEQ2ITEM, out / "seq2item", num_files=nf, sort_within=("user_id", "target_ts"))
+        for df in (pos, edges, shared):
+            if df is not None:
+                df.unpersist()
 
         # Then: counts read back from the written tables (parquet metadata and one small aggregate each)
-        per_miner = {m: 0 for m in cfg.miners}
-        for r in spark.read.parquet(str(out / "i2i_pairs")).groupBy("miner").count().collect():
-            per_miner[r[0]] = int(r[1])
-        n_q2i = spark.read.parquet(str(out / "q2i_pairs")).count()
-        per_split = {
-            r[0]: int(r[1]) for r in spark.read.parquet(str(out / "seq2item")).groupBy("split").count().collect()
-        }
+        with phases("counts"):
+            per_miner = {m: 0 for m in cfg.miners}
+            for r in spark.read.parquet(str(out / "i2i_pairs")).groupBy("miner").count().collect():
+                per_miner[r[0]] = int(r[1])
+            n_q2i = spark.read.parquet(str(out / "q2i_pairs")).count()
+            per_split = {
+                r[0]: int(r[1]) for r in spark.read.parquet(str(out / "seq2item")).groupBy("split").count().collect()
+            }
     finally:
         if own:
             spark.stop()
     summary = _summary(
         (n_inter, rej_inter), (n_srch, rej_srch), n_pos, per_miner, n_q2i, per_split, date_from, date_to, split_ts
     )
-    return {**summary, "spark_start_s": round(start_s, 3)}
+    return {**summary, "phase_seconds": phases.seconds, "spark_start_s": round(start_s, 3)}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -238,6 +276,7 @@ def _run_polars(cfg: MiningConfig) -> dict[str, Any]:
     from jobs import mining_polars as M
 
     data, out = Path(cfg.data_dir), Path(cfg.out_dir)
+    phases = _Phases()
     inter = scan_contract_table(data / "interactions", K.INTERACTIONS).pipe(M.flag_interaction_rejects)
     srch = scan_contract_table(data / "searches", K.SEARCHES).pipe(M.flag_search_rejects)
 
@@ -250,31 +289,37 @@ def _run_polars(cfg: MiningConfig) -> dict[str, Any]:
         )
         return _stats(rows)
 
-    n_inter, rej_inter, date_from, date_to = stats(inter)
-    n_srch, rej_srch, _, _ = stats(srch)
+    with phases("input_checks"):
+        n_inter, rej_inter, date_from, date_to = stats(inter)
+        n_srch, rej_srch, _, _ = stats(srch)
     split_ts = resolve_split_ts(cfg.seq2item, date_to)
 
     # positives are materialised once (three consumers), like the Spark cache
-    pos = inter.pipe(M.drop_rejected).pipe(M.select_positive_events, cfg.positive).collect(engine="streaming")
+    with phases("positives"):
+        pos = inter.pipe(M.drop_rejected).pipe(M.select_positive_events, cfg.positive).collect(engine="streaming")
     n_pos = pos.height
     pos_lf = pos.lazy()
     per_miner: dict[str, int] = {}
     parts = []
-    for m in cfg.miners:
-        mc = cfg.covisit if m == "covisit" else cfg.swing
-        mine = M.mine_covisit if m == "covisit" else M.mine_swing
-        df = pos_lf.pipe(mine, mc).pipe(M.top_k_pairs, mc.top_k, m, date_from, date_to).collect(engine="streaming")
-        per_miner[m] = df.height
-        parts.append(df)
-    i2i = pl.concat(parts) if parts else pl.DataFrame(schema=K.I2I_PAIRS.to_polars())
-    _write_polars(i2i.lazy(), K.I2I_PAIRS, out / "i2i_pairs")
-    n_q2i = _write_polars(srch.pipe(M.drop_rejected).pipe(M.mine_q2i, cfg.q2i), K.Q2I_PAIRS, out / "q2i_pairs")
-    seq = pos_lf.pipe(M.build_seq2item, cfg.seq2item, split_ts).collect(engine="streaming")
-    per_split = {k: int(v) for k, v in seq.group_by("split").len().rows()}
-    _write_polars(seq.lazy(), K.SEQ2ITEM, out / "seq2item")
-    return _summary(
+    with phases("i2i"):
+        for m in cfg.miners:
+            mc = cfg.covisit if m == "covisit" else cfg.swing
+            mine = M.mine_covisit if m == "covisit" else M.mine_swing
+            df = pos_lf.pipe(mine, mc).pipe(M.top_k_pairs, mc.top_k, m, date_from, date_to).collect(engine="streaming")
+            per_miner[m] = df.height
+            parts.append(df)
+        i2i = pl.concat(parts) if parts else pl.DataFrame(schema=K.I2I_PAIRS.to_polars())
+        _write_polars(i2i.lazy(), K.I2I_PAIRS, out / "i2i_pairs")
+    with phases("q2i"):
+        n_q2i = _write_polars(srch.pipe(M.drop_rejected).pipe(M.mine_q2i, cfg.q2i), K.Q2I_PAIRS, out / "q2i_pairs")
+    with phases("seq2item"):
+        seq = pos_lf.pipe(M.build_seq2item, cfg.seq2item, split_ts).collect(engine="streaming")
+        per_split = {k: int(v) for k, v in seq.group_by("split").len().rows()}
+        _write_polars(seq.lazy(), K.SEQ2ITEM, out / "seq2item")
+    summary = _summary(
         (n_inter, rej_inter), (n_srch, rej_srch), n_pos, per_miner, n_q2i, per_split, date_from, date_to, split_ts
     )
+    return {**summary, "phase_seconds": phases.seconds}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -315,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle-partitions", type=int, default=None)
     p.add_argument("--driver-memory", default=None)
     p.add_argument("--output-files", type=int, default=None, help="files per output table (Spark)")
+    p.add_argument(
+        "--swing-broadcast-rows",
+        type=int,
+        default=MiningConfig.swing_broadcast_rows,
+        help="Spark: broadcast Swing's user pairs sharing >= 2 items when at most this many (0: never)",
+    )
     return p
 
 
@@ -354,6 +405,7 @@ def config_from_args(args: argparse.Namespace) -> MiningConfig:
         shuffle_partitions=args.shuffle_partitions,
         driver_memory=args.driver_memory,
         output_files=args.output_files,
+        swing_broadcast_rows=args.swing_broadcast_rows,
     )
 
 

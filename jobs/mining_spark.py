@@ -9,7 +9,9 @@ Pipeline (see `jobs.mine_pairs.run`):
 
     interactions -> flag_interaction_rejects -> drop_rejected -> select_positive_events   (user_id, item_id, ts)
         positives -> mine_covisit -> top_k_pairs            (i2i, miner 'covisit')
-        positives -> mine_swing   -> top_k_pairs            (i2i, miner 'swing')
+        positives -> cap_user_items -> swing_pairs -> top_k_pairs          (i2i, miner 'swing';
+                     the runner caches the capped edges and the user pairs sharing >= 2 items,
+                     `swing_shared_user_pairs`, and broadcasts the latter when they are few)
         positives -> build_seq2item                         (seq2item)
     searches -> flag_search_rejects -> drop_rejected -> mine_q2i     (q2i)
 
@@ -167,8 +169,12 @@ def mine_covisit(events: DataFrame, cfg: CovisitConfig) -> DataFrame:
             )
         ).alias("p")
     ).select("p.*")
-    return both.groupBy("anchor_item_id", "item_id").agg(
-        F.sum("w").alias("score"), F.count(F.lit(1)).cast("long").alias("support")
+    # Shuffled by anchor alone (not by the grouping key): the pairs come out partitioned as top_k_pairs' window
+    # needs them, which saves that window a second shuffle of every pair.
+    return (
+        both.repartition("anchor_item_id")
+        .groupBy("anchor_item_id", "item_id")
+        .agg(F.sum("w").alias("score"), F.count(F.lit(1)).cast("long").alias("support"))
     )
 
 
@@ -195,7 +201,8 @@ def cap_user_items(events: DataFrame, cfg: SwingConfig) -> DataFrame:
     3. per item keep the `max_users_per_item` users with the smallest sample_hash(user, item, seed)
        (then user_id asc): a deterministic pseudo-random sample.
     """
-    edges = events.groupBy("user_id", "item_id").agg(F.max("ts").alias("last_ts"))
+    # shuffled by user alone, so the per-user window below needs no second shuffle
+    edges = events.repartition("user_id").groupBy("user_id", "item_id").agg(F.max("ts").alias("last_ts"))
     by_user = Window.partitionBy("user_id").orderBy(F.col("last_ts").desc(), F.col("item_id").asc())
     by_item = Window.partitionBy("item_id").orderBy(F.col("_h").asc(), F.col("user_id").asc())
     return (
@@ -211,32 +218,56 @@ def cap_user_items(events: DataFrame, cfg: SwingConfig) -> DataFrame:
 def mine_swing(events: DataFrame, cfg: SwingConfig) -> DataFrame:
     """Positive events -> Swing pairs (anchor_item_id, item_id, score, support), both directions.
 
+    `swing_pairs` on `cap_user_items`. The edge set feeds several branches of the plan, which recompute it (two
+    window sorts) unless it is cached: a caller that can cache (see `jobs.mine_pairs`) caps, caches, and calls
+    `swing_pairs` itself.
+    """
+    return swing_pairs(cap_user_items(events, cfg), cfg)
+
+
+def swing_user_pairs(edges: DataFrame) -> DataFrame:
+    """Capped edges (user_id, item_id) -> (item_id, u, v, ww): every two users u < v of an item, ww = w_u * w_v."""
+    w = edges.groupBy("user_id").agg((1.0 / F.sqrt(F.count(F.lit(1)) + 1.0)).alias("w"))
+    ew = edges.join(w, "user_id")
+    a, b = ew.alias("a"), ew.alias("b")
+    return a.join(b, (F.col("a.item_id") == F.col("b.item_id")) & (F.col("a.user_id") < F.col("b.user_id"))).select(
+        F.col("a.item_id").alias("item_id"),
+        F.col("a.user_id").alias("u"),
+        F.col("b.user_id").alias("v"),
+        (F.col("a.w") * F.col("b.w")).alias("ww"),
+    )
+
+
+def swing_shared_user_pairs(edges: DataFrame) -> DataFrame:
+    """Capped edges -> (u, v, c): the user pairs sharing c >= 2 capped items, the only ones that give item pairs.
+
+    A count first: most user pairs share a single item, and counting is a cheap hash aggregate, while gathering
+    every user pair's items (an object aggregate) falls back to sorting all of them.
+    """
+    return swing_user_pairs(edges).groupBy("u", "v").agg(F.count(F.lit(1)).alias("c")).filter(F.col("c") >= 2)
+
+
+def swing_pairs(edges: DataFrame, cfg: SwingConfig, shared: DataFrame | None = None) -> DataFrame:
+    """Capped edges (user_id, item_id) -> Swing pairs (anchor_item_id, item_id, score, support), both directions.
+
     On the capped edge set E (see `cap_user_items`), with U_i = users of item i and I_u = items of user u in E:
 
         w_u = 1 / sqrt(|I_u| + 1)
         score(i, j) = sum over user pairs u < v in U_i & U_j of  w_u * w_v / (alpha + |I_u & I_v|)
         support(i, j) = |U_i & U_j|
 
-    Computed as: item -> user pairs (u, v) (E join E on item, u < v); grouped by user pair, the shared items
-    give |I_u & I_v|; user pairs sharing >= 2 items -> item pairs (i < j) by exploding that list twice. An item
+    Computed as: item -> user pairs (u, v) (E join E on item, u < v); the user pairs sharing c = |I_u & I_v| >= 2
+    items (`shared`: `swing_shared_user_pairs(edges)` when None; a caller that knows it is small may pass it
+    cached or broadcast) gather their items; each such list -> item pairs (i < j) by exploding it twice. An item
     pair reached through n user pairs has m = |U_i & U_j| users with n = m (m - 1) / 2, so
     support = (1 + sqrt(1 + 8 n)) / 2.
     """
-    e = cap_user_items(events, cfg)
-    w = e.groupBy("user_id").agg((1.0 / F.sqrt(F.count(F.lit(1)) + 1.0)).alias("w"))
-    ew = e.join(w, "user_id")
-    a, b = ew.alias("a"), ew.alias("b")
-    up = a.join(b, (F.col("a.item_id") == F.col("b.item_id")) & (F.col("a.user_id") < F.col("b.user_id"))).select(
-        F.col("a.item_id").alias("item_id"),
-        F.col("a.user_id").alias("u"),
-        F.col("b.user_id").alias("v"),
-        (F.col("a.w") * F.col("b.w")).alias("ww"),
-    )
+    shared = swing_shared_user_pairs(edges) if shared is None else shared
     per_uv = (
-        up.groupBy("u", "v")
-        .agg(F.collect_list("item_id").alias("items"), F.first("ww").alias("ww"))
-        .withColumn("c", F.size("items"))
-        .filter(F.col("c") >= 2)
+        swing_user_pairs(edges)
+        .join(shared, ["u", "v"])
+        .groupBy("u", "v")
+        .agg(F.collect_list("item_id").alias("items"), F.first("ww").alias("ww"), F.first("c").alias("c"))
     )
     pairs = (
         per_uv.select("items", "ww", "c", F.explode("items").alias("i"))

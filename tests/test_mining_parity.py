@@ -18,7 +18,9 @@ from polars.testing import assert_frame_equal
 from jobs import contracts as K
 from jobs import mining_polars as MP
 from jobs import mining_spark as MS
-from jobs.mining_config import CovisitConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
+from jobs.io import read_table, write_table
+from jobs.mine_pairs import run
+from jobs.mining_config import CovisitConfig, MiningConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
 
 pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("interpreted_stages")]
 
@@ -166,3 +168,39 @@ def test_seq2item_matches(engines):
     p = p_pos.pipe(MP.build_seq2item, SEQ, SPLIT).collect()
     assert set(p["split"].unique()) == {"train", "eval"}
     assert_same(s, p, ["user_id", "target_ts", "target_item_id"])
+
+
+def test_the_runs_of_both_engines_write_the_same_tables(spark, tmp_path):
+    """`jobs.mine_pairs.run` end to end: polars, Spark with Swing's shared user pairs broadcast (the default at
+    this size) and Spark with them shuffled write the same tables and counts."""
+    inter, searches = random_log()
+    data = tmp_path / "data"
+    write_table(inter, K.INTERACTIONS, data / "interactions")
+    write_table(searches, K.SEARCHES, data / "searches")
+    base = {"data_dir": str(data), "covisit": COV, "swing": SW, "seq2item": SEQ}
+    runs = {
+        "polars": MiningConfig(out_dir=str(tmp_path / "polars"), engine="polars", **base),
+        "spark": MiningConfig(out_dir=str(tmp_path / "spark"), engine="spark", **base),
+        "spark_shuffled": MiningConfig(
+            out_dir=str(tmp_path / "spark_shuffled"), engine="spark", swing_broadcast_rows=0, **base
+        ),
+    }
+    results = {name: run(cfg, spark=spark if cfg.engine == "spark" else None) for name, cfg in runs.items()}
+
+    ref = results["polars"]
+    assert ref.counts["pairs"]["i2i"]["swing"] > 0 and ref.counts["pairs"]["i2i"]["covisit"] > 0
+    for name, res in results.items():
+        for key in ("input_rows", "rejected", "positive_events", "pairs", "split_ts"):
+            assert res.counts[key] == ref.counts[key], (name, key)
+        phases = res.counts["phase_seconds"]
+        assert {"input_checks", "positives", "i2i", "q2i", "seq2item"} <= set(phases), name
+        assert all(v >= 0 for v in phases.values())
+        for table, schema, keys in (
+            ("i2i_pairs", K.I2I_PAIRS, ["miner", "anchor_item_id", "item_id"]),
+            ("q2i_pairs", K.Q2I_PAIRS, ["query", "item_id"]),
+            ("seq2item", K.SEQ2ITEM, ["user_id", "target_ts", "target_item_id"]),
+        ):
+            got = pl.from_arrow(read_table(res.paths[table], schema)).sort(keys)
+            want = pl.from_arrow(read_table(ref.paths[table], schema)).sort(keys)
+            assert_frame_equal(got, want, check_exact=False, rel_tol=RTOL, abs_tol=0.0)
+    assert "swing_user_pairs" in results["spark"].counts["phase_seconds"]
