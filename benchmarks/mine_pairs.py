@@ -7,10 +7,11 @@ For each size a synthetic log is generated with numpy (Zipf item popularity, hea
 activity, sessions with exponential gaps, ~35-40% positive impressions, searches = 10% of the interactions),
 then each engine runs `python -m jobs.mine_pairs` in a subprocess with the default mining config. Reported per
 (size, engine): wall time of the whole process, mining time (`mining.json`'s seconds; for Spark also without the
-session start), events/s, and peak RSS of the process tree (the Python process plus the Spark JVM and any other
-children), sampled every 0.2 s with psutil (or /proc). Derived: the 5M/1M and 20M/5M time ratios per engine and
-the Spark/polars time ratio at the largest size. Results go to benchmarks/results/mine_pairs.json with a machine
-description (CPU, cores, memory, load average before and after: the machine may be shared).
+session start) and the seconds of each of its phases, events/s, and peak RSS of the process tree (the Python
+process plus the Spark JVM and any other children), sampled every 0.2 s with psutil (or /proc). Derived: the
+5M/1M and 20M/5M time ratios per engine and the Spark/polars time ratio at the largest size. Results go to
+benchmarks/results/mine_pairs.json with a machine description (CPU, cores, memory, load average before and
+after: the machine may be shared).
 With `--data DIR` the engines mine that data set instead (a directory with `interactions/` and `searches/`, e.g.
 a `sail run`'s `validate/`); `--repeat N` runs each engine N times on it, each run a fresh process (Spark's
 session start is in every run and reported apart).
@@ -195,6 +196,7 @@ def run_engine(engine: str, data: Path, out: Path, spark_args: list[str]) -> dic
         "peak_rss_gb": round(peak / 2**30, 2),
         "positive_events": counts["positive_events"],
         "pairs": counts["pairs"],
+        "phase_seconds": counts["phase_seconds"],
     }
 
 
