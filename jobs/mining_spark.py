@@ -89,10 +89,15 @@ def engagement_score(cfg: PositiveConfig) -> Column:
 
 
 def select_positive_events(interactions: DataFrame, cfg: PositiveConfig) -> DataFrame:
-    """Valid interactions -> distinct positive events (user_id, item_id, ts)."""
+    """Valid interactions -> distinct positive events (user_id, item_id, ts), hash-partitioned by user_id.
+
+    Every consumer works per user (sessions, Swing's per-user cap, histories): partitioned so, and cached by the
+    runner, the positives need no further shuffle before those steps.
+    """
     return (
         interactions.filter(engagement_score(cfg) >= cfg.threshold)
         .select("user_id", "item_id", "ts")
+        .repartition("user_id")
         .dropDuplicates(["user_id", "item_id", "ts"])
     )
 
@@ -201,8 +206,7 @@ def cap_user_items(events: DataFrame, cfg: SwingConfig) -> DataFrame:
     3. per item keep the `max_users_per_item` users with the smallest sample_hash(user, item, seed)
        (then user_id asc): a deterministic pseudo-random sample.
     """
-    # shuffled by user alone, so the per-user window below needs no second shuffle
-    edges = events.repartition("user_id").groupBy("user_id", "item_id").agg(F.max("ts").alias("last_ts"))
+    edges = events.groupBy("user_id", "item_id").agg(F.max("ts").alias("last_ts"))
     by_user = Window.partitionBy("user_id").orderBy(F.col("last_ts").desc(), F.col("item_id").asc())
     by_item = Window.partitionBy("item_id").orderBy(F.col("_h").asc(), F.col("user_id").asc())
     return (
@@ -226,9 +230,14 @@ def mine_swing(events: DataFrame, cfg: SwingConfig) -> DataFrame:
 
 
 def swing_user_pairs(edges: DataFrame) -> DataFrame:
-    """Capped edges (user_id, item_id) -> (item_id, u, v, ww): every two users u < v of an item, ww = w_u * w_v."""
-    w = edges.groupBy("user_id").agg((1.0 / F.sqrt(F.count(F.lit(1)) + 1.0)).alias("w"))
-    ew = edges.join(w, "user_id")
+    """Capped edges (user_id, item_id) -> (item_id, u, v, ww): every two users u < v of an item, ww = w_u * w_v.
+
+    Users with a single capped item are left out: they share at most one item with anyone, so no item pair comes
+    from them, and their weight enters no score.
+    """
+    n = F.count(F.lit(1))
+    w = edges.groupBy("user_id").agg(n.alias("n"), (1.0 / F.sqrt(n + 1.0)).alias("w")).filter(F.col("n") >= 2)
+    ew = edges.join(w.select("user_id", "w"), "user_id")
     a, b = ew.alias("a"), ew.alias("b")
     return a.join(b, (F.col("a.item_id") == F.col("b.item_id")) & (F.col("a.user_id") < F.col("b.user_id"))).select(
         F.col("a.item_id").alias("item_id"),
