@@ -180,22 +180,25 @@ def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
         edges = shared = None
         if "swing" in cfg.miners:
             with phases("swing_user_pairs"):
-                # the capped edges feed several branches of Swing's plan: cached, capped once. The user pairs
-                # sharing >= 2 items are few (most share one): counted, and broadcast to their join when small
+                # the capped edges feed several branches of Swing's plan: cached (and materialised before those
+                # branches read them), capped once. The user pairs sharing >= 2 items are few (most share one):
+                # counted, and broadcast to their join when small
                 edges = pos.transform(M.cap_user_items, cfg.swing).persist(StorageLevel.MEMORY_AND_DISK)
                 edges.count()
                 shared = edges.transform(M.swing_shared_user_pairs).persist(StorageLevel.MEMORY_AND_DISK)
-                n_shared = shared.count()
-        mined = {
-            "covisit": (lambda: pos.transform(M.mine_covisit, cfg.covisit), cfg.covisit.top_k),
-            "swing": (
-                lambda: edges.transform(
-                    M.swing_pairs, cfg.swing, F.broadcast(shared) if n_shared <= cfg.swing_broadcast_rows else shared
-                ),
-                cfg.swing.top_k,
-            ),
-        }
-        parts = [mined[m][0]().transform(M.top_k_pairs, mined[m][1], m, date_from, date_to) for m in cfg.miners]
+                small = shared.count() <= cfg.swing_broadcast_rows
+
+        def mine(m: str):
+            if m == "covisit":
+                return pos.transform(M.mine_covisit, cfg.covisit)
+            return edges.transform(M.swing_pairs, cfg.swing, F.broadcast(shared) if small else shared)
+
+        parts = [
+            mine(m).transform(
+                M.top_k_pairs, (cfg.covisit if m == "covisit" else cfg.swing).top_k, m, date_from, date_to
+            )
+            for m in cfg.miners
+        ]
         i2i = parts[0]
         for p in parts[1:]:
             i2i = i2i.unionByName(p)
