@@ -6,7 +6,7 @@
 `run(cfg)` reads `<data>/interactions/` and `<data>/searches/`, and writes `<out>/i2i_pairs/`, `<out>/q2i_pairs/`,
 `<out>/seq2item/` (each atomically, with `_SUCCESS`) and `<out>/mining.json` (input rows, rejected rows by
 reason, positives, pairs per miner, seq2item samples per split, the mined date range, the split time, and the
-wall seconds of each phase: input_checks, positives, swing_user_pairs (Spark), i2i, q2i, seq2item, counts).
+wall seconds of each phase: input_checks, positives, swing_edges (Spark), i2i, q2i, seq2item, counts).
 
 Spark master: `--master` when given; otherwise `local[*]` when run directly (or through `sail`), and whatever
 `spark-submit --master ...` says when launched by spark-submit (detected by the PYSPARK_GATEWAY_PORT variable
@@ -177,21 +177,18 @@ def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
             pos = inter.transform(M.drop_rejected).transform(M.select_positive_events, cfg.positive)
             pos = pos.persist(StorageLevel.MEMORY_AND_DISK)
             n_pos = pos.count()
-        edges = shared = None
+        edges = None
         if "swing" in cfg.miners:
-            with phases("swing_user_pairs"):
-                # the capped edges feed several branches of Swing's plan: cached (and materialised before those
-                # branches read them), capped once. The user pairs sharing >= 2 items are few (most share one):
-                # counted, and broadcast to their join when small
+            with phases("swing_edges"):
+                # the capped edges feed two branches of Swing's plan (shared items, user weights): cached and
+                # materialised before those branches read them, so they are capped once
                 edges = pos.transform(M.cap_user_items, cfg.swing).persist(StorageLevel.MEMORY_AND_DISK)
                 edges.count()
-                shared = edges.transform(M.swing_shared_user_pairs).persist(StorageLevel.MEMORY_AND_DISK)
-                small = shared.count() <= cfg.swing_broadcast_rows
 
         def mine(m: str):
             if m == "covisit":
                 return pos.transform(M.mine_covisit, cfg.covisit)
-            return edges.transform(M.swing_pairs, cfg.swing, F.broadcast(shared) if small else shared)
+            return edges.transform(M.swing_pairs, cfg.swing)
 
         parts = [
             mine(m).transform(
@@ -213,7 +210,7 @@ def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
         with phases("seq2item"):
             seq = pos.transform(M.build_seq2item, cfg.seq2item, split_ts)
             write_contract_table(seq, K.SEQ2ITEM, out / "seq2item", num_files=nf, sort_within=("user_id", "target_ts"))
-        for df in (pos, edges, shared):
+        for df in (pos, edges):
             if df is not None:
                 df.unpersist()
 
@@ -363,12 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle-partitions", type=int, default=None)
     p.add_argument("--driver-memory", default=None)
     p.add_argument("--output-files", type=int, default=None, help="files per output table (Spark)")
-    p.add_argument(
-        "--swing-broadcast-rows",
-        type=int,
-        default=MiningConfig.swing_broadcast_rows,
-        help="Spark: broadcast Swing's user pairs sharing >= 2 items when at most this many (0: never)",
-    )
     return p
 
 
@@ -408,7 +399,6 @@ def config_from_args(args: argparse.Namespace) -> MiningConfig:
         shuffle_partitions=args.shuffle_partitions,
         driver_memory=args.driver_memory,
         output_files=args.output_files,
-        swing_broadcast_rows=args.swing_broadcast_rows,
     )
 
 

@@ -123,8 +123,6 @@ class MiningConfig:
     shuffle_partitions: int | None = None  # spark.sql.shuffle.partitions; None: Spark's default (AQE coalesces)
     driver_memory: str | None = None  # spark.driver.memory for local runs, e.g. "8g"; None: Spark's default
     output_files: int | None = None  # files per output table (Spark repartition); None: let Spark/AQE decide
-    swing_broadcast_rows: int = 1_000_000  # Spark: Swing's user pairs sharing >= 2 items are broadcast to their
-    # join when there are at most this many (0: never; a larger set is shuffled)
 
     def __post_init__(self) -> None:
         if self.engine not in ("spark", "polars"):

@@ -10,14 +10,14 @@ Pipeline (see `jobs.mine_pairs.run`):
     interactions -> flag_interaction_rejects -> drop_rejected -> select_positive_events   (user_id, item_id, ts)
         positives -> mine_covisit -> top_k_pairs            (i2i, miner 'covisit')
         positives -> cap_user_items -> swing_pairs -> top_k_pairs          (i2i, miner 'swing';
-                     the runner caches the capped edges and the user pairs sharing >= 2 items,
-                     `swing_shared_user_pairs`, and broadcasts the latter when they are few)
+                     the runner caches the capped edges)
         positives -> build_seq2item                         (seq2item)
     searches -> flag_search_rejects -> drop_rejected -> mine_q2i     (q2i)
 
 Scale: no quadratic self-join over raw events. Co-visitation pairs each positive with its next `window`
-positives through `lead` (O(window * events)); Swing joins only within the capped (user, item) edge set, so its
-cost is bounded by max_users_per_item**2 per item and max_items_per_user**2 per user pair.
+positives through `lead` (O(window * events)); Swing works only within the capped (user, item) edge set: one
+array of at most max_items_per_user * max_users_per_item (co-user, item) structs per user, then item pairs only
+from the user pairs sharing two or more items (at most max_items_per_user**2 per such pair).
 """
 
 from __future__ import annotations
@@ -222,41 +222,45 @@ def cap_user_items(events: DataFrame, cfg: SwingConfig) -> DataFrame:
 def mine_swing(events: DataFrame, cfg: SwingConfig) -> DataFrame:
     """Positive events -> Swing pairs (anchor_item_id, item_id, score, support), both directions.
 
-    `swing_pairs` on `cap_user_items`. The edge set feeds several branches of the plan, which recompute it (two
-    window sorts) unless it is cached: a caller that can cache (see `jobs.mine_pairs`) caps, caches, and calls
-    `swing_pairs` itself.
+    `swing_pairs` on `cap_user_items`. The edge set feeds two branches of the plan (the shared items and the
+    users' weights), which recompute it (two window sorts) unless it is cached: a caller that can cache (see
+    `jobs.mine_pairs`) caps, caches, and calls `swing_pairs` itself.
     """
     return swing_pairs(cap_user_items(events, cfg), cfg)
 
 
-def swing_user_pairs(edges: DataFrame) -> DataFrame:
-    """Capped edges (user_id, item_id) -> (item_id, u, v, ww): every two users u < v of an item, ww = w_u * w_v.
+def swing_shared_items(edges: DataFrame) -> DataFrame:
+    """Capped edges (user_id, item_id) -> (u, v, items, n_u): every two users u < v sharing two or more capped items,
+    with those items (c = |I_u & I_v| = size(items)) and u's capped item count n_u = |I_u|.
 
-    Users with a single capped item are left out: they share at most one item with anyone, so no item pair comes
-    from them, and their weight enters no score.
+    Per user, not per user pair: each edge (u, i) carries the users of item i above u (the item's user list, at
+    most max_users_per_item), as (v, i) structs; u's structs are gathered into one array and sorted, so the
+    structs of one v sit side by side, and only the runs of two or more are kept. Most user pairs share a single
+    item: this never materialises them as rows (a count over every user pair is a hash aggregate over tens of
+    millions of mostly distinct keys), and an array holds at most max_items_per_user * max_users_per_item
+    structs. A user with a single capped item repeats no v and is never a repeated v, so it gives no row.
     """
-    n = F.count(F.lit(1))
-    w = edges.groupBy("user_id").agg(n.alias("n"), (1.0 / F.sqrt(n + 1.0)).alias("w")).filter(F.col("n") >= 2)
-    ew = edges.join(w.select("user_id", "w"), "user_id")
-    a, b = ew.alias("a"), ew.alias("b")
-    return a.join(b, (F.col("a.item_id") == F.col("b.item_id")) & (F.col("a.user_id") < F.col("b.user_id"))).select(
-        F.col("a.item_id").alias("item_id"),
-        F.col("a.user_id").alias("u"),
-        F.col("b.user_id").alias("v"),
-        (F.col("a.w") * F.col("b.w")).alias("ww"),
+    item_users = F.collect_list("user_id").over(Window.partitionBy("item_id"))
+    above = F.filter(item_users, lambda v: v > F.col("user_id"))
+    vi = F.transform(above, lambda v: F.struct(v.alias("v"), F.col("item_id").alias("i")))
+    per_user = (
+        edges.select("user_id", vi.alias("vi"))
+        .groupBy("user_id")
+        .agg(F.count(F.lit(1)).alias("n_u"), F.array_sort(F.flatten(F.collect_list("vi"))).alias("a"))
+    )
+
+    def same_v(k: Column, x: Column) -> Column:  # has the struct at 0-based position k (maybe out of range) x's v
+        return F.coalesce(F.get(F.col("a"), k)["v"] == x["v"], F.lit(False))
+
+    repeated = F.filter("a", lambda x, k: same_v(k - 1, x) | same_v(k + 1, x))
+    return (
+        per_user.select(F.col("user_id").alias("u"), "n_u", F.explode(repeated).alias("x"))
+        .groupBy("u", F.col("x.v").alias("v"))
+        .agg(F.collect_list("x.i").alias("items"), F.first("n_u").alias("n_u"))
     )
 
 
-def swing_shared_user_pairs(edges: DataFrame) -> DataFrame:
-    """Capped edges -> (u, v, c): the user pairs sharing c >= 2 capped items, the only ones that give item pairs.
-
-    A count first: most user pairs share a single item, and counting is a cheap hash aggregate, while gathering
-    every user pair's items (an object aggregate) falls back to sorting all of them.
-    """
-    return swing_user_pairs(edges).groupBy("u", "v").agg(F.count(F.lit(1)).alias("c")).filter(F.col("c") >= 2)
-
-
-def swing_pairs(edges: DataFrame, cfg: SwingConfig, shared: DataFrame | None = None) -> DataFrame:
+def swing_pairs(edges: DataFrame, cfg: SwingConfig) -> DataFrame:
     """Capped edges (user_id, item_id) -> Swing pairs (anchor_item_id, item_id, score, support), both directions.
 
     On the capped edge set E (see `cap_user_items`), with U_i = users of item i and I_u = items of user u in E:
@@ -265,18 +269,16 @@ def swing_pairs(edges: DataFrame, cfg: SwingConfig, shared: DataFrame | None = N
         score(i, j) = sum over user pairs u < v in U_i & U_j of  w_u * w_v / (alpha + |I_u & I_v|)
         support(i, j) = |U_i & U_j|
 
-    Computed as: item -> user pairs (u, v) (E join E on item, u < v); the user pairs sharing c = |I_u & I_v| >= 2
-    items (`shared`: `swing_shared_user_pairs(edges)` when None; a caller that knows it is small may pass it
-    cached or broadcast) gather their items; each such list -> item pairs (i < j) by exploding it twice. An item
+    Computed as: the user pairs sharing c = |I_u & I_v| >= 2 items with those items (`swing_shared_items`; only
+    they give item pairs), joined with w_v; each item list -> item pairs (i < j) by exploding it twice. An item
     pair reached through n user pairs has m = |U_i & U_j| users with n = m (m - 1) / 2, so
     support = (1 + sqrt(1 + 8 n)) / 2.
     """
-    shared = swing_shared_user_pairs(edges) if shared is None else shared
+    w_v = edges.groupBy("user_id").agg((1.0 / F.sqrt(F.count(F.lit(1)) + 1.0)).alias("w_v"))
     per_uv = (
-        swing_user_pairs(edges)
-        .join(shared, ["u", "v"])
-        .groupBy("u", "v")
-        .agg(F.collect_list("item_id").alias("items"), F.first("ww").alias("ww"), F.first("c").alias("c"))
+        swing_shared_items(edges)
+        .join(w_v.withColumnRenamed("user_id", "v"), "v")
+        .select("items", (F.col("w_v") / F.sqrt(F.col("n_u") + 1.0)).alias("ww"), F.size("items").alias("c"))
     )
     pairs = (
         per_uv.select("items", "ww", "c", F.explode("items").alias("i"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -293,6 +294,27 @@ def test_swing_hand_case(spark):
         .transform(M.top_k_pairs, SWING_CFG.top_k, "swing", D1, D2)
     )
     assertDataFrameEqual(got, i2i_rows(SWING_EXPECTED, "swing"), rtol=1e-12)
+
+
+def test_swing_shared_items_against_every_user_pair(spark):
+    """Each user pair u < v sharing two or more capped items, with exactly those items, against a loop over every
+    user pair (random edges: many pairs share one item, users with a single item, an item with a single user)."""
+    rng = np.random.default_rng(5)
+    edges = sorted({(int(u), int(i)) for u, i in zip(rng.integers(1, 40, 300), rng.zipf(1.5, 300) % 30, strict=True)})
+    edges.append((99, 999))  # a user (and an item) alone
+    items_of: dict[int, set[int]] = {}
+    for u, i in edges:
+        items_of.setdefault(u, set()).add(i)
+    want = {
+        (u, v): (sorted(items_of[u] & items_of[v]), len(items_of[u]))
+        for u in items_of
+        for v in items_of
+        if u < v and len(items_of[u] & items_of[v]) >= 2
+    }
+    got = spark.createDataFrame(edges, "user_id long, item_id long").transform(M.swing_shared_items).collect()
+    assert 10 < len(want) < len(items_of) * (len(items_of) - 1) // 2  # some pairs share >= 2 items, not all
+    assert {(r.u, r.v): (sorted(r["items"]), r.n_u) for r in got} == want
+    assert len(got) == len(want)  # one row per pair
 
 
 def test_swing_caps_keep_recent_items_and_hash_sampled_users(spark):
