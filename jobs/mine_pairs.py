@@ -6,7 +6,8 @@
 `run(cfg)` reads `<data>/interactions/` and `<data>/searches/`, and writes `<out>/i2i_pairs/`, `<out>/q2i_pairs/`,
 `<out>/seq2item/` (each atomically, with `_SUCCESS`) and `<out>/mining.json` (input rows, rejected rows by
 reason, positives, pairs per miner, seq2item samples per split, the mined date range, the split time, and the
-wall seconds of each phase: input_checks, positives, swing_edges (Spark), i2i, q2i, seq2item, counts).
+wall seconds of each phase: input_checks (polars; Spark observes the same counts during its first pass over each
+table, in positives and q2i), positives, swing_edges (Spark), i2i, q2i, seq2item, counts (Spark)).
 
 Spark master: `--master` when given; otherwise `local[*]` when run directly (or through `sail`), and whatever
 `spark-submit --master ...` says when launched by spark-submit (detected by the PYSPARK_GATEWAY_PORT variable
@@ -26,7 +27,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Iterable, Sequence  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from datetime import UTC, date, datetime, timedelta  # noqa: E402
@@ -36,6 +37,8 @@ from typing import Any  # noqa: E402
 from jobs import contracts as K  # noqa: E402
 from jobs.io import write_json_atomic  # noqa: E402
 from jobs.mining_config import (  # noqa: E402
+    INTERACTION_REJECT_REASONS,
+    SEARCH_REJECT_REASONS,
     CovisitConfig,
     MiningConfig,
     PositiveConfig,
@@ -138,9 +141,15 @@ def _summary(
 # ------------------------------------------------------------------------------------------------------------
 
 
+def _observed(m: dict[str, Any], reasons: Iterable[str]) -> tuple[int, dict[str, int], date | None, date | None]:
+    """`mining_spark.input_metrics` as observed -> what `_stats` gives from rows per reason."""
+    rows = [(r, m[r], None, None) for r in reasons if m[r]]
+    return _stats([*rows, (None, m["rows"] - sum(r[1] for r in rows), m["ts_min"], m["ts_max"])])
+
+
 def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
+    from pyspark.sql import Observation
 
     from jobs import mining_spark as M
     from jobs.spark_io import read_contract_table, write_contract_table
@@ -159,24 +168,28 @@ def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
     data, out = Path(cfg.data_dir), Path(cfg.out_dir)
     phases = _Phases()
     try:
-        # Given: the logs, checked against their contracts (a missing column fails here, naming it)
-        inter = read_contract_table(spark, data / "interactions", K.INTERACTIONS).transform(M.flag_interaction_rejects)
-        srch = read_contract_table(spark, data / "searches", K.SEARCHES).transform(M.flag_search_rejects)
-
-        def stats(df):  # one small aggregate per table: rows and date range per rejection reason
-            rows = df.groupBy(M.REJECT).agg(F.count(F.lit(1)), F.min("ts"), F.max("ts")).collect()
-            return _stats([tuple(r) for r in rows])
-
-        with phases("input_checks"):
-            n_inter, rej_inter, date_from, date_to = stats(inter)
-            n_srch, rej_srch, _, _ = stats(srch)
-        split_ts = resolve_split_ts(cfg.seq2item, date_to)
+        # Given: the logs, checked against their contracts (a missing column fails here, naming it). Rows and date
+        # range per rejection reason are observed during each table's first pass: no scan of their own
+        checked_inter = Observation("interactions")
+        checked_srch = Observation("searches")
+        inter = (
+            read_contract_table(spark, data / "interactions", K.INTERACTIONS)
+            .transform(M.flag_interaction_rejects)
+            .observe(checked_inter, *M.input_metrics(INTERACTION_REJECT_REASONS))
+        )
+        srch = (
+            read_contract_table(spark, data / "searches", K.SEARCHES)
+            .transform(M.flag_search_rejects)
+            .observe(checked_srch, *M.input_metrics(SEARCH_REJECT_REASONS))
+        )
 
         # When: positives mined by each miner (positives cached: three consumers)
         with phases("positives"):
             pos = inter.transform(M.drop_rejected).transform(M.select_positive_events, cfg.positive)
             pos = pos.persist(StorageLevel.MEMORY_AND_DISK)
             n_pos = pos.count()
+            n_inter, rej_inter, date_from, date_to = _observed(checked_inter.get, INTERACTION_REJECT_REASONS)
+        split_ts = resolve_split_ts(cfg.seq2item, date_to)
         edges = None
         if "swing" in cfg.miners:
             with phases("swing_edges"):
@@ -207,6 +220,7 @@ def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
         with phases("q2i"):
             q2i = srch.transform(M.drop_rejected).transform(M.mine_q2i, cfg.q2i)
             write_contract_table(q2i, K.Q2I_PAIRS, out / "q2i_pairs", num_files=nf, sort_within=("query",))
+            n_srch, rej_srch, _, _ = _observed(checked_srch.get, SEARCH_REJECT_REASONS)
         with phases("seq2item"):
             seq = pos.transform(M.build_seq2item, cfg.seq2item, split_ts)
             write_contract_table(seq, K.SEQ2ITEM, out / "seq2item", num_files=nf, sort_within=("user_id", "target_ts"))

@@ -102,8 +102,13 @@ HASH_USER_MUL = 2654435761  # Knuth's multiplicative constant; (M - 1) * this < 
 HASH_ITEM_MUL = 40503
 
 RANK_DECIMALS = 10
-"""Top-K ranking sorts by the score rounded to this many decimals (desc), then item_id (asc): scores that are equal
-in exact arithmetic but differ in the last bits (float summation order) then rank identically in both engines."""
+"""Top-K ranking sorts by the score rounded half up to this many decimals (desc), then item_id (asc): scores that
+are equal in exact arithmetic but differ in the last bits (float summation order) then rank identically in both
+engines. The rounded score is the rank key x - (x mod 1) with x = score * RANK_SCALE + 0.5 (scores are never
+negative): the same three floating-point operations in both engines, so equal scores get equal keys, and far
+cheaper in Spark than its decimal `round`."""
+
+RANK_SCALE = 10.0**RANK_DECIMALS
 
 
 @dataclass(frozen=True)

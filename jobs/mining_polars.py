@@ -17,7 +17,7 @@ from jobs.mining_config import (
     HASH_MOD,
     HASH_USER_MUL,
     QUERY_SEPARATORS,
-    RANK_DECIMALS,
+    RANK_SCALE,
     CovisitConfig,
     PositiveConfig,
     Q2IConfig,
@@ -242,10 +242,11 @@ def mine_swing(events: pl.LazyFrame, cfg: SwingConfig) -> pl.LazyFrame:
 def top_k_pairs(pairs: pl.LazyFrame, top_k: int, miner: str, date_from: date, date_to: date) -> pl.LazyFrame:
     """(anchor_item_id, item_id, score, support) -> I2I_PAIRS columns, top_k per anchor.
 
-    Ranking per anchor: round(score, RANK_DECIMALS) desc, then item_id asc.
+    Ranking per anchor: the score rounded to RANK_DECIMALS (the rank key, see RANK_DECIMALS) desc, then item_id asc.
     """
+    x = pl.col("score") * RANK_SCALE + 0.5
     return (
-        pairs.with_columns(pl.col("score").round(RANK_DECIMALS).alias("_rs"))
+        pairs.with_columns((x - x % 1.0).alias("_rs"))
         .sort(["anchor_item_id", "_rs", "item_id"], descending=[False, True, False])
         .filter(pl.int_range(pl.len()).over("anchor_item_id") < top_k)
         .select(

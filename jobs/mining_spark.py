@@ -22,6 +22,7 @@ from the user pairs sharing two or more items (at most max_items_per_user**2 per
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 
 from pyspark.sql import Column, DataFrame, Window
@@ -32,7 +33,7 @@ from jobs.mining_config import (
     HASH_MOD,
     HASH_USER_MUL,
     QUERY_SEPARATORS,
-    RANK_DECIMALS,
+    RANK_SCALE,
     CovisitConfig,
     PositiveConfig,
     Q2IConfig,
@@ -66,6 +67,20 @@ def flag_interaction_rejects(df: DataFrame) -> DataFrame:
         .when(F.col("watch_ms") < 0, "negative_watch_ms")
     )
     return df.withColumn(REJECT, reason)
+
+
+def input_metrics(reasons: Iterable[str]) -> list[Column]:
+    """Aggregates over rows flagged by a flag_* transform, for `DataFrame.observe`: `rows`, one count per
+    rejection reason (named after it), and `ts_min` / `ts_max` of the usable rows (null when there are none).
+
+    Observed on the way into a job's first pass, they cost no scan of their own."""
+    usable = F.col(REJECT).isNull()
+    return [
+        F.count(F.lit(1)).alias("rows"),
+        *[F.count_if(F.col(REJECT) == F.lit(r)).alias(r) for r in reasons],
+        F.min(F.when(usable, F.col("ts"))).alias("ts_min"),
+        F.max(F.when(usable, F.col("ts"))).alias("ts_max"),
+    ]
 
 
 def drop_rejected(df: DataFrame) -> DataFrame:
@@ -308,9 +323,10 @@ def swing_pairs(edges: DataFrame, cfg: SwingConfig) -> DataFrame:
 def top_k_pairs(pairs: DataFrame, top_k: int, miner: str, date_from: date, date_to: date) -> DataFrame:
     """(anchor_item_id, item_id, score, support) -> the I2I_PAIRS columns, top_k per anchor.
 
-    Ranking per anchor: round(score, RANK_DECIMALS) desc, then item_id asc.
+    Ranking per anchor: the score rounded to RANK_DECIMALS (the rank key, see RANK_DECIMALS) desc, then item_id asc.
     """
-    w = Window.partitionBy("anchor_item_id").orderBy(F.round("score", RANK_DECIMALS).desc(), F.col("item_id").asc())
+    x = F.col("score") * F.lit(RANK_SCALE) + F.lit(0.5)
+    w = Window.partitionBy("anchor_item_id").orderBy((x - x % F.lit(1.0)).desc(), F.col("item_id").asc())
     return (
         pairs.withColumn("_r", F.row_number().over(w))
         .filter(F.col("_r") <= top_k)
