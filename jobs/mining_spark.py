@@ -16,7 +16,7 @@ Pipeline (see `jobs.mine_pairs.run`):
 
 Scale: no quadratic self-join over raw events. Co-visitation pairs each positive with its next `window`
 positives through `lead` (O(window * events)); Swing works only within the capped (user, item) edge set: one
-array of at most max_items_per_user * max_users_per_item (co-user, item) structs per user, then item pairs only
+array of at most max_items_per_user * max_users_per_item co-user ids per user, then item pairs only
 from the user pairs sharing two or more items (at most max_items_per_user**2 per such pair).
 """
 
@@ -249,29 +249,28 @@ def swing_shared_items(edges: DataFrame) -> DataFrame:
     with those items (c = |I_u & I_v| = size(items)) and u's capped item count n_u = |I_u|.
 
     Per user, not per user pair: each edge (u, i) carries the users of item i above u (the item's user list, at
-    most max_users_per_item), as (v, i) structs; u's structs are gathered into one array and sorted, so the
-    structs of one v sit side by side, and only the runs of two or more are kept. Most user pairs share a single
-    item: this never materialises them as rows (a count over every user pair is a hash aggregate over tens of
-    millions of mostly distinct keys), and an array holds at most max_items_per_user * max_users_per_item
-    structs. A user with a single capped item repeats no v and is never a repeated v, so it gives no row.
+    most max_users_per_item); u's lists are flattened into one sorted array of user ids, where a repeated id v is
+    a user sharing two or more items with u, and only for those v are the items gathered (the items whose list
+    holds v). Most user pairs share a single item: this never materialises them as rows (a count over every user
+    pair is a hash aggregate over tens of millions of mostly distinct keys), and an array holds at most
+    max_items_per_user * max_users_per_item ids. A user with a single capped item repeats no v and is never a
+    repeated v, so it gives no row.
     """
     item_users = F.collect_list("user_id").over(Window.partitionBy("item_id"))
     above = F.filter(item_users, lambda v: v > F.col("user_id"))
-    vi = F.transform(above, lambda v: F.struct(v.alias("v"), F.col("item_id").alias("i")))
     per_user = (
-        edges.select("user_id", vi.alias("vi"))
+        edges.select("user_id", "item_id", above.alias("above"))
         .groupBy("user_id")
-        .agg(F.count(F.lit(1)).alias("n_u"), F.array_sort(F.flatten(F.collect_list("vi"))).alias("a"))
+        .agg(
+            F.count(F.lit(1)).alias("n_u"),
+            F.sort_array(F.flatten(F.collect_list("above"))).alias("vs"),  # a primitive sort, no struct compares
+            F.collect_list(F.struct("item_id", "above")).alias("lists"),
+        )
     )
-
-    def same_v(k: Column, x: Column) -> Column:  # has the struct at 0-based position k (maybe out of range) x's v
-        return F.coalesce(F.get(F.col("a"), k)["v"] == x["v"], F.lit(False))
-
-    repeated = F.filter("a", lambda x, k: same_v(k - 1, x) | same_v(k + 1, x))
-    return (
-        per_user.select(F.col("user_id").alias("u"), "n_u", F.explode(repeated).alias("x"))
-        .groupBy("u", F.col("x.v").alias("v"))
-        .agg(F.collect_list("x.i").alias("items"), F.first("n_u").alias("n_u"))
+    repeated = F.array_distinct(F.filter("vs", lambda v, k: F.coalesce(F.get(F.col("vs"), k - 1) == v, F.lit(False))))
+    shared = F.filter("lists", lambda x: F.array_contains(x["above"], F.col("v")))
+    return per_user.select(F.col("user_id").alias("u"), "n_u", "lists", F.explode(repeated).alias("v")).select(
+        "u", "v", F.transform(shared, lambda x: x["item_id"]).alias("items"), "n_u"
     )
 
 
