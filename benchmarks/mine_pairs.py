@@ -226,7 +226,9 @@ def summarise(results: dict, sizes: list[int], engines: list[str], out: str) -> 
 def _setup(args: argparse.Namespace, **fields) -> tuple[list[str], list[str], Path, dict]:
     """engines, the Spark arguments, the scratch directory and the result header (with `fields`) of a run."""
     engines = [e.strip() for e in args.engines.split(",")]
-    spark_args = ["--driver-memory", args.driver_memory, "--shuffle-partitions", str(args.shuffle_partitions)]
+    spark_args = ["--driver-memory", args.driver_memory]
+    if args.shuffle_partitions:
+        spark_args += ["--shuffle-partitions", str(args.shuffle_partitions)]
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-mine-"))
     results: dict = {
         "benchmark": "mine_pairs",
@@ -235,7 +237,12 @@ def _setup(args: argparse.Namespace, **fields) -> tuple[list[str], list[str], Pa
         "load_average_before": os.getloadavg(),
         **fields,
         "config": "MiningConfig defaults (covisit window 5 / 1 h / top-20, Swing caps 50 items/user, 100 users/item)",
-        "spark": {"master": "local[*]", **dict(zip(spark_args[::2], spark_args[1::2], strict=True))},
+        "spark": {
+            "master": "local[*]",
+            # the job's own default for local masters (jobs.spark_session.build_spark) unless given
+            "--shuffle-partitions": str(args.shuffle_partitions or 4 * (os.cpu_count() or 2)),
+            **dict(zip(spark_args[::2], spark_args[1::2], strict=True)),
+        },
         "runs": [],
     }
     return engines, spark_args, work, results
@@ -277,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spark-max", default=None, help="skip Spark above this size (e.g. 5M) when time is short")
     p.add_argument("--work", default=None, help="scratch directory (default: a temporary one, removed after)")
     p.add_argument("--driver-memory", default="12g", help="Spark driver memory (local mode)")
-    p.add_argument("--shuffle-partitions", type=int, default=16)
+    p.add_argument(
+        "--shuffle-partitions", type=int, default=None, help="Spark shuffle partitions (default: the job's, 4 per core)"
+    )
     p.add_argument("--data", type=Path, default=None, help="mine this data set instead of synthetic logs")
     p.add_argument("--repeat", type=int, default=1, help="runs per engine on --data")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mine_pairs.json"))
