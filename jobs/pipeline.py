@@ -54,6 +54,8 @@ class DataConfig:
     seed: int = 7  # generated world seed
     movielens_dir: str | None = None  # MovieLens folder; None: $SAIL_MOVIELENS_DIR or ../shared/data/...
     session_gap_s: int = 1800  # MovieLens sessionisation gap (seconds)
+    quality_in_content: float = 0.0  # generated world: share of the top / bottom third of items by quality whose
+    # title says so (WorldConfig.quality_in_content); 0: no modality shows quality
 
 
 @dataclass(frozen=True)
@@ -283,12 +285,18 @@ def default_movielens_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-latest-small"
 
 
+def _world(d: DataConfig):
+    from offline_eval.world import WorldConfig
+
+    return WorldConfig.for_size(d.size, seed=d.seed, quality_in_content=d.quality_in_content)
+
+
 def _stage_data(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     if cfg.data.source == "generated":
-        from offline_eval.world import WorldConfig, generate_world
+        from offline_eval.world import generate_world
 
-        res = generate_world(WorldConfig.for_size(cfg.data.size, seed=cfg.data.seed), ctx.out, progress=True)
+        res = generate_world(_world(cfg.data), ctx.out, progress=True)
         return {"counts": res.counts}
     from jobs.adapters.movielens import adapt_movielens
 
@@ -568,7 +576,6 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
         raise StageSkipped("the A/B simulation needs the generated world's user model (data.source: generated)")
     from offline_eval.ab_sim import ABConfig, Arm, LoggedPolicyScorer, run_ab
     from offline_eval.report import ab_result_to_dict
-    from offline_eval.world import WorldConfig
     from recsys.serve import load_ranker_arm
 
     samples_meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
@@ -581,7 +588,7 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
 
     a = cfg.ab
     res = run_ab(
-        WorldConfig.for_size(cfg.data.size, seed=cfg.data.seed),
+        _world(cfg.data),
         [arm(a.control), arm(a.treatment)],
         ABConfig(days=a.days, salt=a.salt, n_boot=a.n_boot, seed=a.seed),
         progress=lambda s: log.info(s),

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from offline_eval.world.config import WorldConfig
 from offline_eval.world.rng import stream
-from offline_eval.world.vocab import FILLER_WORDS, GENERIC_TAGS, Vocabulary, build_vocabulary
+from offline_eval.world.vocab import FILLER_WORDS, GENERIC_TAGS, QUALITY_WORDS, Vocabulary, build_vocabulary
 
 DAY_US = 86_400_000_000
 """Microseconds per day."""
@@ -182,6 +182,21 @@ class _WordSampler:
         return [list(words[bounds[i] : bounds[i + 1]]) for i in range(len(lengths))]
 
 
+def _quality_cues(cfg: WorldConfig, cat: Catalogue, titles: list[str]) -> list[str]:
+    """Titles with a quality word appended, with probability cfg.quality_in_content, to the items in the top third
+    of quality ("high" words) and the bottom third ("low" words); from a stream of its own, so every other draw of
+    the world is the same as without cues."""
+    rng = stream(cfg.seed, "quality-cues")
+    lo, hi = np.quantile(cat.quality, [1 / 3, 2 / 3])
+    shown = rng.random(len(titles)) < cfg.quality_in_content
+    pick = rng.integers(0, 1 << 30, len(titles))
+    out = list(titles)
+    for idx in np.flatnonzero(shown & ((cat.quality >= hi) | (cat.quality <= lo))):
+        words = QUALITY_WORDS["high" if cat.quality[idx] >= hi else "low"]
+        out[idx] = f"{titles[idx]} {words[pick[idx] % len(words)]}"
+    return out
+
+
 def item_texts(cfg: WorldConfig, cat: Catalogue) -> dict[str, list]:
     """Title, OCR text, ASR text (None when absent) and tags per item."""
     rng = stream(cfg.seed, "item-text")
@@ -189,6 +204,8 @@ def item_texts(cfg: WorldConfig, cat: Catalogue) -> dict[str, list]:
     vocab = world_vocabulary(cfg)
     ws = _WordSampler(rng, vocab, cat.topics)
     titles = [" ".join(w).capitalize() for w in ws.field(rng.integers(3, 9, n), (0.5, 0.15, 0.25, 0.1))]
+    if cfg.quality_in_content > 0:
+        titles = _quality_cues(cfg, cat, titles)
     ocr_words = ws.field(rng.integers(2, 7, n), (0.45, 0.15, 0.2, 0.2))
     asr_words = ws.field(rng.integers(6, 21, n), (0.3, 0.1, 0.45, 0.15))
     has_ocr, has_asr = rng.random(n) >= 0.4, rng.random(n) >= 0.3

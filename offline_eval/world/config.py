@@ -36,6 +36,8 @@ class WorldConfig:
     items_before_start_frac: float = 0.6  # share of items that exist before the log starts (the rest arrive later)
     secondary_topic_prob: float = 0.35  # probability that an item has a secondary topic
     author_topic_loyalty: float = 0.85  # probability that an item's primary topic is drawn from its author's affinity
+    quality_in_content: float = 0.0  # probability that an item in the top (bottom) third of quality says so in its
+    # title (a QUALITY_WORDS "high" ("low") word appended); 0: no modality shows quality
     users_before_start_frac: float = 0.85  # share of users signed up before the log (the rest sign up during it)
     interest_alpha: float = 0.15  # Dirichlet concentration per topic of users' interests (small = sparse)
     activity_beta: tuple[float, float] = (2.0, 1.6)  # Beta(a, b) of users' base daily return probability
@@ -66,6 +68,8 @@ class WorldConfig:
             raise ValueError("need 1 <= slate_size <= candidates_min <= candidates_max")
         if self.days < 1 or self.n_items < self.candidates_max or self.n_users < 1:
             raise ValueError("need days >= 1, n_items >= candidates_max and n_users >= 1")
+        if not 0.0 <= self.quality_in_content <= 1.0:
+            raise ValueError(f"quality_in_content is a probability, got {self.quality_in_content}")
 
     @staticmethod
     def for_size(size: str, seed: int = 0, **overrides: Any) -> WorldConfig:

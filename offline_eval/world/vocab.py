@@ -21,6 +21,13 @@ FILLER_WORDS: tuple[str, ...] = (
 GENERIC_TAGS: tuple[str, ...] = ("fyp", "viral", "trending", "foryou", "daily")
 """Topic-free hashtags sometimes added to an item's tags."""
 
+QUALITY_WORDS: dict[str, tuple[str, ...]] = {
+    "high": ("official", "exclusive", "acclaimed", "original", "award", "uhd"),
+    "low": ("unedited", "amateur", "outtake", "unfocused", "echoey", "erratic"),
+}
+"""Title words that show an item's quality (WorldConfig.quality_in_content). Each starts with a vowel, and every
+made-up topic or noise word starts with a consonant, so they never collide."""
+
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr", "sh")
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ou", "ea")
 _CODAS = ("", "", "", "n", "r", "s", "l", "x", "m")

@@ -28,6 +28,7 @@ from jobs.contracts import (
 )
 from jobs.io import read_table
 from offline_eval.world import SIZES, WorldConfig, generate_world, render_item_media
+from offline_eval.world.vocab import QUALITY_WORDS
 
 SEED = int(os.environ.get("WORLD_TEST_SEED", "7"))  # other seeds: check the margins hold
 
@@ -92,6 +93,32 @@ def test_same_seed_same_log_and_other_seed_differs(world, tables, tmp_path):
     assert (
         pl.from_arrow(read_table(other.paths["items"], ITEMS))["title"].to_list() != tables["items"]["title"].to_list()
     )
+
+
+def test_quality_in_content_only_adds_title_words_by_quality(tables, tmp_path):
+    """quality_in_content = p: the top / bottom third of items by quality end their titles with a "high" / "low"
+    quality word at rate about p, the middle third never; every other column and the whole log are unchanged
+    (quality_in_content = 0, the default, is the fixture's world)."""
+    cfg = WorldConfig.for_size("tiny", seed=SEED, write_media=False, quality_in_content=0.8)
+    res = generate_world(cfg, tmp_path / "cues")
+    items = pl.from_arrow(read_table(res.paths["items"], ITEMS))
+    base = tables["items"]
+    assert items.drop("title").equals(base.drop("title"))
+    assert pl.from_arrow(read_table(res.paths["interactions"], INTERACTIONS)).equals(tables["interactions"])
+    q = tables["item_truth"].sort("item_id")["quality"].to_numpy()
+    lo, hi = np.quantile(q, [1 / 3, 2 / 3])
+    title, old = items.sort("item_id")["title"].to_list(), base.sort("item_id")["title"].to_list()
+    added = [t[len(o) + 1 :] if t != o else None for t, o in zip(title, old, strict=True)]
+    assert all(t == o or t.startswith(o + " ") for t, o in zip(title, old, strict=True))
+    top, bottom, middle = q >= hi, q <= lo, (q > lo) & (q < hi)
+    assert {added[i] for i in np.flatnonzero(top)} - {None} <= set(QUALITY_WORDS["high"])
+    assert {added[i] for i in np.flatnonzero(bottom)} - {None} <= set(QUALITY_WORDS["low"])
+    assert all(added[i] is None for i in np.flatnonzero(middle))
+    for group in (top, bottom):
+        rate = np.mean([added[i] is not None for i in np.flatnonzero(group)])
+        assert abs(rate - 0.8) < 0.1, rate
+    with pytest.raises(ValueError, match="quality_in_content"):
+        WorldConfig.for_size("tiny", quality_in_content=1.5)
 
 
 def test_manifest_and_layout(world):
