@@ -98,13 +98,14 @@ def test_same_seed_same_log_and_other_seed_differs(world, tables, tmp_path):
 def test_quality_in_content_only_adds_title_words_by_quality(tables, tmp_path):
     """quality_in_content = p: the top / bottom third of items by quality end their titles with a "high" / "low"
     quality word at rate about p, the middle third never; every other column and the whole log are unchanged
-    (quality_in_content = 0, the default, is the fixture's world)."""
+    (quality_in_content = 0, the default, is the fixture's world; searches match topic words, never these)."""
     cfg = WorldConfig.for_size("tiny", seed=SEED, write_media=False, quality_in_content=0.8)
     res = generate_world(cfg, tmp_path / "cues")
     items = pl.from_arrow(read_table(res.paths["items"], ITEMS))
     base = tables["items"]
     assert items.drop("title").equals(base.drop("title"))
     assert pl.from_arrow(read_table(res.paths["interactions"], INTERACTIONS)).equals(tables["interactions"])
+    assert pl.from_arrow(read_table(res.paths["searches"], SEARCHES)).equals(tables["searches"])
     q = tables["item_truth"].sort("item_id")["quality"].to_numpy()
     lo, hi = np.quantile(q, [1 / 3, 2 / 3])
     title, old = items.sort("item_id")["title"].to_list(), base.sort("item_id")["title"].to_list()
