@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.machine import describe_machine  # noqa: E402
 from jobs import contracts as K  # noqa: E402
 from jobs.io import write_table  # noqa: E402
+from jobs.spark_session import local_shuffle_partitions  # noqa: E402
 
 START = datetime(2025, 3, 3, tzinfo=UTC)
 DAYS = 30
@@ -239,8 +240,7 @@ def _setup(args: argparse.Namespace, **fields) -> tuple[list[str], list[str], Pa
         "config": "MiningConfig defaults (covisit window 5 / 1 h / top-20, Swing caps 50 items/user, 100 users/item)",
         "spark": {
             "master": "local[*]",
-            # the job's own default for local masters (jobs.spark_session.build_spark) unless given
-            "--shuffle-partitions": str(args.shuffle_partitions or 4 * (os.cpu_count() or 2)),
+            "--shuffle-partitions": str(args.shuffle_partitions or local_shuffle_partitions()),
             **dict(zip(spark_args[::2], spark_args[1::2], strict=True)),
         },
         "runs": [],

@@ -25,6 +25,12 @@ def check_java() -> None:
         raise RuntimeError(f"Java {major} found at {java}; PySpark 4 needs Java 17 or newer (set JAVA_HOME)")
 
 
+def local_shuffle_partitions() -> int:
+    """Shuffle partitions of a local session when none are given: a few per core. Spark's default of 200 means
+    hundreds of tiny tasks on a laptop; cluster runs (master from spark-submit) keep Spark's or their own."""
+    return 4 * (os.cpu_count() or 2)
+
+
 def build_spark(
     app_name: str = "sail",
     master: str | None = "local[*]",
@@ -54,9 +60,7 @@ def build_spark(
         .config("spark.ui.showConsoleProgress", "false")
     )
     if shuffle_partitions is None and master and master.startswith("local"):
-        # Spark's default of 200 shuffle partitions means hundreds of tiny tasks on a laptop; a few per core
-        # is faster here. Cluster runs (master from spark-submit) keep Spark's default or their own setting.
-        shuffle_partitions = 4 * (os.cpu_count() or 2)
+        shuffle_partitions = local_shuffle_partitions()
     if shuffle_partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     if driver_memory:
