@@ -205,6 +205,8 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
 
     if cfg.data.source not in ("generated", "movielens"):
         raise ValueError(f"{where} [data]: source must be 'generated' or 'movielens', got {cfg.data.source!r}")
+    if not 0.0 <= cfg.data.quality_in_content <= 1.0:
+        raise ValueError(f"{where} [data]: quality_in_content must be in [0, 1], got {cfg.data.quality_in_content}")
     if cfg.mining.engine not in ("spark", "polars"):
         raise ValueError(f"{where} [mining]: engine must be 'spark' or 'polars', got {cfg.mining.engine!r}")
     if len(cfg.embedding.steps) != 4 or any(int(s) < 0 for s in cfg.embedding.steps):
