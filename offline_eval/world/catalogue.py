@@ -1,8 +1,20 @@
-"""The item catalogue: hidden latents (topics, content latent, collaborative latent, quality), authors, creation
-times, durations, media layout and text fields.
+"""The item catalogue: hidden latents (topics, content latent, collaborative latent, quality), authors, background
+sounds, creation times, durations, media layout and text fields.
 
 Everything here is a pure function of the config (its own random streams), so `build_catalogue(cfg)` gives the
 same catalogue whether or not the log is simulated; on-demand media rendering relies on that.
+
+The collaborative latent. Every item has its own latent `own_i`, every background sound `s` a latent `sound_s` and
+every author `a` a style latent `style_a`, all drawn by `collab_latents` (the same taste-community centroids, so a
+sound or a style belongs to a community as an item does). Each item uses one sound (Zipf-like popularity over
+`cfg.sound_count` sounds) and has one author. With rho = `cfg.collab_in_content`, the item's collaborative latent is
+
+    c_i = sqrt(1 - rho) * own_i + sqrt(rho / 2) * sound_{s(i)} + sqrt(rho / 2) * style_{a(i)}
+
+so rho is the share of its variance that comes from what the audio (the sound) and the frames (the author's style)
+show (`offline_eval.world.media`); titles, OCR, ASR and tags never show sounds or styles. At rho = 0, c_i = own_i
+exactly: the sounds and styles are drawn from streams of their own, so every other draw of the world is unchanged.
+Which sound and style latents each item has is ground truth (`item_signals_table`, written to truth/item_signals).
 """
 
 from __future__ import annotations
@@ -14,12 +26,32 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
+from jobs.contracts import Column, TableSchema
 from offline_eval.world.config import WorldConfig
 from offline_eval.world.rng import stream
 from offline_eval.world.vocab import FILLER_WORDS, GENERIC_TAGS, QUALITY_WORDS, Vocabulary, build_vocabulary
 
 DAY_US = 86_400_000_000
 """Microseconds per day."""
+
+QUALITY_SD = 0.5
+"""Standard deviation of item quality (normal, mean 0)."""
+
+SOUND_ZIPF_OFFSET = 2.0
+"""Sound s (1-based) is used with probability proportional to 1 / (s + this - 1): sound 1 is the most used."""
+
+ITEM_SIGNALS = TableSchema(
+    name="item_signals",
+    columns=(
+        Column("item_id", "int64"),
+        Column("sound_id", "int64", doc="background sound 1..n_sounds, heard in the audio when collab_in_content > 0"),
+        Column("author_id", "int64", doc="author, whose style is seen in the frames when collab_in_content > 0"),
+        Column("sound_latent", "list<float32>", doc="the sound's collaborative latent"),
+        Column("style_latent", "list<float32>", doc="the author style's collaborative latent"),
+    ),
+    key=("item_id",),
+    doc="Ground truth: what the audio and frames can show of each item's collaborative latent.",
+)
 
 
 def start_us(cfg: WorldConfig) -> int:
@@ -30,7 +62,7 @@ def start_us(cfg: WorldConfig) -> int:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """Per-item arrays, row i is item id i + 1."""
+    """Per-item arrays, row i is item id i + 1 (except the per-sound and per-author latents at the end)."""
 
     item_id: np.ndarray  # int64 ids 1..N
     created_us: np.ndarray  # int64 creation time, microseconds since the epoch
@@ -38,11 +70,14 @@ class Catalogue:
     author_id: np.ndarray  # int64
     topics: np.ndarray  # int32 (N, 2): primary, secondary (-1: none)
     content_latent: np.ndarray  # float32 (N, content_dim), unit norm
-    collab_latent: np.ndarray  # float32 (N, collab_dim), clustered, independent of topics
+    collab_latent: np.ndarray  # float32 (N, collab_dim), clustered, independent of topics (see the module doc)
     quality: np.ndarray  # float32 intrinsic appeal
     duration_ms: np.ndarray  # int64 video length
     n_frames: np.ndarray  # int64 frames per item
     audio_ms: np.ndarray  # int64 audio track length
+    sound_id: np.ndarray  # int64 background sound, 1..n_sounds
+    sound_latent: np.ndarray  # float32 (n_sounds, collab_dim): row s - 1 is sound s's collaborative latent
+    style_latent: np.ndarray  # float32 (n_authors, collab_dim): row a - 1 is author a's style latent
 
     @property
     def primary(self) -> np.ndarray:
@@ -116,13 +151,17 @@ def build_catalogue(cfg: WorldConfig) -> Catalogue:
     latent = latent + 0.35 * rng.standard_normal((n, cfg.content_dim))
     latent /= np.linalg.norm(latent, axis=1, keepdims=True)
     collab = collab_latents(cfg, "item-collab", n)
-    quality = 0.5 * rng.standard_normal(n)
+    quality = QUALITY_SD * rng.standard_normal(n)
     created, created_day = _created(rng, cfg)
     lo, hi = cfg.duration_s_range
     duration = (1000 * (lo + (hi - lo) * rng.beta(1.3, 4.0, n))).astype(np.int64)
     n_frames = rng.integers(cfg.frames_range[0], cfg.frames_range[1] + 1, n)
     alo, ahi = cfg.audio_s_range
     audio_ms = (1000 * (alo + (ahi - alo) * rng.beta(1.0, cfg.audio_beta_b, n))).astype(np.int64)
+    sound = item_sounds(cfg)
+    sound_latent = collab_latents(cfg, "sound-collab", cfg.sound_count)
+    style_latent = collab_latents(cfg, "author-style-collab", n_authors)
+    collab = mix_collab(collab, sound_latent[sound - 1], style_latent[author - 1], cfg.collab_in_content)
     return Catalogue(
         item_id=np.arange(1, n + 1, dtype=np.int64),
         created_us=created,
@@ -135,7 +174,25 @@ def build_catalogue(cfg: WorldConfig) -> Catalogue:
         duration_ms=duration,
         n_frames=n_frames.astype(np.int64),
         audio_ms=audio_ms,
+        sound_id=sound,
+        sound_latent=sound_latent.astype(np.float32),
+        style_latent=style_latent.astype(np.float32),
     )
+
+
+def item_sounds(cfg: WorldConfig) -> np.ndarray:
+    """(n_items,) int64 sound id (1..cfg.sound_count) of each item, Zipf-like: a few sounds are used by many items
+    (from a stream of its own, so no other draw of the world changes)."""
+    weights = 1.0 / (np.arange(cfg.sound_count) + SOUND_ZIPF_OFFSET)
+    rng = stream(cfg.seed, "item-sound")
+    return (rng.choice(cfg.sound_count, size=cfg.n_items, p=weights / weights.sum()) + 1).astype(np.int64)
+
+
+def mix_collab(own: np.ndarray, sound: np.ndarray, style: np.ndarray, rho: float) -> np.ndarray:
+    """sqrt(1 - rho) * own + sqrt(rho / 2) * (sound + style), row by row; `own` itself (unchanged) at rho = 0."""
+    if rho == 0:
+        return own
+    return np.sqrt(1.0 - rho) * own + np.sqrt(rho / 2.0) * (sound + style)
 
 
 @lru_cache(maxsize=4)
@@ -265,5 +322,20 @@ def item_truth_table(cat: Catalogue) -> pa.Table:
             "content_latent": _list_array(cat.content_latent.ravel(), cat.content_latent.shape[1], pa.float32()),
             "collab_latent": _list_array(cat.collab_latent.ravel(), cat.collab_latent.shape[1], pa.float32()),
             "quality": cat.quality,
+        }
+    )
+
+
+def item_signals_table(cat: Catalogue) -> pa.Table:
+    """ITEM_SIGNALS: each item's sound and author with their collaborative latents (truth/item_signals)."""
+    d = cat.collab_latent.shape[1]
+    sound, style = cat.sound_latent[cat.sound_id - 1], cat.style_latent[cat.author_id - 1]
+    return pa.table(
+        {
+            "item_id": cat.item_id,
+            "sound_id": cat.sound_id,
+            "author_id": cat.author_id,
+            "sound_latent": _list_array(sound.ravel(), d, pa.float32()),
+            "style_latent": _list_array(style.ravel(), d, pa.float32()),
         }
     )

@@ -26,7 +26,8 @@ class WorldConfig:
     n_topics: int = 8  # content topics; every modality is driven by them
     n_categories: int = 4  # topic groups; an item's `category` is its primary topic's group name
     content_dim: int = 16  # dimension of the content latent (topic directions + noise)
-    collab_dim: int = 8  # dimension of the collaborative latent (independent of topics, revealed by no modality)
+    collab_dim: int = 8  # dimension of the collaborative latent (independent of topics; at collab_in_content = 0
+    # revealed by no modality)
     collab_clusters: int = 6  # taste communities: items and users sit near one of these collaborative centroids
     collab_cluster_weight: float = 0.85  # share of the centroid in a latent (the rest is noise; marginal var ~1)
     words_per_topic: int = 30  # size of each topic's made-up vocabulary
@@ -37,7 +38,13 @@ class WorldConfig:
     secondary_topic_prob: float = 0.35  # probability that an item has a secondary topic
     author_topic_loyalty: float = 0.85  # probability that an item's primary topic is drawn from its author's affinity
     quality_in_content: float = 0.0  # probability that an item in the top (bottom) third of quality says so in its
-    # title (a QUALITY_WORDS "high" ("low") word appended); 0: no modality shows quality
+    # title (a QUALITY_WORDS "high" ("low") word appended); 0: no text shows quality
+    collab_in_content: float = 0.0  # rho: share of the collaborative latent's variance that comes from the item's
+    # background sound (rho / 2, heard in its audio) and its author's style (rho / 2, seen as a border in its cover and
+    # frames); never in titles, OCR, ASR or tags. 0: no modality shows the latent and media carry no signature
+    n_sounds: int = 0  # background sounds shared by items (Zipf-like popularity); 0: max(8, n_items // 25)
+    quality_in_frames: float = 0.0  # strength of a noisy production-quality cue in covers and frames (lower quality:
+    # more blur, lower contrast, more grain; a per-item noise hides the exact value); 0: frames show no quality
     users_before_start_frac: float = 0.85  # share of users signed up before the log (the rest sign up during it)
     interest_alpha: float = 0.15  # Dirichlet concentration per topic of users' interests (small = sparse)
     activity_beta: tuple[float, float] = (2.0, 1.6)  # Beta(a, b) of users' base daily return probability
@@ -70,6 +77,17 @@ class WorldConfig:
             raise ValueError("need days >= 1, n_items >= candidates_max and n_users >= 1")
         if not 0.0 <= self.quality_in_content <= 1.0:
             raise ValueError(f"quality_in_content is a probability, got {self.quality_in_content}")
+        if not 0.0 <= self.collab_in_content <= 1.0:
+            raise ValueError(f"collab_in_content is a variance share in [0, 1], got {self.collab_in_content}")
+        if not 0.0 <= self.quality_in_frames <= 1.0:
+            raise ValueError(f"quality_in_frames is a strength in [0, 1], got {self.quality_in_frames}")
+        if self.n_sounds < 0:
+            raise ValueError(f"n_sounds must be >= 0 (0: derived from n_items), got {self.n_sounds}")
+
+    @property
+    def sound_count(self) -> int:
+        """Background sounds in the world: n_sounds, or max(8, n_items // 25) when it is 0."""
+        return self.n_sounds or max(8, self.n_items // 25)
 
     @staticmethod
     def for_size(size: str, seed: int = 0, **overrides: Any) -> WorldConfig:

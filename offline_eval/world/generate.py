@@ -3,7 +3,8 @@
 Layout under `out_dir`:
     items/ interactions/ feed_requests/ searches/ user_activity/      the logs (jobs.contracts schemas)
     media/items/NNN/<item_id>/{cover.png,frame_K.png,audio.wav}       media files ("files" mode only)
-    truth/item_truth/ truth/user_truth/ truth/daily_satisfaction/ truth/user_state_end/ truth/world.json
+    truth/item_truth/ truth/item_signals/ truth/user_truth/ truth/daily_satisfaction/ truth/user_state_end/
+    truth/world.json
     manifest.json                                                     written last: the data set is complete
 """
 
@@ -19,7 +20,9 @@ from jobs.contracts import FEED_REQUESTS, INTERACTIONS, ITEM_TRUTH, ITEMS, SEARC
 from jobs.io import atomic_dir, write_json_atomic, write_table
 from offline_eval.world.catalogue import (
     DAY_US,
+    ITEM_SIGNALS,
     build_catalogue,
+    item_signals_table,
     item_texts,
     item_truth_table,
     items_table,
@@ -27,7 +30,16 @@ from offline_eval.world.catalogue import (
     world_vocabulary,
 )
 from offline_eval.world.config import WorldConfig
-from offline_eval.world.media import style_dict, write_media_files
+from offline_eval.world.media import (
+    MARK_BAND_PX,
+    MARK_DASH_PX,
+    SOUND_AMP_RANGE,
+    SOUND_BANDS_HZ,
+    SOUND_RHYTHM_HZ,
+    signature_projections,
+    style_dict,
+    write_media_files,
+)
 from offline_eval.world.search import SearchIndex
 from offline_eval.world.simulate import DAILY_SATISFACTION, USER_STATE_END, Simulator
 from offline_eval.world.sinks import TableStreams
@@ -59,6 +71,34 @@ def _log(progress: bool, msg: str, t0: float) -> None:
         print(f"[world {time.perf_counter() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
+def content_signals(cfg: WorldConfig) -> dict:
+    """How much of the collaborative latent and of quality the media show, and how (world.json's `content_signals`)."""
+    return {
+        "collab_in_content": cfg.collab_in_content,
+        "collab_latent": "sqrt(1 - rho) * own + sqrt(rho / 2) * sound_latent + sqrt(rho / 2) * style_latent, "
+        "rho = collab_in_content (truth/item_signals: each item's sound_id, author_id and the two latents)",
+        "n_sounds": cfg.sound_count,
+        "sound_signature": {
+            "shown": cfg.collab_in_content > 0,
+            "partial_bands_hz": [list(b) for b in SOUND_BANDS_HZ],
+            "partial_amp_range": list(SOUND_AMP_RANGE),
+            "rhythm_hz_range": list(SOUND_RHYTHM_HZ),
+            "projections": signature_projections(cfg.seed, "sound-signature", cfg.collab_dim).round(6).tolist(),
+            "map": "u = Phi(projections @ sound_latent); partial k at lo_k * (hi_k / lo_k) ** u[k], amplitude from "
+            "u[3 + k], rhythm from u[6]",
+        },
+        "style_mark": {
+            "shown": cfg.collab_in_content > 0,
+            "band_px": MARK_BAND_PX,
+            "dash_period_px": MARK_DASH_PX,
+            "projections": signature_projections(cfg.seed, "style-signature", cfg.collab_dim).round(6).tolist(),
+            "map": "u = Phi(projections @ style_latent); outer RGB 30 + 195 * u[0:3], inner ring RGB 30 + 195 * "
+            "u[3:6], dash share 0.15 + 0.7 * u[6]",
+        },
+        "quality_in_frames": cfg.quality_in_frames,
+    }
+
+
 def world_description(cfg: WorldConfig) -> dict:
     """truth/world.json: vocabularies, topic styles and every parameter a simulator needs."""
     vocab = world_vocabulary(cfg)
@@ -72,6 +112,7 @@ def world_description(cfg: WorldConfig) -> dict:
         "collab_dim": cfg.collab_dim,
         "vocabulary": vocab.to_dict(),
         "topic_styles": style_dict(cfg.seed, cfg.n_topics),
+        "content_signals": content_signals(cfg),
         "response_params": cfg.to_dict()["response"],
         "policy_params": cfg.to_dict()["policy"],
         "drift": {"sigma": cfg.interest_drift_sigma, "pull": cfg.interest_pull},
@@ -106,6 +147,8 @@ def generate_world(cfg: WorldConfig, out_dir: Path, progress: bool = False) -> W
     paths["items"], paths["item_truth"] = out / "items", out / "truth" / "item_truth"
     counts["items"] = write_table(items_table(cfg, cat, texts), ITEMS, paths["items"])
     counts["item_truth"] = write_table(item_truth_table(cat), ITEM_TRUTH, paths["item_truth"])
+    paths["item_signals"] = out / "truth" / "item_signals"
+    counts["item_signals"] = write_table(item_signals_table(cat), ITEM_SIGNALS, paths["item_signals"])
     pop = build_population(cfg)
     paths["user_truth"] = out / "truth" / "user_truth"
     counts["user_truth"] = write_table(user_truth_table(cfg, pop), USER_TRUTH, paths["user_truth"])
