@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks.machine import describe_machine  # noqa: E402
-from embedding.data import ItemStore, PreparedData, prepare_data  # noqa: E402
+from embedding.data import ItemStore, PreparedData, load_pairs  # noqa: E402
 from embedding.retrieval_eval import K, model_method, read_table, search_excluding  # noqa: E402
 from embedding.trainer import TrainConfig, load_training_data, resolve_model_config  # noqa: E402
 from jobs.pipeline import embedding_train_config, load_config  # noqa: E402
@@ -36,14 +36,14 @@ MODELS = {"SAIL stages I-III": "model_stages_1_3.safetensors", "SAIL + CRE": "mo
 
 
 def run_embedding_data(run_dir: Path, tcfg: TrainConfig) -> tuple[ItemStore, PreparedData]:
-    """The item store and the split / mined pairs of a finished `sail run`, read from the embedding stage's own cache
-    (`work/train_embedding-*/cache`, where the pipeline trained), so nothing is mined or preprocessed again."""
+    """The item store and the mined pairs of a finished `sail run`: the mine stage's output and the embedding
+    stage's own catalogue cache (`work/train_embedding-*/cache`), so nothing is mined or preprocessed again."""
     works = sorted(glob.glob(str(run_dir / "work" / "train_embedding-*")))
     if not works:
         raise SystemExit(f"{run_dir}: no work/train_embedding-* directory (run `sail run` first)")
-    work, data_dir = Path(works[-1]) / "cache", run_dir / "validate"
-    store = load_training_data(tcfg, data_dir, work, resolve_model_config(tcfg.model, tcfg)).store
-    return store, prepare_data(data_dir, work, tcfg.data)
+    work, data_dir, pairs = Path(works[-1]) / "cache", run_dir / "validate", run_dir / "mine"
+    store = load_training_data(tcfg, data_dir, pairs, work, resolve_model_config(tcfg.model, tcfg)).store
+    return store, load_pairs(data_dir, pairs)
 
 
 def main(argv=None) -> int:

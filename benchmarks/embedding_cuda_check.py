@@ -4,11 +4,12 @@ Per run it records whether it completed, the stage probe losses at each stage's 
 wall seconds and training pairs/s; then a bf16 run killed part-way resumes on the GPU, and the trained model's
 item embeddings on the GPU (fp32, bf16) are compared with the CPU's. Results: a JSON file and its Markdown twin.
 
-    python benchmarks/embedding_cuda_check.py --world DIR [--work DIR] [--id-table PARQUET] [--steps 40,15,15,30]
-        [--batch-size 32] [--devices cuda,cpu] [--out FILE]
+    python benchmarks/embedding_cuda_check.py --world DIR [--pairs DIR] [--work DIR] [--id-table PARQUET]
+        [--steps 40,15,15,30] [--batch-size 32] [--devices cuda,cpu] [--out FILE]
 
-`--work` may hold the split logs and mined pairs prepared on another machine (for the same absolute --world
-path), and `--id-table` the collaborative item vectors (item_id, embedding), so that no mining or fitting runs here.
+`--pairs` may hold the world's pairs mined on another machine (`sail mine-pairs --holdout-frac 0.5`), `--work` its
+preprocessed catalogue, and `--id-table` the collaborative item vectors (item_id, embedding), so that no mining or
+fitting runs here.
 """
 
 from __future__ import annotations
@@ -94,6 +95,18 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mine_world(world: Path, out: Path, holdout_frac: float = 0.5) -> Path:
+    """The world's pairs in the period layout (polars), unless `out` already holds them."""
+    from jobs.mine_pairs import log_time_range, run_periods
+    from jobs.mining_config import MiningConfig
+    from jobs.timeline import embedding_cutoff
+
+    if not (out / "mining.json").exists():
+        cfg = MiningConfig(data_dir=str(world), out_dir=str(out), engine="polars")
+        run_periods(cfg, embedding_cutoff(*log_time_range(world), holdout_frac))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from embedding.cli import parse_steps
     from embedding.data import load_item_id_table
@@ -101,7 +114,13 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--world", type=Path, required=True)
-    p.add_argument("--work", type=Path, default=None, help="preparation cache (default: OUT's folder/work)")
+    p.add_argument("--work", type=Path, default=None, help="catalogue cache (default: OUT's folder/work)")
+    p.add_argument(
+        "--pairs",
+        type=Path,
+        default=None,
+        help="mined pairs in the period layout (default: mined here with polars at holdout fraction 0.5)",
+    )
     p.add_argument("--id-table", type=Path, default=None, help="item_id / embedding parquet for id2item")
     p.add_argument("--steps", default="40,15,15,30")
     p.add_argument("--batch-size", type=int, default=32)
@@ -127,7 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     info = describe_machine("torch", "transformers", "faiss", gpu=gpu)
     torch.set_num_threads(base.threads)
     id_table = load_item_id_table(args.id_table) if args.id_table else None
-    data = load_training_data(base, args.world, work, resolve_model_config(base.model, base), id_table=id_table)
+    pairs = args.pairs or mine_world(args.world, args.runs / "pairs")
+    data = load_training_data(
+        base, args.world, pairs, work, resolve_model_config(base.model, base), id_table=id_table
+    )
     plan = [(devices[0], "bf16"), (devices[0], "fp32")] + [(d, "fp32") for d in devices[1:]]
     runs = []
     for dev, prec in plan:

@@ -212,7 +212,8 @@ def main(argv=None) -> int:
         if r is not None:
             topics[r], collab[r], quality[r] = list(ts or []), c, q
     counts = (
-        scan_contract_table(prepared.train_logs / "interactions", K.INTERACTIONS)
+        scan_contract_table(prepared.data_dir / "interactions", K.INTERACTIONS)
+        .filter(pl.col("ts") < prepared.split_ts)  # train-period popularity
         .group_by("item_id")
         .agg(pl.len().alias("n"))
         .collect()
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
     rows["truth: best weights"] = score(EmbeddingMethod(vecs, no_text), ("i2i_coengagement",))
 
     # learned collaborative vectors (no content): SAIL's id2item target and item PPMI-SVD; the full cosine for scale
-    _, items, m = positive_matrix(prepared.train_logs / "interactions")
+    _, items, m = positive_matrix(prepared.data_dir / "interactions", prepared.positive, prepared.split_ts)
     id_table = svd_item_id_table(items, m, tcfg.data.id_dim, tcfg.seed)  # what the trainer's id2item task uses
     rows[f"collaborative: user x item SVD (d={id_table.dim}, SAIL's id2item target)"] = score(
         EmbeddingMethod(id2item_source(id_table, store)[1], no_text), ("i2i_coengagement",)

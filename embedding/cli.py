@@ -1,11 +1,15 @@
 """Mains of `sail train-embedding` and `sail eval-retrieval` (dispatched from `jobs.cli`).
 
-sail train-embedding --data DIR --out DIR [--model tiny|cpu_default|FILE] [--steps I,II,III,CRE] [--batch-size B]
+sail train-embedding --data DIR --pairs DIR --out DIR [--model tiny|minilm|cpu_default|FILE] [--steps I,II,III,CRE]
+                     [--batch-size B]
                      [--lr F] [--seed N] [--threads N] [--device cpu|cuda|cuda:N|auto] [--precision fp32|bf16]
                      [--no-balancing] [--no-hard-negatives] [--no-fuser] [--no-audio] [--checkpoint-every N]
                      [--work DIR] [--fresh]
-sail eval-retrieval --data DIR --out DIR [--sail DIR] [same training knobs] [--n-boot N] [--max-queries N]
-                    [--no-ablations] [--ablation-scale F] [--no-minilm]
+sail eval-retrieval --data DIR --pairs DIR --out DIR [--sail DIR] [same training knobs] [--n-boot N]
+                    [--max-queries N] [--no-ablations] [--ablation-scale F] [--no-minilm]
+
+--pairs is a `sail mine-pairs --cutoff ISO | --holdout-frac F` output (train/, heldout/, full/): the only source of
+training pairs and of the held-out ground truth.
 """
 
 from __future__ import annotations
@@ -22,9 +26,15 @@ from embedding.trainer import TrainConfig
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--data", required=True, type=Path, help="data set directory (generated world or adapter output)")
+    p.add_argument(
+        "--pairs",
+        required=True,
+        type=Path,
+        help="mined pairs in the period layout (`sail mine-pairs ... --holdout-frac F` or `sail run`'s mine/)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--work", type=Path, default=None, help="cache of split logs, mined pairs, items (default OUT/work)")
-    p.add_argument("--model", default=d.model, help="tiny | cpu_default | a JSON ModelConfig file")
+    p.add_argument("--work", type=Path, default=None, help="cache of the preprocessed catalogue (default OUT/work)")
+    p.add_argument("--model", default=d.model, help="tiny | minilm | cpu_default | a JSON ModelConfig file")
     p.add_argument(
         "--steps", default=f"{d.steps_i},{d.steps_ii},{d.steps_iii},{d.steps_cre}", help="steps of stages I,II,III,CRE"
     )
@@ -87,7 +97,9 @@ def main_train(argv: Sequence[str] | None = None) -> int:
     _add_train_args(p)
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints in OUT")
     args = p.parse_args(argv)
-    res = train(train_config_from_args(args), args.data, args.out, work_dir=args.work, resume=not args.fresh)
+    res = train(
+        train_config_from_args(args), args.data, args.out, args.pairs, work_dir=args.work, resume=not args.fresh
+    )
     print(
         json.dumps(
             {
@@ -123,7 +135,7 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
         minilm=not args.no_minilm,
     )
     work = args.work or (args.sail / "work" if args.sail is not None else None)
-    res = run_retrieval_eval(cfg, args.data, args.out, sail_dir=args.sail, work_dir=work)
+    res = run_retrieval_eval(cfg, args.data, args.pairs, args.out, sail_dir=args.sail, work_dir=work)
     print(res.markdown_path.read_text())
     print(f"results: {res.json_path}")
     return 0

@@ -1,9 +1,11 @@
 """Frozen configuration of the omni-modal embedding model and its preprocessing.
 
-`ModelConfig.tiny()` builds everything from tiny random configs (tests, smoke runs); `ModelConfig.cpu_default()`
-uses the packaged pretrained MiniLM text tower, a small ViT, a small audio encoder and a 2-layer Qwen2 backbone
-(hidden 128), which train on CPU. Any tower may instead load real weights from a local Hugging Face directory
-(`load_dir`); nothing is ever downloaded.
+`ModelConfig.tiny()` builds everything from tiny random configs (tests, smoke runs). `ModelConfig.minilm()` is the
+pretrained start the shipped configs train: the packaged all-MiniLM-L6-v2 text encoder (lower layers frozen and
+cached, the top `train_top_layers` fine-tuned), small vision and audio towers and a small Qwen2 fuser, wired so that
+before any training step the embedding IS the MiniLM sentence vector (rotated; see `text_residual` in `model.py`).
+`ModelConfig.cpu_default()` is the older frozen-MiniLM variant with larger towers and no residual path. Any tower
+may instead load real weights from a local Hugging Face directory (`load_dir`); nothing is ever downloaded.
 
 Configs round-trip through plain dicts (`to_dict` / `ModelConfig.from_dict`) so a checkpoint can carry its own
 config in its safetensors metadata.
@@ -69,6 +71,8 @@ class TextTowerConfig:
     num_heads: int = 2  # tiny tower only
     intermediate_size: int = 64  # tiny tower only
     freeze: bool = False  # True: no gradients into the text tower (eval mode), outputs may be cached
+    train_top_layers: int = 0  # frozen tower only: its top N transformer layers still train (0: fully frozen);
+    # the states below them are what the cache keeps
     cache_size: int = 0  # frozen tower only: LRU entries of per-text token states kept (fp16); 0 disables
 
 
@@ -116,11 +120,16 @@ class ModelConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     matryoshka_dims: tuple[int, ...] = (32, 64, 128)  # nested output dims, ascending; the last is the full dim D
     gate_bias_init: float = 2.0  # late-fusion gate bias at init: sigmoid(2) = 0.88 weight on the fused embedding
+    text_residual: bool = False  # True: the text tower's pooled sentence vector enters the fused embedding through
+    # a projection initialised to the catalogue's principal axes, and the backbone's head starts at zero, so the
+    # untrained model embeds like its text encoder (needs D <= Dt)
 
     def __post_init__(self) -> None:
         dims = self.matryoshka_dims
         if not dims or list(dims) != sorted(set(dims)) or dims[0] <= 0:
             raise ValueError(f"matryoshka_dims must be positive, strictly ascending: {dims}")
+        if self.text.train_top_layers < 0:
+            raise ValueError(f"text.train_top_layers must be >= 0, got {self.text.train_top_layers}")
         if self.preprocess.chunk_frames // 4 + 1 > self.audio.max_tokens:
             raise ValueError("audio.max_tokens is smaller than the conv-stem tokens of one chunk")
 
@@ -133,6 +142,21 @@ class ModelConfig:
     def tiny(cls) -> ModelConfig:
         """Everything tiny and random (no pretrained weights): for tests and smoke runs."""
         return cls()
+
+    @classmethod
+    def minilm(cls) -> ModelConfig:
+        """The pretrained start: packaged MiniLM (top layer fine-tuned, lower layers frozen and cached) with the
+        residual sentence path, small vision / audio towers and a Qwen2 fuser (hidden 128 x 2); D = 384 (MiniLM's
+        width), Matryoshka prefixes 64 / 128 / 384."""
+        return cls(
+            text=TextTowerConfig(load_dir=MINILM_SENTINEL, freeze=True, train_top_layers=1, cache_size=16384),
+            vision=VisionTowerConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128),
+            audio=AudioTowerConfig(hidden_size=64, num_layers=1, num_heads=2),
+            backbone=BackboneConfig(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256),
+            matryoshka_dims=(64, 128, 384),
+            gate_bias_init=4.0,
+            text_residual=True,
+        )
 
     @classmethod
     def cpu_default(cls) -> ModelConfig:
@@ -163,4 +187,5 @@ class ModelConfig:
             preprocess=sub(PreprocessConfig, d["preprocess"]),
             matryoshka_dims=tuple(d["matryoshka_dims"]),
             gate_bias_init=d["gate_bias_init"],
+            text_residual=d.get("text_residual", False),
         )

@@ -2,12 +2,11 @@
 
 Notation: N catalogue items, P pairs of a source, L history length, d_id collaborative factor dim.
 
-`prepare_data(data_dir, work_dir, cfg)` splits the logs at `split_ts` (the last `holdout_frac` of the log's days are
-held out), runs the pair miners (`jobs.mine_pairs`, polars engine) on the TRAIN period, on the HELD-OUT period
-(evaluation pairs only) and on the whole log with `split_ts` (SEQ2ITEM train / eval samples), and caches the outputs
-under `work_dir` (a manifest records the split; a re-run with the same split reuses them).
+Nothing here mines: `load_pairs(data_dir, pairs_dir)` reads what the mine stage wrote with its configured engine
+(`jobs.mine_pairs.run_periods`): the TRAIN period's i2i and q2i pairs, the HELD-OUT period's co-visitation pairs
+(evaluation only) and the whole log's SEQ2ITEM samples split at the embedding cutoff (`split_ts`).
 
-`build_sources(prepared, items, cfg)` turns them into `PairSource`s, each a set of (query, target[, score]) rows
+`build_training_data(prepared, store, cfg)` turns them into `PairSource`s, each a set of (query, target[, score]) rows
 with a name, a stage and a query kind:
 
     stage I   content_i2i    items with overlapping title words / tags (TF-IDF cosine from the CATALOGUE)
@@ -35,10 +34,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +48,8 @@ import torch
 from embedding.config import PreprocessConfig
 from embedding.preprocess import ItemInputs, Preprocessor, build_text
 from jobs import contracts as K
-from jobs.io import is_complete, read_table, write_json_atomic, write_table
+from jobs.io import is_complete, read_table
+from jobs.mining_config import PositiveConfig
 
 QueryKind = Literal["item", "text", "history", "id"]
 
@@ -59,14 +58,11 @@ STAGES = ("I", "II", "III", "CRE")
 
 @dataclass(frozen=True)
 class DataConfig:
-    holdout_frac: float = 0.2  # share of the log's calendar days held out at the end (evaluation period)
     content_neighbours: int = 3  # stage I content pairs per item (its top TF-IDF neighbours)
     content_min_sim: float = 0.2  # stage I: minimum TF-IDF cosine of a content pair
     clean_min_sim: float = 0.35  # stage II/III: minimum cosine of the (top-1) clean content pair
-    q2i_min_clicks: int = 1  # miner knob for the training q2i pairs
     clean_q2i_min_score: float = 0.3  # stage II/III: minimum clicks / impressions of a clean q2i pair
     clean_max_pairs: int = 2000  # stage III: cap per hard-negative source (mining cost grows with it)
-    i2i_top_k: int = 50  # miner top-K per anchor (also what ItemCF / Swing can return at evaluation)
     word_queries_per_item: int = 4  # stage I pseudo-queries (title / tag words -> item) per item; 0: none
     history_len: int = 5  # seq2item: last L history items used (mean-pooled)
     id_dim: int = 32  # d_id: truncated-SVD factors of the collaborative model
@@ -79,62 +75,61 @@ class DataConfig:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Time split and mining
+# The mined pairs (one source: the mine stage's period layout)
 # --------------------------------------------------------------------------------------------------------
-
-
-def split_timestamp(first_ts: datetime, last_ts: datetime, holdout_frac: float) -> datetime:
-    """Midnight UTC that starts the held-out days: the log's days are [first day, last day]; the last
-    round(days * holdout_frac) of them (at least 1, at most days - 1) are held out."""
-    d0, d1 = first_ts.astimezone(UTC).date(), last_ts.astimezone(UTC).date()
-    days = (d1 - d0).days + 1
-    held = min(max(1, round(days * holdout_frac)), max(1, days - 1))
-    return datetime.combine(d0 + timedelta(days=days - held), datetime.min.time(), tzinfo=UTC)
 
 
 @dataclass
 class PreparedData:
-    """Where the split logs and the mined tables are, and the split time."""
+    """A validated data set and the pairs mined from it at the embedding cutoff (`jobs.mine_pairs.run_periods`)."""
 
-    data_dir: Path
-    work_dir: Path
-    split_ts: datetime
-    train_logs: Path  # interactions/ + searches/ before split_ts
-    eval_logs: Path  # interactions/ + searches/ at or after split_ts
-    mined_train: Path  # i2i_pairs/, q2i_pairs/ of the train period
-    mined_eval: Path  # i2i_pairs/, q2i_pairs/ of the held-out period (evaluation only)
-    mined_full: Path  # seq2item/ (train / eval split at split_ts)
+    data_dir: Path  # items/, interactions/, searches/
+    pairs_dir: Path  # train/, heldout/, full/, mining.json
+    split_ts: datetime  # the embedding cutoff: training reads events before it, evaluation events at or after it
     media_root: Path | None
+    positive: PositiveConfig = field(default_factory=PositiveConfig)  # the miners' positive definition
 
-    def table(self, which: Literal["train", "eval", "full"], name: str) -> Path:
-        return {"train": self.mined_train, "eval": self.mined_eval, "full": self.mined_full}[which] / name
+    def table(self, which: Literal["train", "heldout", "full"], name: str) -> Path:
+        return self.pairs_dir / which / name
+
+    def _period(self, name: str, schema: K.TableSchema, before: bool) -> pa.Table:
+        t = read_table(self.data_dir / name, schema)
+        ts = pa.scalar(self.split_ts, type=pa.timestamp("us", tz="UTC"))
+        return t.filter(pc.less(t["ts"], ts) if before else pc.greater_equal(t["ts"], ts))
+
+    def interactions(self, before: bool) -> pa.Table:
+        """The data set's interactions before (True) or at / after (False) the cutoff."""
+        return self._period("interactions", K.INTERACTIONS, before)
+
+    def searches(self, before: bool) -> pa.Table:
+        """The data set's searches before (True) or at / after (False) the cutoff."""
+        return self._period("searches", K.SEARCHES, before)
 
 
-def _filter_ts(path: Path, schema: K.TableSchema, split_ts: datetime, before: bool) -> pa.Table:
-    t = read_table(path, schema)
-    ts = pa.scalar(split_ts, type=pa.timestamp("us", tz="UTC"))
-    mask = pc.less(t["ts"], ts) if before else pc.greater_equal(t["ts"], ts)
-    return t.filter(mask)
+def load_pairs(data_dir: str | os.PathLike, pairs_dir: str | os.PathLike) -> PreparedData:
+    """The mine stage's output for `data_dir`. Raises FileNotFoundError naming what is missing (and how to make it)."""
+    from jobs.mine_pairs import PERIOD_TABLES
 
-
-def _mine(data_dir: Path, out_dir: Path, cfg: DataConfig, split_ts: datetime, miners=("covisit", "swing")) -> None:
-    from jobs.mine_pairs import run
-
-    if all(is_complete(out_dir / t) for t in ("i2i_pairs", "q2i_pairs", "seq2item")):
-        return  # a previous (interrupted) preparation with the same split finished this one
-    from jobs.mining_config import CovisitConfig, MiningConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
-
-    run(
-        MiningConfig(
-            data_dir=str(data_dir),
-            out_dir=str(out_dir),
-            engine="polars",
-            covisit=CovisitConfig(top_k=cfg.i2i_top_k),
-            swing=SwingConfig(top_k=cfg.i2i_top_k),
-            q2i=Q2IConfig(min_clicks=cfg.q2i_min_clicks),
-            seq2item=Seq2ItemConfig(split_ts=split_ts, history_len=max(cfg.history_len, 10)),
-            miners=tuple(miners),
+    data_dir, pairs_dir = Path(data_dir), Path(pairs_dir)
+    meta_path = pairs_dir / "mining.json"
+    tables = [pairs_dir / w / t for w, ts in PERIOD_TABLES.items() for t in ts]
+    missing = [str(t) for t in tables if not is_complete(t)]
+    if not meta_path.exists() or missing:
+        raise FileNotFoundError(
+            f"{pairs_dir} does not hold mined pairs in the period layout (missing: "
+            f"{', '.join(missing) or str(meta_path)}); make them with `sail mine-pairs --data {data_dir} "
+            f"--out {pairs_dir} --holdout-frac F` (or `sail run`'s mine stage)"
         )
+    meta = json.loads(meta_path.read_text())
+    if "cutoff" not in meta:
+        raise ValueError(f"{meta_path} records no cutoff: it is not a period-layout mining run")
+    positive = PositiveConfig(**meta.get("config", {}).get("positive", {}))
+    return PreparedData(
+        data_dir=data_dir,
+        pairs_dir=pairs_dir,
+        split_ts=datetime.fromisoformat(meta["cutoff"]),
+        media_root=default_media_root(data_dir),
+        positive=positive,
     )
 
 
@@ -151,68 +146,6 @@ def default_media_root(data_dir: str | os.PathLike) -> Path | None:
             root = Path(data_dir) / media["root"]  # absolute roots stay absolute
             return root if root.exists() else None
     return None
-
-
-PREPARE_FIELDS = ("holdout_frac", "i2i_top_k", "q2i_min_clicks", "history_len")
-"""The DataConfig fields that the split and the miners read: only a change in these invalidates a preparation."""
-
-
-def prepare_data(
-    data_dir: str | os.PathLike, work_dir: str | os.PathLike, cfg: DataConfig = DataConfig()
-) -> PreparedData:
-    """Split the logs at the holdout boundary and mine pairs per period (cached under `work_dir`)."""
-    data_dir, work_dir = Path(data_dir), Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    inter = read_table(data_dir / "interactions", K.INTERACTIONS).select(["ts"])
-    split_ts = split_timestamp(pc.min(inter["ts"]).as_py(), pc.max(inter["ts"]).as_py(), cfg.holdout_frac)
-    prepared = PreparedData(
-        data_dir=data_dir,
-        work_dir=work_dir,
-        split_ts=split_ts,
-        train_logs=work_dir / "logs_train",
-        eval_logs=work_dir / "logs_eval",
-        mined_train=work_dir / "mined_train",
-        mined_eval=work_dir / "mined_eval",
-        mined_full=work_dir / "mined_full",
-        media_root=default_media_root(data_dir),
-    )
-    manifest = work_dir / "prepared.json"
-    key = {
-        "data_dir": str(data_dir.resolve()),
-        "split_ts": split_ts.isoformat(),
-        "cfg": {f: getattr(cfg, f) for f in PREPARE_FIELDS},
-    }
-    if manifest.exists() and json.loads(manifest.read_text()) == key:
-        return prepared
-    stale = (
-        manifest.exists()
-        or (work_dir / "prepared.partial.json").exists()
-        and json.loads((work_dir / "prepared.partial.json").read_text()) != key
-    )
-    if stale:  # another split or config: nothing cached may be reused
-        for d in (
-            prepared.train_logs,
-            prepared.eval_logs,
-            prepared.mined_train,
-            prepared.mined_eval,
-            prepared.mined_full,
-        ):
-            shutil.rmtree(d, ignore_errors=True)
-    write_json_atomic(work_dir / "prepared.partial.json", key)
-    for logs, before in ((prepared.train_logs, True), (prepared.eval_logs, False)):
-        if is_complete(logs / "interactions") and is_complete(logs / "searches"):
-            continue
-        write_table(
-            _filter_ts(data_dir / "interactions", K.INTERACTIONS, split_ts, before),
-            K.INTERACTIONS,
-            logs / "interactions",
-        )
-        write_table(_filter_ts(data_dir / "searches", K.SEARCHES, split_ts, before), K.SEARCHES, logs / "searches")
-    _mine(prepared.train_logs, prepared.mined_train, cfg, split_ts)
-    _mine(prepared.eval_logs, prepared.mined_eval, cfg, split_ts)
-    _mine(data_dir, prepared.mined_full, cfg, split_ts, miners=())  # only seq2item is read from the full log
-    write_json_atomic(manifest, key)
-    return prepared
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -552,19 +485,24 @@ class ItemIdTable:
         return int(self.vectors.shape[1])
 
 
-def positive_matrix(interactions_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Any]:
-    """The (log-scaled) user x item positive matrix of an interactions table (the miners' positive definition):
-    (user_ids (U,), item_ids (M,), CSR (U, M) of log1p(positive events)). Items without positives get no column."""
+def positive_matrix(
+    interactions_dir: str | os.PathLike,
+    positive: PositiveConfig | None = None,
+    before: datetime | None = None,
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The (log-scaled) user x item positive matrix of an interactions table under the miners' positive definition,
+    from events before `before` (None: all): (user_ids (U,), item_ids (M,), CSR (U, M) of log1p(positive events)).
+    Items without positives get no column (default definition: `PositiveConfig()`)."""
     import polars as pl
     import scipy.sparse as sp
 
     from jobs import mining_polars as M
     from jobs.mine_pairs import scan_contract_table
-    from jobs.mining_config import PositiveConfig
 
     lf = scan_contract_table(interactions_dir, K.INTERACTIONS).pipe(M.flag_interaction_rejects).pipe(M.drop_rejected)
     pos = (
-        lf.pipe(M.select_positive_events, PositiveConfig())
+        lf.pipe(M.within_period, None, before)
+        .pipe(M.select_positive_events, positive or PositiveConfig())
         .group_by("user_id", "item_id")
         .agg(pl.len().alias("n"))
         .collect()
@@ -594,10 +532,10 @@ def svd_item_id_table(item_ids: np.ndarray, m: Any, dim: int, seed: int = 0) -> 
     return ItemIdTable(np.asarray(item_ids, dtype=np.int64), v)
 
 
-def fit_item_id_table(interactions_dir: str | os.PathLike, dim: int, seed: int = 0) -> ItemIdTable:
-    """`svd_item_id_table` of the train-period user x item positive matrix (`positive_matrix`). Items without
-    positives get no row."""
-    _, items, m = positive_matrix(interactions_dir)
+def fit_item_id_table(prepared: PreparedData, dim: int, seed: int = 0) -> ItemIdTable:
+    """`svd_item_id_table` of the train-period user x item positive matrix (`positive_matrix` before the cutoff).
+    Items without positives get no row."""
+    _, items, m = positive_matrix(prepared.data_dir / "interactions", prepared.positive, prepared.split_ts)
     return svd_item_id_table(items, m, dim, seed)
 
 
@@ -698,7 +636,7 @@ def build_training_data(
             [("user_id", "ascending"), ("target_ts", "ascending"), ("target_item_id", "ascending")]
         )
         src["seq2item"] = _cap(seq2item_source(seq, store, cfg.history_len), cap, cfg.seed)
-        table = id_table or fit_item_id_table(prepared.train_logs / "interactions", cfg.id_dim, cfg.seed)
+        table = id_table or fit_item_id_table(prepared, cfg.id_dim, cfg.seed)
         src["id2item"], id_vectors = id2item_source(table, store)
         stages["CRE"] = ["covisit_i2i", "swing_i2i", "seq2item", "id2item", "content_clean", "q2i_clean"]
     benchmarks = {"bench_q2i": _cap(src["q2i"], 400, cfg.seed + 2)}

@@ -1,6 +1,6 @@
 """torchrun entry for multi-process SAIL training (gloo on CPU; NCCL with `--device cuda`, one GPU per rank).
 
-    torchrun --nproc_per_node 2 -m embedding.distributed --data DIR --out DIR [sail train-embedding options]
+    torchrun --nproc_per_node 2 -m embedding.distributed --data DIR --pairs DIR --out DIR [sail train-embedding options]
 
 Every rank builds the same model and draws the same batches (same seeds); rank r trains on rows r::world of each
 batch, and `DistributedDataParallel` (wrapping the loss module `SailTrain`, find_unused_parameters since each batch
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     dist.init_process_group(backend)
     try:
-        res = train(cfg, args.data, args.out, work_dir=args.work, resume=not args.fresh)
+        res = train(cfg, args.data, args.out, args.pairs, work_dir=args.work, resume=not args.fresh)
         if dist.get_rank() == 0:
             print(
                 f"rank 0: {res.steps_done}/{res.total_steps} steps, model {res.model_path}, "

@@ -18,6 +18,14 @@ Data flow for one batch and task:
     -> Qwen2 with a 4D additive mask = BIDIRECTIONAL attention -> tanh -> mean over real positions -> (B, H)
     -> head -> (B, D) = fused embedding.
 
+Text residual (`ModelConfig.text_residual`, the pretrained start): the text tower's mean-pooled sentence vector,
+L2-normalised, goes through `text_residual` (Linear Dt -> D, no bias) and is added to the head's output before the
+normalisation: fused = normalise(head(pooled backbone) + text_residual(normalise(mean text states))). The head starts
+at zero and `init_text_residual` sets the projection to the catalogue's principal axes (the top-D right singular
+vectors of its sentence vectors), so before any step the fused embedding is the text encoder's sentence vector
+rotated (cosines unchanged when D = Dt) and its Matryoshka prefixes are its best low-rank views; training then moves
+the projection, the fine-tuned text layers and the backbone's contribution away from that start.
+
 Late-fusion gate (documented choice): the visual-only embedding z_v (resampler tokens mean-pooled, projected,
 normalised) and the fused embedding z_f are combined as g = sigmoid(w . [z_f; z_v] + b),
 z = normalise(g * z_f + (1 - g) * z_v), with g forced to 1 for items without images. The bias starts at
@@ -140,6 +148,7 @@ class SailEmbeddingModel(nn.Module):
         instruction: InstructionEmbedding,
         matryoshka_dims: tuple[int, ...],
         gate_bias_init: float = 2.0,
+        text_residual: bool = False,
     ) -> None:
         super().__init__()
         h, d = backbone.hidden_size, matryoshka_dims[-1]
@@ -159,6 +168,13 @@ class SailEmbeddingModel(nn.Module):
         self.gate = nn.Linear(2 * d, 1)
         nn.init.zeros_(self.gate.weight)
         nn.init.constant_(self.gate.bias, gate_bias_init)
+        self.text_residual: nn.Linear | None = None
+        if text_residual:
+            if d > text_tower.hidden_size:
+                raise ValueError(f"text_residual needs D <= the text width, got D {d} > Dt {text_tower.hidden_size}")
+            self.text_residual = nn.Linear(text_tower.hidden_size, d, bias=False)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         self.cfg: ModelConfig | None = None  # set by build_model; saved with checkpoints
 
     def encode_modalities(self, batch: ItemBatch) -> dict[str, torch.Tensor]:
@@ -211,11 +227,14 @@ class SailEmbeddingModel(nn.Module):
         )  # (B, S)
         seq, valid = left_align(seq, valid)
         hidden = self.backbone(seq, valid)  # (B, S', H)
-        fused = l2_normalize(self.head(masked_mean(torch.tanh(hidden), valid, dim=1)))  # (B, D)
+        pooled_text = masked_mean(towers["text"], text_valid, dim=1)  # (B, Dt)
+        fused = self.head(masked_mean(torch.tanh(hidden), valid, dim=1))  # (B, D)
+        if self.text_residual is not None:
+            fused = fused + self.text_residual(l2_normalize(pooled_text).to(fused.dtype))
+        fused = l2_normalize(fused)  # (B, D)
 
         visual = l2_normalize(self.visual_head(towers["vision"].mean(1))) * batch.has_vision.unsqueeze(1)
-        text = l2_normalize(self.text_head(masked_mean(towers["text"], text_valid, dim=1)))
-        text = text * batch.has_text.unsqueeze(1)
+        text = l2_normalize(self.text_head(pooled_text)) * batch.has_text.unsqueeze(1)
 
         gate = torch.sigmoid(self.gate(torch.cat([fused, visual], dim=1))).squeeze(1)  # (B,)
         gate = torch.where(batch.has_vision, gate, torch.ones_like(gate))
@@ -247,9 +266,28 @@ def build_model(cfg: ModelConfig, load_weights: bool = True) -> SailEmbeddingMod
         instruction=InstructionEmbedding(cfg.backbone.tasks, cfg.backbone.instruction_tokens, backbone.hidden_size),
         matryoshka_dims=cfg.matryoshka_dims,
         gate_bias_init=cfg.gate_bias_init,
+        text_residual=cfg.text_residual,
     )
     model.cfg = cfg
     return model
+
+
+@torch.no_grad()
+def init_text_residual(model: SailEmbeddingModel, sentence_vectors: torch.Tensor) -> None:
+    """Set `model.text_residual` to the top-D principal axes of the catalogue's sentence vectors ((N, Dt), rows
+    L2-normalised first): the uncentred SVD X = U S V^T gives the projection V[:, :D]^T, so the prefix of width d is
+    the best rank-d view of the sentence space and, with D = Dt, the projection is a rotation. Signs are fixed so
+    that each axis's largest loading is positive (the SVD is otherwise sign-ambiguous)."""
+    if model.text_residual is None:
+        raise ValueError("the model has no text_residual projection (ModelConfig.text_residual is false)")
+    x = l2_normalize(sentence_vectors.double()).double()
+    d = model.text_residual.weight.shape[0]
+    if x.shape[0] < 1:
+        raise ValueError("init_text_residual needs at least one sentence vector")
+    _, _, vt = torch.linalg.svd(x, full_matrices=True)  # (Dt, Dt) rows = right singular vectors, by singular value
+    axes = vt[:d]  # (D, Dt)
+    flip = torch.sign(axes.gather(1, axes.abs().argmax(1, keepdim=True)))  # (D, 1)
+    model.text_residual.weight.copy_((axes * flip).to(model.text_residual.weight.dtype))
 
 
 # --------------------------------------------------------------------------------------------------------

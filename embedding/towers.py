@@ -39,10 +39,24 @@ def _hf_load(load_dir: str, weights: bool) -> nn.Module:
 # --------------------------------------------------------------------------------------------------------
 
 
-class TextTower(nn.Module):
-    """A BERT-like encoder: token ids -> token states. Frozen towers can cache per-text states (LRU, fp16)."""
+def _encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The transformer layers of a BERT-like encoder (`encoder.encoder.layer`)."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        name = type(encoder).__name__
+        raise ValueError(f"{name} has no encoder.layer list; train_top_layers needs a BERT-like model")
+    return layers
 
-    def __init__(self, encoder: nn.Module, freeze: bool = False, cache_size: int = 0) -> None:
+
+class TextTower(nn.Module):
+    """A BERT-like encoder: token ids -> token states.
+
+    Frozen towers can cache per-text states (LRU, fp16). With `train_top_layers = k > 0` a frozen tower still trains
+    its top k layers: the states below them are what is cached (once per text), and the top layers run on them with
+    gradients at every step, so fine-tuning costs k layers instead of the whole encoder.
+    """
+
+    def __init__(self, encoder: nn.Module, freeze: bool = False, cache_size: int = 0, train_top_layers: int = 0):
         super().__init__()
         self.encoder = encoder
         self.hidden_size: int = encoder.config.hidden_size
@@ -50,8 +64,21 @@ class TextTower(nn.Module):
         self.cache_size = cache_size if freeze else 0
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
+        self.top_layers: list[nn.Module] = []
         if freeze:
             self.encoder.requires_grad_(False)
+            if train_top_layers > 0:
+                layers = _encoder_layers(encoder)
+                if train_top_layers > len(layers):
+                    raise ValueError(f"train_top_layers {train_top_layers} > the encoder's {len(layers)} layers")
+                self.top_layers = list(layers[len(layers) - train_top_layers :])
+                for layer in self.top_layers:
+                    layer.requires_grad_(True)
+
+    @property
+    def cached_depth(self) -> int:
+        """Index into the encoder's hidden states of what the cache keeps (the last layer for a frozen tower)."""
+        return len(_encoder_layers(self.encoder)) - len(self.top_layers) if self.top_layers else -1
 
     def train(self, mode: bool = True) -> TextTower:
         super().train(mode)
@@ -61,18 +88,34 @@ class TextTower(nn.Module):
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            if not self.top_layers:
+                return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            return out.hidden_states[self.cached_depth]
+
+    def _top(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The trainable top layers on (B, L, Dt) lower states with a (B, L) mask -> (B, L, Dt)."""
+        if not self.top_layers:
+            return states
+        blocked = torch.finfo(states.dtype).min
+        ext = (1.0 - attention_mask[:, None, None, :].to(states.dtype)) * blocked  # (B, 1, 1, L) additive
+        for layer in self.top_layers:
+            out = layer(states, attention_mask=ext)
+            states = out[0] if isinstance(out, tuple) else out
+        return states
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, texts: list[str] | None = None
     ) -> torch.Tensor:
         """(B, L) ids, (B, L) mask [, B texts as cache keys] -> (B, L, Dt) token states (0 at padding)."""
         if not self.cache_size or texts is None:
-            return self._encode(input_ids, attention_mask) * attention_mask.unsqueeze(-1)
+            states = self._encode(input_ids, attention_mask)
+            return self._top(states, attention_mask) * attention_mask.unsqueeze(-1)
         todo = [i for i, t in enumerate(texts) if t not in self._cache]
         if todo:
             width = int(attention_mask[todo].sum(1).max())
-            states = self._encode(input_ids[todo, :width], attention_mask[todo, :width])
+            with torch.no_grad():
+                states = self._encode(input_ids[todo, :width], attention_mask[todo, :width])
             for j, i in enumerate(todo):
                 n = int(attention_mask[i].sum())
                 self._cache[texts[i]] = states[j, :n].detach().to(torch.float16)
@@ -84,7 +127,7 @@ class TextTower(nn.Module):
             out[i, : cached.shape[0]] = cached.float()
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return out
+        return self._top(out, attention_mask) * attention_mask.unsqueeze(-1)
 
 
 def build_text_tower(cfg: TextTowerConfig, load_weights: bool = True) -> TextTower:
@@ -106,7 +149,7 @@ def build_text_tower(cfg: TextTowerConfig, load_weights: bool = True) -> TextTow
             ),
             add_pooling_layer=False,
         )
-    return TextTower(encoder, freeze=cfg.freeze, cache_size=cfg.cache_size)
+    return TextTower(encoder, freeze=cfg.freeze, cache_size=cfg.cache_size, train_top_layers=cfg.train_top_layers)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from embedding.device import autocast, check_device, check_precision, resolve_de
 from embedding.losses import CoSENTLoss, InfoNCELoss, MatryoshkaLoss, MICLLoss, TemperatureBank
 from embedding.model import EmbeddingOutput, build_model
 from embedding.negatives import HardNegativeMiner, SourceEmbeddings
-from embedding.preprocess import ItemBatch, ItemInputs, build_tokenizer, collate_items
+from embedding.preprocess import ItemBatch, ItemInputs, build_text, build_tokenizer, collate_items
 from embedding.towers import (
     PerceiverResampler,
     build_audio_encoder,
@@ -80,13 +80,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = "tiny"  # 'tiny', 'cpu_default', or a JSON file of a ModelConfig dict
+    model: str = "tiny"  # 'tiny', 'minilm' (the pretrained start), 'cpu_default', or a JSON file of a ModelConfig dict
     steps_i: int = 20  # stage I steps (broad content pairs); 0 skips the stage
     steps_ii: int = 10  # stage II steps (task-aligned clean pairs)
     steps_iii: int = 10  # stage III steps (hard negatives on the clean subset)
     steps_cre: int = 20  # CRE steps (co-engagement, seq2item, id2item, auxiliary content i2i)
     batch_size: int = 16  # B pairs per step (global; each torchrun rank takes B / world of them)
     lr: float = 1e-3  # peak AdamW learning rate
+    pretrained_lr_scale: float = 0.1  # the pretrained text layers and the text residual projection learn at lr x this
     weight_decay: float = 0.01
     warmup_steps: int = 10  # linear warm-up at the start of each stage, then cosine decay to 10% within the stage
     grad_clip: float = 1.0  # max gradient norm; 0 disables
@@ -136,10 +137,15 @@ class TrainConfig:
         return cls(**d)
 
 
+MODEL_PRESETS = ("tiny", "minilm", "cpu_default")
+
+
 def resolve_model_config(spec: str, cfg: TrainConfig | None = None) -> ModelConfig:
-    """'tiny' | 'cpu_default' | a JSON file -> ModelConfig (with the trainer's text cache size)."""
+    """'tiny' | 'minilm' | 'cpu_default' | a JSON file -> ModelConfig (with the trainer's text cache size)."""
     if spec == "tiny":
         mc = ModelConfig.tiny()
+    elif spec == "minilm":
+        mc = ModelConfig.minilm()
     elif spec == "cpu_default":
         mc = ModelConfig.cpu_default()
     else:
@@ -418,10 +424,14 @@ class Trainer:
         self.model_cfg = model_cfg
         self.model = build_embedding_model(model_cfg, fuser=cfg.fuser)
         self.tokenizer = build_tokenizer(model_cfg.text)
+        if getattr(self.model, "text_residual", None) is not None:  # the pretrained start (a checkpoint overrides it)
+            from embedding.model import init_text_residual
+
+            init_text_residual(self.model, torch.from_numpy(self.sentence_vectors(np.arange(len(data.store)))))
         id_dim = data.id_vectors.shape[1] if data.id_vectors is not None else None
         self.train_module = SailTrain(self.model, list(data.sources), id_dim, cfg).to(self.device)
         self.params = [p for p in self.train_module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.wrapped: nn.Module = self.train_module
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -444,6 +454,35 @@ class Trainer:
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.last_ckpt: Path | None = None
         self.probes: dict[str, dict[str, Any]] = {}  # stage -> probe loss at its start / end (this process)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: the pretrained text layers and the text residual projection at lr x pretrained_lr_scale
+        (each group's `scale`), everything else at lr."""
+        pretrained = {id(p) for p in self.model.text_tower.parameters()}
+        residual = getattr(self.model, "text_residual", None)
+        if residual is not None:
+            pretrained |= {id(p) for p in residual.parameters()}
+        slow = [p for p in self.params if id(p) in pretrained]
+        fast = [p for p in self.params if id(p) not in pretrained]
+        groups = [{"params": fast, "scale": 1.0}]
+        if slow:
+            groups.append({"params": slow, "scale": self.cfg.pretrained_lr_scale})
+        return groups
+
+    @torch.no_grad()
+    def sentence_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """(n, Dt) mean-pooled text-tower states of some store rows' full texts (no field dropout), in eval mode."""
+        tower = self.model.text_tower
+        was_training = tower.training
+        tower.eval()
+        out = []
+        for s in range(0, len(rows), self.cfg.embed_batch_size):
+            texts = [build_text(self.data.store.text_rows[int(r)]) for r in rows[s : s + self.cfg.embed_batch_size]]
+            ids, mask = self.tokenizer(texts, self.model_cfg.preprocess.max_text_tokens)
+            states = tower(ids, mask, texts)  # (b, L, Dt), fills a frozen tower's cache
+            out.append(masked_mean(states, mask.bool() & torch.tensor([bool(t) for t in texts])[:, None], 1))
+        tower.train(was_training)
+        return torch.cat(out).numpy()
 
     # -- plan and schedule -----------------------------------------------------------------------------
 
@@ -742,7 +781,7 @@ class Trainer:
                 batch = self.make_batch(name, rows, gen)
                 lr = self.lr_at(local, n)
                 for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("scale", 1.0)
                 with autocast(self.device, self.cfg.precision):
                     loss, (loss_d, parts) = self.wrapped(batch)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -836,21 +875,26 @@ def stage_loss_summary(metrics_path: Path, k: int = 5) -> dict[str, dict[str, fl
 
 
 def load_training_data(
-    cfg: TrainConfig, data_dir: str | os.PathLike, work_dir: Path, model_cfg: ModelConfig, id_table=None
+    cfg: TrainConfig,
+    data_dir: str | os.PathLike,
+    pairs_dir: str | os.PathLike,
+    work_dir: Path,
+    model_cfg: ModelConfig,
+    id_table=None,
 ) -> TrainingData:
-    """Prepare (rank 0 first, the others then hit the cache) and build the sources."""
-    from embedding.data import build_item_store, build_training_data, prepare_data
+    """Read the mined pairs, preprocess the catalogue (rank 0 first, the others then hit its cache) and build the
+    sources."""
+    from embedding.data import build_item_store, build_training_data, load_pairs
     from jobs import contracts as K
     from jobs.io import read_table
 
     rank, _ = _dist()
+    prepared = load_pairs(data_dir, pairs_dir)
     if rank == 0:
-        prepared = prepare_data(data_dir, work_dir, cfg.data)
         items = read_table(Path(data_dir) / "items", K.ITEMS)
         store = build_item_store(items, prepared.media_root, model_cfg.preprocess, work_dir)
     _barrier()
     if rank != 0:
-        prepared = prepare_data(data_dir, work_dir, cfg.data)
         items = read_table(Path(data_dir) / "items", K.ITEMS)
         store = build_item_store(items, prepared.media_root, model_cfg.preprocess, work_dir)
     return build_training_data(prepared, store, cfg.data, collaborative=cfg.collaborative, id_table=id_table)
@@ -860,19 +904,24 @@ def train(
     cfg: TrainConfig,
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
+    pairs_dir: str | os.PathLike | None = None,
     work_dir: str | os.PathLike | None = None,
     resume: bool = True,
     data: TrainingData | None = None,
 ) -> TrainResult:
-    """Train (or resume) the staged model on a data set directory; outputs under `out_dir`.
+    """Train (or resume) the staged model on a data set directory and its mined pairs; outputs under `out_dir`.
 
-    `work_dir` caches the split logs, mined pairs and preprocessed catalogue (default `<out_dir>/work`); `data`
-    reuses already built TrainingData (e.g. several variants in one process).
+    `pairs_dir`: the mine stage's period layout (`jobs.mine_pairs.run_periods`); `work_dir` caches the preprocessed
+    catalogue (default `<out_dir>/work`); `data` reuses already built TrainingData (several variants in one process),
+    in which case `pairs_dir` is not read.
     """
     torch.set_num_threads(cfg.threads)
     out_dir = Path(out_dir)
     model_cfg = resolve_model_config(cfg.model, cfg)
     if data is None:
-        data = load_training_data(cfg, data_dir, Path(work_dir) if work_dir else out_dir / "work", model_cfg)
+        if pairs_dir is None:
+            raise ValueError("train needs pairs_dir (the mine stage's output) or already built TrainingData")
+        work = Path(work_dir) if work_dir else out_dir / "work"
+        data = load_training_data(cfg, data_dir, pairs_dir, work, model_cfg)
     trainer = Trainer(cfg, data, out_dir, model_cfg)
     return trainer.run(resume=resume)

@@ -1,17 +1,17 @@
 """`sail`: the one console entry point. Each subcommand is a `main(argv)` so tests can call it.
 
-sail run --config demo|smoke|movielens|large|FILE [--run-dir DIR]
+sail run --config demo|smoke|movielens|large|FILE [--run-dir DIR] [--until STAGE]
 sail generate --size tiny|small|large [--seed N] --out DIR
-sail adapt-movielens [--src DIR] --out DIR [--session-gap-s S]
+sail adapt-movielens [--src DIR] --out DIR [--session-gap-s S] [--positive-rating R] [--content-cutoff ISO]
 sail validate --data DIR --out DIR [--max-rejected-share F] [--clock-skew-s S]
-sail mine-pairs --engine spark|polars --data DIR --out DIR [--split-ts ISO] [...]
+sail mine-pairs --engine spark|polars --data DIR --out DIR [--holdout-frac F | --cutoff ISO | --split-ts ISO] [...]
 sail embed --items DIR --out DIR --model-version V [--engine spark|local] [--embedder MODULE:FACTORY] [...]
 sail build-sids --embeddings DIR --out DIR [--levels L] [--codebook-size K] [--seed N]
 sail build-ann --embeddings DIR --out DIR [--kind hnsw|ivf|flat] [--ef-search N]
 sail export --features DIR --repo DIR [--version V] [--overwrite] [--check-sample N]
-sail train-embedding --data DIR --out DIR [--model tiny|cpu_default] [--steps I,II,III,CRE] [--no-balancing]
+sail train-embedding --data DIR --pairs DIR --out DIR [--model tiny|minilm|cpu_default] [--steps I,II,III,CRE]
                      [--device cpu|cuda|cuda:N|auto] [--precision fp32|bf16] [...]
-sail eval-retrieval --data DIR --out DIR [--sail DIR] [...]
+sail eval-retrieval --data DIR --pairs DIR --out DIR [--sail DIR] [...]
 sail report compare RUN_A RUN_B [--json]
 sail build-ranking-data --data DIR --out DIR [--item-features DIR | --standin]
 sail train-ranker --samples DIR --out DIR --variant control|emb|sid|both|all --trainer torchrec|lgbm|all
@@ -26,6 +26,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -35,15 +36,24 @@ def _fail(msg: str) -> int:
 
 
 def main_run(argv: Sequence[str]) -> int:
-    from jobs.pipeline import SHIPPED_CONFIGS, load_config, run_pipeline
+    from jobs.pipeline import SHIPPED_CONFIGS, STAGES, load_config, run_pipeline
     from offline_eval.report import fmt_headline
 
     p = argparse.ArgumentParser(prog="sail run", description="Run (or resume) every pipeline stage.")
     p.add_argument("--config", default="demo", help=f"a shipped config {SHIPPED_CONFIGS} or a YAML file")
     p.add_argument("--run-dir", default=None, help="override the config's run_dir")
+    p.add_argument(
+        "--until",
+        default=None,
+        choices=[s.name for s in STAGES],
+        help="stop after this stage (the later stages keep whatever they hold; a full run resumes from here)",
+    )
     args = p.parse_args(argv)
     cfg = load_config(args.config, run_dir=args.run_dir)
-    res = run_pipeline(cfg)
+    res = run_pipeline(cfg, until=args.until)
+    if args.until is not None:
+        print(f"run directory: {res.run_dir} (stopped after {args.until})")
+        return 0
     summary = json.loads((res.report_path.parent / "summary.json").read_text())
     data = summary["data"]
     print(f"run directory: {res.run_dir}")
@@ -81,8 +91,24 @@ def main_adapt_movielens(argv: Sequence[str]) -> int:
     p.add_argument("--src", type=Path, default=None, help="MovieLens folder (default: $SAIL_MOVIELENS_DIR or shared)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--session-gap-s", type=int, default=1800)
+    p.add_argument("--positive-rating", type=float, default=4.0, help="lowest rating that counts as engaged")
+    p.add_argument(
+        "--content-cutoff",
+        type=datetime.fromisoformat,
+        default=None,
+        help="use only user tags written before this time (ISO, UTC; e.g. the embedding cutoff)",
+    )
     args = p.parse_args(argv)
-    res = adapt_movielens(args.src or default_movielens_dir(), args.out, session_gap_s=args.session_gap_s)
+    cutoff = args.content_cutoff
+    if cutoff is not None and cutoff.tzinfo is None:
+        cutoff = cutoff.replace(tzinfo=UTC)
+    res = adapt_movielens(
+        args.src or default_movielens_dir(),
+        args.out,
+        session_gap_s=args.session_gap_s,
+        positive_rating=args.positive_rating,
+        content_cutoff=cutoff,
+    )
     print(json.dumps({"out": str(args.out), "counts": res.counts}, indent=2, default=str))
     return 0
 

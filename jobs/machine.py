@@ -50,9 +50,30 @@ def cpu_info(text: str | None = None) -> dict[str, Any]:
     return out
 
 
+def code_version() -> dict[str, Any]:
+    """The project's git commit and whether the working tree had uncommitted changes (None where git or the
+    repository is absent, e.g. an installed copy)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            res = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
 def describe_machine(*packages: str, **extra: Any) -> dict[str, Any]:
-    """CPU (model, family, SIMD extensions), cores, RAM, Python, platform, load average now, `packages`' versions."""
+    """CPU (model, family, SIMD extensions), cores, RAM, Python, platform, load average now, `packages`' versions,
+    and the code's git commit (`code_version`)."""
     out: dict[str, Any] = {
+        "code": code_version(),
         **cpu_info(),
         "cores": os.cpu_count(),
         "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),

@@ -1,9 +1,15 @@
 """`sail mine-pairs`: mine i2i (co-visitation, Swing), q2i and seq2item pairs with Spark or polars.
 
     sail mine-pairs --engine spark|polars --data DIR --out DIR [--split-ts ISO] [knobs...]
+    sail mine-pairs ... --cutoff ISO | --holdout-frac F        the period layout training and evaluation read
     spark-submit jobs/mine_pairs.py --data DIR --out DIR [...]            (same arguments)
 
-`run(cfg)` reads `<data>/interactions/` and `<data>/searches/`, and writes `<out>/i2i_pairs/`, `<out>/q2i_pairs/`,
+`run_periods(cfg, cutoff)` mines everything the embedding stages read, split at the embedding cutoff: the training
+period's i2i and q2i pairs (`train/`), the held-out period's co-visitation pairs (`heldout/`, the retrieval table's
+ground truth) and the whole log's seq2item samples split at the cutoff (`full/`); see its docstring.
+
+`run(cfg)` (one period, `cfg.ts_from` / `cfg.ts_until`, the tables in `cfg.tables`) reads `<data>/interactions/` and
+`<data>/searches/`, and writes `<out>/i2i_pairs/`, `<out>/q2i_pairs/`,
 `<out>/seq2item/` (each atomically, with `_SUCCESS`) and `<out>/mining.json` (input rows, rejected rows by
 reason, positives, pairs per miner, seq2item samples per split, the mined date range, the split time, and the
 wall seconds of each phase: input_checks (polars; Spark observes the same counts during its first pass over each
@@ -78,6 +84,17 @@ def _stats(rows: list[tuple[str | None, int, Any, Any]]) -> tuple[int, dict[str,
     return int(total), dict(sorted(rejected.items())), lo, hi
 
 
+def period_dates(
+    date_from: date | None, date_to: date | None, cfg: MiningConfig
+) -> tuple[date | None, date | None]:
+    """The log's first and last valid day, clipped to the run's period [ts_from, ts_until)."""
+    if cfg.ts_from is not None and date_from is not None:
+        date_from = max(date_from, cfg.ts_from.astimezone(UTC).date())
+    if cfg.ts_until is not None and date_to is not None:
+        date_to = min(date_to, (cfg.ts_until.astimezone(UTC) - timedelta(microseconds=1)).date())
+    return date_from, date_to
+
+
 def run(cfg: MiningConfig, spark=None) -> MiningResult:
     """Mines every pair table with `cfg.engine`; `spark`: an existing session to use (default: build one)."""
     t0 = time.perf_counter()
@@ -86,10 +103,104 @@ def run(cfg: MiningConfig, spark=None) -> MiningResult:
     counts = _run_spark(cfg, spark) if cfg.engine == "spark" else _run_polars(cfg)
     seconds = time.perf_counter() - t0
     counts = {"engine": cfg.engine, "seconds": round(seconds, 3), **counts, "config": _config_json(cfg)}
-    paths = {name: out / name for name in OUTPUTS}
+    paths = {name: out / name for name in OUTPUTS if name in cfg.tables}
     paths["mining.json"] = out / "mining.json"
     write_json_atomic(paths["mining.json"], counts)
     return MiningResult(out_dir=out, paths=paths, counts=counts, seconds=seconds)
+
+
+PERIOD_TABLES: dict[str, tuple[str, ...]] = {
+    "train": ("i2i_pairs", "q2i_pairs"),
+    "heldout": ("i2i_pairs",),
+    "full": ("seq2item",),
+}
+"""The period layout of `run_periods`: what each sub-directory holds."""
+
+
+@dataclass
+class PeriodsResult:
+    out_dir: Path
+    cutoff: datetime
+    periods: dict[str, MiningResult]  # train / heldout / full
+    counts: dict[str, Any] = field(default_factory=dict)  # the content of <out>/mining.json
+    seconds: float = 0.0
+
+
+def run_periods(cfg: MiningConfig, cutoff: datetime, heldout_top_k: int = 50, spark=None) -> PeriodsResult:
+    """Everything embedding training and retrieval evaluation read, mined once with `cfg.engine`:
+
+        <out>/train/     i2i_pairs (cfg.miners), q2i_pairs   events before `cutoff` (what models train on)
+        <out>/heldout/   i2i_pairs (co-visitation, top `heldout_top_k`)   events at or after `cutoff` (ground truth)
+        <out>/full/      seq2item: the whole log, split at `cutoff` (train: targets before it, history before the
+                         target; eval: targets at or after it)
+        <out>/mining.json   the cutoff, the engine, each period's counts and the configuration
+
+    One Spark session serves the three runs.
+    """
+    t0 = time.perf_counter()
+    cutoff = cutoff.astimezone(UTC)
+    out = Path(cfg.out_dir)
+    own = cfg.engine == "spark" and spark is None
+    if own:
+        from jobs.spark_session import build_spark
+
+        spark = build_spark(
+            app_name="sail-mine-pairs",
+            master=cfg.master,
+            shuffle_partitions=cfg.shuffle_partitions,
+            driver_memory=cfg.driver_memory,
+        )
+    held = replace(
+        cfg,
+        miners=("covisit",),
+        covisit=replace(cfg.covisit, top_k=heldout_top_k),
+    )
+    runs = {
+        "train": replace(cfg, ts_until=cutoff),
+        "heldout": replace(held, ts_from=cutoff),
+        "full": replace(cfg, seq2item=replace(cfg.seq2item, split_ts=cutoff)),
+    }
+    try:
+        periods = {
+            name: run(replace(c, out_dir=str(out / name), tables=PERIOD_TABLES[name]), spark)
+            for name, c in runs.items()
+        }
+    finally:
+        if own:
+            spark.stop()
+    seconds = time.perf_counter() - t0
+    counts = {
+        "engine": cfg.engine,
+        "seconds": round(seconds, 3),
+        "cutoff": cutoff.isoformat(),
+        "heldout_top_k": heldout_top_k,
+        "input_rows": periods["full"].counts["input_rows"],
+        "rejected": periods["full"].counts["rejected"],
+        "periods": {
+            name: {k: r.counts[k] for k in ("positive_events", "pairs", "date_from", "date_to", "seconds")}
+            for name, r in periods.items()
+        },
+        "config": _config_json(cfg),
+    }
+    write_json_atomic(out / "mining.json", counts)
+    return PeriodsResult(out_dir=out, cutoff=cutoff, periods=periods, counts=counts, seconds=seconds)
+
+
+def log_time_range(data_dir: str | os.PathLike) -> tuple[datetime, datetime]:
+    """(first, last) ts of the interactions of a data set (rows with a ts). Raises ValueError, naming the table,
+    when it holds no timestamped row."""
+    import polars as pl
+
+    path = Path(data_dir) / "interactions"
+    lo, hi = (
+        scan_contract_table(path, K.INTERACTIONS)
+        .select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"))
+        .collect()
+        .row(0)
+    )
+    if lo is None:
+        raise ValueError(f"{path}: no interaction with a timestamp; cannot place the embedding cutoff")
+    return lo.astimezone(UTC), hi.astimezone(UTC)
 
 
 class _Phases:
@@ -111,6 +222,9 @@ def _config_json(cfg: MiningConfig) -> dict[str, Any]:
     d = asdict(cfg)
     if cfg.seq2item.split_ts is not None:
         d["seq2item"]["split_ts"] = cfg.seq2item.split_ts.isoformat()
+    for k in ("ts_from", "ts_until"):
+        if d[k] is not None:
+            d[k] = d[k].isoformat()
     return d
 
 
@@ -183,60 +297,85 @@ def _run_spark(cfg: MiningConfig, spark=None) -> dict[str, Any]:
             .observe(checked_srch, *M.input_metrics(SEARCH_REJECT_REASONS))
         )
 
-        # When: positives mined by each miner (positives cached: three consumers)
+        # When: positives of the period mined by each miner (positives cached: three consumers)
         with phases("positives"):
-            pos = inter.transform(M.drop_rejected).transform(M.select_positive_events, cfg.positive)
+            pos = (
+                inter.transform(M.drop_rejected)
+                .transform(M.within_period, cfg.ts_from, cfg.ts_until)
+                .transform(M.select_positive_events, cfg.positive)
+            )
             pos = pos.persist(StorageLevel.MEMORY_AND_DISK)
             n_pos = pos.count()
             n_inter, rej_inter, date_from, date_to = _observed(checked_inter.get, INTERACTION_REJECT_REASONS)
+        date_from, date_to = period_dates(date_from, date_to, cfg)
         split_ts = resolve_split_ts(cfg.seq2item, date_to)
-        edges = None
-        if "swing" in cfg.miners:
-            with phases("swing_edges"):
-                # the capped edges feed two branches of Swing's plan (shared items, user weights): cached and
-                # materialised before those branches read them, so they are capped once
-                edges = pos.transform(M.cap_user_items, cfg.swing).persist(StorageLevel.MEMORY_AND_DISK)
-                edges.count()
-
-        def mine(m: str):
-            if m == "covisit":
-                return pos.transform(M.mine_covisit, cfg.covisit)
-            return edges.transform(M.swing_pairs, cfg.swing)
-
-        parts = [
-            mine(m).transform(
-                M.top_k_pairs, (cfg.covisit if m == "covisit" else cfg.swing).top_k, m, date_from, date_to
-            )
-            for m in cfg.miners
-        ]
-        i2i = parts[0]
-        for p in parts[1:]:
-            i2i = i2i.unionByName(p)
+        want = set(cfg.tables)
         nf = cfg.output_files
-        with phases("i2i"):
-            write_contract_table(
-                i2i, K.I2I_PAIRS, out / "i2i_pairs", num_files=nf, sort_within=("miner", "anchor_item_id")
-            )
-        with phases("q2i"):
-            q2i = srch.transform(M.drop_rejected).transform(M.mine_q2i, cfg.q2i)
-            write_contract_table(q2i, K.Q2I_PAIRS, out / "q2i_pairs", num_files=nf, sort_within=("query",))
-            n_srch, rej_srch, _, _ = _observed(checked_srch.get, SEARCH_REJECT_REASONS)
-        with phases("seq2item"):
-            seq = pos.transform(M.build_seq2item, cfg.seq2item, split_ts)
-            write_contract_table(seq, K.SEQ2ITEM, out / "seq2item", num_files=nf, sort_within=("user_id", "target_ts"))
+        edges = None
+        per_miner: dict[str, int] = {}
+        if "i2i_pairs" in want:
+            if "swing" in cfg.miners:
+                with phases("swing_edges"):
+                    # the capped edges feed two branches of Swing's plan (shared items, user weights): cached and
+                    # materialised before those branches read them, so they are capped once
+                    edges = pos.transform(M.cap_user_items, cfg.swing).persist(StorageLevel.MEMORY_AND_DISK)
+                    edges.count()
+
+            def mine(m: str):
+                if m == "covisit":
+                    return pos.transform(M.mine_covisit, cfg.covisit)
+                return edges.transform(M.swing_pairs, cfg.swing)
+
+            parts = [
+                mine(m).transform(
+                    M.top_k_pairs, (cfg.covisit if m == "covisit" else cfg.swing).top_k, m, date_from, date_to
+                )
+                for m in cfg.miners
+            ]
+            if parts:
+                i2i = parts[0]
+                for p in parts[1:]:
+                    i2i = i2i.unionByName(p)
+            else:
+                i2i = spark.createDataFrame([], K.I2I_PAIRS.to_spark())
+            with phases("i2i"):
+                write_contract_table(
+                    i2i, K.I2I_PAIRS, out / "i2i_pairs", num_files=nf, sort_within=("miner", "anchor_item_id")
+                )
+        n_q2i = 0
+        if "q2i_pairs" in want:
+            with phases("q2i"):
+                q2i = (
+                    srch.transform(M.drop_rejected)
+                    .transform(M.within_period, cfg.ts_from, cfg.ts_until)
+                    .transform(M.mine_q2i, cfg.q2i)
+                )
+                write_contract_table(q2i, K.Q2I_PAIRS, out / "q2i_pairs", num_files=nf, sort_within=("query",))
+        else:  # the search table's checks are still observed (one pass, nothing written)
+            srch.count()
+        n_srch, rej_srch, _, _ = _observed(checked_srch.get, SEARCH_REJECT_REASONS)
+        if "seq2item" in want:
+            with phases("seq2item"):
+                seq = pos.transform(M.build_seq2item, cfg.seq2item, split_ts)
+                write_contract_table(
+                    seq, K.SEQ2ITEM, out / "seq2item", num_files=nf, sort_within=("user_id", "target_ts")
+                )
         for df in (pos, edges):
             if df is not None:
                 df.unpersist()
 
         # Then: counts read back from the written tables (parquet metadata and one small aggregate each)
         with phases("counts"):
-            per_miner = {m: 0 for m in cfg.miners}
-            for r in spark.read.parquet(str(out / "i2i_pairs")).groupBy("miner").count().collect():
-                per_miner[r[0]] = int(r[1])
-            n_q2i = spark.read.parquet(str(out / "q2i_pairs")).count()
-            per_split = {
-                r[0]: int(r[1]) for r in spark.read.parquet(str(out / "seq2item")).groupBy("split").count().collect()
-            }
+            per_split: dict[str, int] = {}
+            if "i2i_pairs" in want:
+                per_miner = {m: 0 for m in cfg.miners}
+                for r in spark.read.parquet(str(out / "i2i_pairs")).groupBy("miner").count().collect():
+                    per_miner[r[0]] = int(r[1])
+            if "q2i_pairs" in want:
+                n_q2i = spark.read.parquet(str(out / "q2i_pairs")).count()
+            if "seq2item" in want:
+                rows = spark.read.parquet(str(out / "seq2item")).groupBy("split").count().collect()
+                per_split = {r[0]: int(r[1]) for r in rows}
     finally:
         if own:
             spark.stop()
@@ -306,30 +445,47 @@ def _run_polars(cfg: MiningConfig) -> dict[str, Any]:
     with phases("input_checks"):
         n_inter, rej_inter, date_from, date_to = stats(inter)
         n_srch, rej_srch, _, _ = stats(srch)
+    date_from, date_to = period_dates(date_from, date_to, cfg)
     split_ts = resolve_split_ts(cfg.seq2item, date_to)
+    want = set(cfg.tables)
 
     # positives are materialised once (three consumers), like the Spark cache
     with phases("positives"):
-        pos = inter.pipe(M.drop_rejected).pipe(M.select_positive_events, cfg.positive).collect(engine="streaming")
+        pos = (
+            inter.pipe(M.drop_rejected)
+            .pipe(M.within_period, cfg.ts_from, cfg.ts_until)
+            .pipe(M.select_positive_events, cfg.positive)
+            .collect(engine="streaming")
+        )
     n_pos = pos.height
     pos_lf = pos.lazy()
     per_miner: dict[str, int] = {}
-    parts = []
-    with phases("i2i"):
-        for m in cfg.miners:
-            mc = cfg.covisit if m == "covisit" else cfg.swing
-            mine = M.mine_covisit if m == "covisit" else M.mine_swing
-            df = pos_lf.pipe(mine, mc).pipe(M.top_k_pairs, mc.top_k, m, date_from, date_to).collect(engine="streaming")
-            per_miner[m] = df.height
-            parts.append(df)
-        i2i = pl.concat(parts) if parts else pl.DataFrame(schema=K.I2I_PAIRS.to_polars())
-        _write_polars(i2i.lazy(), K.I2I_PAIRS, out / "i2i_pairs")
-    with phases("q2i"):
-        n_q2i = _write_polars(srch.pipe(M.drop_rejected).pipe(M.mine_q2i, cfg.q2i), K.Q2I_PAIRS, out / "q2i_pairs")
-    with phases("seq2item"):
-        seq = pos_lf.pipe(M.build_seq2item, cfg.seq2item, split_ts).collect(engine="streaming")
-        per_split = {k: int(v) for k, v in seq.group_by("split").len().rows()}
-        _write_polars(seq.lazy(), K.SEQ2ITEM, out / "seq2item")
+    if "i2i_pairs" in want:
+        parts = []
+        with phases("i2i"):
+            for m in cfg.miners:
+                mc = cfg.covisit if m == "covisit" else cfg.swing
+                mine = M.mine_covisit if m == "covisit" else M.mine_swing
+                df = (
+                    pos_lf.pipe(mine, mc)
+                    .pipe(M.top_k_pairs, mc.top_k, m, date_from, date_to)
+                    .collect(engine="streaming")
+                )
+                per_miner[m] = df.height
+                parts.append(df)
+            i2i = pl.concat(parts) if parts else pl.DataFrame(schema=K.I2I_PAIRS.to_polars())
+            _write_polars(i2i.lazy(), K.I2I_PAIRS, out / "i2i_pairs")
+    n_q2i = 0
+    if "q2i_pairs" in want:
+        with phases("q2i"):
+            q2i = srch.pipe(M.drop_rejected).pipe(M.within_period, cfg.ts_from, cfg.ts_until).pipe(M.mine_q2i, cfg.q2i)
+            n_q2i = _write_polars(q2i, K.Q2I_PAIRS, out / "q2i_pairs")
+    per_split: dict[str, int] = {}
+    if "seq2item" in want:
+        with phases("seq2item"):
+            seq = pos_lf.pipe(M.build_seq2item, cfg.seq2item, split_ts).collect(engine="streaming")
+            per_split = {k: int(v) for k, v in seq.group_by("split").len().rows()}
+            _write_polars(seq.lazy(), K.SEQ2ITEM, out / "seq2item")
     summary = _summary(
         (n_inter, rej_inter), (n_srch, rej_srch), n_pos, per_miner, n_q2i, per_split, date_from, date_to, split_ts
     )
@@ -353,6 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data set directory with interactions/ and searches/")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--split-ts", type=_parse_ts, default=None, help="seq2item train/eval split time (ISO, UTC)")
+    p.add_argument(
+        "--cutoff",
+        type=_parse_ts,
+        default=None,
+        help="embedding cutoff (ISO, UTC): write the period layout train/ heldout/ full/ that training and "
+        "evaluation read (`sail train-embedding --pairs`)",
+    )
+    p.add_argument(
+        "--holdout-frac",
+        type=float,
+        default=None,
+        help="like --cutoff, placed at midnight UTC before the last round(days * F) days of the log",
+    )
+    p.add_argument("--heldout-top-k", type=int, default=50, help="held-out co-visitation pairs per anchor")
     p.add_argument("--eval-days", type=int, default=d_seq.eval_days, help="without --split-ts: last N days are eval")
     p.add_argument("--miners", default="covisit,swing", help="comma-separated i2i miners")
     p.add_argument("--top-k", type=int, default=d_cov.top_k, help="i2i pairs per anchor item (both miners)")
@@ -418,7 +588,20 @@ def config_from_args(args: argparse.Namespace) -> MiningConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    res = run(config_from_args(args))
+    cfg = config_from_args(args)
+    if args.cutoff is not None or args.holdout_frac is not None:
+        from jobs.timeline import embedding_cutoff
+
+        if args.cutoff is not None and args.holdout_frac is not None:
+            raise SystemExit("sail mine-pairs: give --cutoff or --holdout-frac, not both")
+        cutoff = args.cutoff or embedding_cutoff(*log_time_range(cfg.data_dir), args.holdout_frac)
+        per = run_periods(cfg, cutoff, heldout_top_k=args.heldout_top_k)
+        c = per.counts
+        keys = ("engine", "seconds", "cutoff", "input_rows", "rejected", "periods")
+        print(json.dumps({k: c[k] for k in keys}, indent=2))
+        print(f"outputs: {per.out_dir} (train/, heldout/, full/)")
+        return 0
+    res = run(cfg)
     c = res.counts
     print(
         json.dumps(

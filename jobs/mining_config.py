@@ -124,6 +124,9 @@ class MiningConfig:
     q2i: Q2IConfig = field(default_factory=Q2IConfig)
     seq2item: Seq2ItemConfig = field(default_factory=Seq2ItemConfig)
     miners: tuple[str, ...] = ("covisit", "swing")  # i2i miners to run (a subset of covisit, swing)
+    tables: tuple[str, ...] = ("i2i_pairs", "q2i_pairs", "seq2item")  # outputs to write (a subset of these three)
+    ts_from: datetime | None = None  # mine only events (interactions, searches) with ts >= this (UTC); None: all
+    ts_until: datetime | None = None  # and ts < this (UTC); None: up to the end of the log
     master: str | None = "local[*]"  # Spark master; None leaves it to spark-submit
     shuffle_partitions: int | None = None  # spark.sql.shuffle.partitions; None: Spark's default (AQE coalesces)
     driver_memory: str | None = None  # spark.driver.memory for local runs, e.g. "8g"; None: Spark's default
@@ -135,3 +138,12 @@ class MiningConfig:
         unknown = set(self.miners) - {"covisit", "swing"}
         if unknown:
             raise ValueError(f"unknown i2i miner(s) {sorted(unknown)}; known: covisit, swing")
+        unknown = set(self.tables) - set(MINED_TABLES)
+        if unknown or not self.tables:
+            raise ValueError(f"tables must be a non-empty subset of {list(MINED_TABLES)}, got {sorted(unknown)}")
+        if self.ts_from is not None and self.ts_until is not None and self.ts_from >= self.ts_until:
+            raise ValueError(f"empty period: ts_from {self.ts_from} is not before ts_until {self.ts_until}")
+
+
+MINED_TABLES = ("i2i_pairs", "q2i_pairs", "seq2item")
+"""The tables one mining run can write."""

@@ -55,6 +55,15 @@ def drop_rejected(lf: pl.LazyFrame) -> pl.LazyFrame:
     return lf.filter(pl.col(REJECT).is_null()).drop(REJECT)
 
 
+def within_period(lf: pl.LazyFrame, ts_from: datetime | None, ts_until: datetime | None) -> pl.LazyFrame:
+    """Keeps the rows with ts_from <= ts < ts_until (a None bound is open)."""
+    if ts_from is not None:
+        lf = lf.filter(pl.col("ts") >= pl.lit(ts_from).dt.convert_time_zone("UTC"))
+    if ts_until is not None:
+        lf = lf.filter(pl.col("ts") < pl.lit(ts_until).dt.convert_time_zone("UTC"))
+    return lf
+
+
 def engagement_score(cfg: PositiveConfig) -> pl.Expr:
     """The weighted engagement score of an impression (see PositiveConfig)."""
 

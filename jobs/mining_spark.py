@@ -88,6 +88,15 @@ def drop_rejected(df: DataFrame) -> DataFrame:
     return df.filter(F.col(REJECT).isNull()).drop(REJECT)
 
 
+def within_period(df: DataFrame, ts_from: datetime | None, ts_until: datetime | None) -> DataFrame:
+    """Keeps the rows with ts_from <= ts < ts_until (a None bound is open)."""
+    if ts_from is not None:
+        df = df.filter(F.col("ts") >= F.lit(ts_from))
+    if ts_until is not None:
+        df = df.filter(F.col("ts") < F.lit(ts_until))
+    return df
+
+
 def engagement_score(cfg: PositiveConfig) -> Column:
     """The weighted engagement score of an impression (see PositiveConfig)."""
 

@@ -18,6 +18,7 @@ world's user model, so it does not run on MovieLens; a section with `enabled: fa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import yaml
 
 from jobs.io import atomic_dir, is_complete, write_json_atomic
+from jobs.mining_config import PositiveConfig
 
 log = logging.getLogger("sail")
 
@@ -54,8 +56,14 @@ class DataConfig:
     seed: int = 7  # generated world seed
     movielens_dir: str | None = None  # MovieLens folder; None: $SAIL_MOVIELENS_DIR or ../shared/data/...
     session_gap_s: int = 1800  # MovieLens sessionisation gap (seconds)
+    positive_rating: float = 4.0  # MovieLens: a rating >= this is engaged; a lower one is shown, not engaged
     quality_in_content: float = 0.0  # generated world: share of the top / bottom third of items by quality whose
-    # title says so (WorldConfig.quality_in_content); 0: no modality shows quality
+    # title says so (WorldConfig.quality_in_content); 0: no title shows quality
+    collab_in_content: float = 0.0  # generated world: share of the collaborative latent's variance carried by the
+    # items' background sounds (audio) and authors' visual styles (frames); 0: no modality shows it (the negative
+    # control); titles and tags never show it (WorldConfig.collab_in_content)
+    quality_in_frames: float = 0.0  # generated world: strength of a noisy production-quality cue in covers and
+    # frames (WorldConfig.quality_in_frames); 0: none
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,33 @@ class ValidationSection:
 
 
 @dataclass(frozen=True)
+class CovisitSection:
+    session_gap_s: int = 1800  # a gap longer than this (s) between consecutive positives starts a new session
+    window: int = 5  # pair each positive with the next `window` positives of the same session
+    max_gap_s: int = 3600  # and only when they are at most this many seconds apart
+    decay_tau_s: float | None = None  # time decay exp(-dt / tau) per pair (s); null: no decay
+
+
+@dataclass(frozen=True)
+class SwingSection:
+    alpha: float = 1.0  # smoothing in 1 / (alpha + |I_u & I_v|); > 0
+    max_items_per_user: int = 50  # each user's most recent N distinct positive items (skew cap)
+    max_users_per_item: int = 100  # N users per item (deterministic hash sample)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class MiningSection:
     engine: str = "spark"  # "spark" (local[*] here, a cluster via spark-submit) or "polars" (single machine)
-    miners: tuple[str, ...] = ("covisit", "swing")  # i2i miners to run
-    top_k: int = 20  # i2i positives kept per anchor item (both miners)
+    miners: tuple[str, ...] = ("covisit", "swing")  # i2i miners of the training period
+    top_k: int = 50  # training-period i2i pairs kept per anchor (both miners; also what ItemCF / Swing return)
+    heldout_top_k: int = 50  # held-out co-visitation pairs per anchor (the retrieval table's ground truth)
+    positive: PositiveConfig = field(default_factory=PositiveConfig)  # what counts as a positive engagement
+    covisit: CovisitSection = field(default_factory=CovisitSection)
+    swing: SwingSection = field(default_factory=SwingSection)
+    q2i_min_clicks: int = 1  # a (query, item) pair needs at least this many clicks
+    history_len: int = 10  # seq2item: at most this many positives before the target
+    max_samples_per_user: int = 50  # seq2item: the most recent N targets per user and split
 
 
 @dataclass(frozen=True)
@@ -79,7 +110,7 @@ class EmbeddingSection:
     lr: float = 1e-3
     refresh_every: int = 30  # stage-III steps between hard-negative refreshes
     checkpoint_every: int = 50  # steps between checkpoints (a killed run resumes from the last one)
-    holdout_frac: float = 0.2  # share of the log's last days held out from training (the retrieval test period)
+    holdout_frac: float = 0.5  # share of the log's last days held out from embedding training (jobs.timeline)
     word_queries: int = 4  # stage I pseudo-queries per item (title / tag words -> item); 0: none
     threads: int = 1  # torch threads
     device: str = "cpu"  # where the embedding model trains and embeds: cpu | cuda | cuda:N | auto
@@ -168,9 +199,14 @@ def _build(cls: type, section: dict[str, Any] | None, where: str) -> Any:
     unknown = sorted(set(section) - set(known))
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
-    for k, v in section.items():  # YAML lists -> tuples (the config is frozen and hashed)
+    defaults = cls()
+    for k, v in section.items():  # YAML lists -> tuples (the config is frozen and hashed); nested sections
         if isinstance(v, list):
             section[k] = tuple(v)
+        elif dataclasses.is_dataclass(getattr(defaults, k)):
+            if not isinstance(v, dict):
+                raise ValueError(f"{where}: {k} must be a mapping of settings, got {v!r}")
+            section[k] = _build(type(getattr(defaults, k)), v, f"{where[:-1]}.{k}]")
     return cls(**section)
 
 
@@ -205,10 +241,33 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
 
     if cfg.data.source not in ("generated", "movielens"):
         raise ValueError(f"{where} [data]: source must be 'generated' or 'movielens', got {cfg.data.source!r}")
-    if not 0.0 <= cfg.data.quality_in_content <= 1.0:
-        raise ValueError(f"{where} [data]: quality_in_content must be in [0, 1], got {cfg.data.quality_in_content}")
+    for key in ("quality_in_content", "collab_in_content", "quality_in_frames"):
+        if not 0.0 <= getattr(cfg.data, key) <= 1.0:
+            raise ValueError(f"{where} [data]: {key} must be in [0, 1], got {getattr(cfg.data, key)}")
     if cfg.mining.engine not in ("spark", "polars"):
         raise ValueError(f"{where} [mining]: engine must be 'spark' or 'polars', got {cfg.mining.engine!r}")
+    try:
+        mining_config(cfg, ".", ".")
+    except ValueError as e:
+        raise ValueError(f"{where} [mining]: {e}") from None
+    for key in ("top_k", "heldout_top_k", "q2i_min_clicks", "history_len", "max_samples_per_user"):
+        if int(getattr(cfg.mining, key)) < 1:
+            raise ValueError(f"{where} [mining]: {key} must be >= 1, got {getattr(cfg.mining, key)}")
+    if not 0.0 < cfg.embedding.holdout_frac < 1.0:
+        raise ValueError(f"{where} [embedding]: holdout_frac must be in (0, 1), got {cfg.embedding.holdout_frac}")
+    if cfg.data.source == "generated":  # the log's days are known now: check the time layout before any stage
+        from jobs.timeline import build_timeline, log_span
+
+        world = _world(cfg.data)
+        try:
+            build_timeline(
+                *log_span(world.days, date.fromisoformat(world.start_date)),
+                cfg.embedding.holdout_frac,
+                cfg.ranker.valid_days,
+                cfg.ranker.test_days,
+            )
+        except ValueError as e:
+            raise ValueError(f"{where} [embedding] / [ranker]: {e}") from None
     if len(cfg.embedding.steps) != 4 or any(int(s) < 0 for s in cfg.embedding.steps):
         raise ValueError(f"{where} [embedding]: steps needs four non-negative numbers (I, II, III, CRE)")
     if int(cfg.embedding.word_queries) < 0:
@@ -290,7 +349,13 @@ def default_movielens_dir() -> Path:
 def _world(d: DataConfig):
     from offline_eval.world import WorldConfig
 
-    return WorldConfig.for_size(d.size, seed=d.seed, quality_in_content=d.quality_in_content)
+    return WorldConfig.for_size(
+        d.size,
+        seed=d.seed,
+        quality_in_content=d.quality_in_content,
+        collab_in_content=d.collab_in_content,
+        quality_in_frames=d.quality_in_frames,
+    )
 
 
 def _stage_data(ctx: StageContext) -> dict[str, Any]:
@@ -300,11 +365,24 @@ def _stage_data(ctx: StageContext) -> dict[str, Any]:
 
         res = generate_world(_world(cfg.data), ctx.out, progress=True)
         return {"counts": res.counts}
-    from jobs.adapters.movielens import adapt_movielens
+    from jobs.adapters.movielens import RATINGS_COLUMNS, adapt_movielens, read_source_csv
+    from jobs.timeline import embedding_cutoff
 
     src = Path(cfg.data.movielens_dir) if cfg.data.movielens_dir else default_movielens_dir()
-    res = adapt_movielens(src, ctx.out, session_gap_s=cfg.data.session_gap_s)
-    return {"counts": res.counts}
+    ts = read_source_csv(src / "ratings.csv", RATINGS_COLUMNS)["timestamp"]
+    if ts.is_empty():
+        raise ValueError(f"{src / 'ratings.csv'}: no ratings")
+    first, last = (datetime.fromtimestamp(int(v), tz=UTC) for v in (ts.min(), ts.max()))
+    # user tags are behaviour: only those written before the embedding cutoff describe the items
+    cutoff = embedding_cutoff(first, last, cfg.embedding.holdout_frac)
+    res = adapt_movielens(
+        src,
+        ctx.out,
+        session_gap_s=cfg.data.session_gap_s,
+        positive_rating=cfg.data.positive_rating,
+        content_cutoff=cutoff,
+    )
+    return {"counts": res.counts, "content_cutoff": cutoff.isoformat()}
 
 
 def _stage_validate(ctx: StageContext) -> dict[str, Any]:
@@ -319,23 +397,57 @@ def _stage_validate(ctx: StageContext) -> dict[str, Any]:
     return {"rejected": {k: r.rejected for k, r in res.tables.items()}, "rejected_total": res.rejected_total}
 
 
-def _stage_mine(ctx: StageContext) -> dict[str, Any]:
-    from jobs.mine_pairs import run as mine
-    from jobs.mining_config import CovisitConfig, MiningConfig, SwingConfig
+def mining_config(cfg: RunConfig, data_dir: Path | str, out_dir: Path | str):
+    """The `jobs.mine_pairs` configuration of a run's [mining] section."""
+    from jobs.mining_config import CovisitConfig, MiningConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
 
-    m = ctx.cfg.mining
-    res = mine(
-        MiningConfig(
-            data_dir=str(ctx.stage_dir("validate")),
-            out_dir=str(ctx.out),
-            engine=m.engine,
-            miners=m.miners,
-            covisit=CovisitConfig(top_k=m.top_k),
-            swing=SwingConfig(top_k=m.top_k),
-        )
+    m = cfg.mining
+    return MiningConfig(
+        data_dir=str(data_dir),
+        out_dir=str(out_dir),
+        engine=m.engine,
+        miners=m.miners,
+        positive=m.positive,
+        covisit=CovisitConfig(**asdict(m.covisit), top_k=m.top_k),
+        swing=SwingConfig(**asdict(m.swing), top_k=m.top_k),
+        q2i=Q2IConfig(min_clicks=m.q2i_min_clicks),
+        seq2item=Seq2ItemConfig(history_len=m.history_len, max_samples_per_user=m.max_samples_per_user),
     )
-    keep = ("engine", "seconds", "input_rows", "rejected", "positive_events", "pairs", "split_ts")
-    return {k: res.counts[k] for k in keep if k in res.counts}
+
+
+def run_cutoff(run_dir: Path) -> datetime:
+    """The embedding cutoff the run's mine stage placed (`mine/mining.json`)."""
+    return datetime.fromisoformat(json.loads((run_dir / "mine" / "mining.json").read_text())["cutoff"])
+
+
+def _stage_mine(ctx: StageContext) -> dict[str, Any]:
+    """Every pair the embedding stages read, mined once with the configured engine at the embedding cutoff (the
+    last `embedding.holdout_frac` of the log's days are held out): the training period's i2i and q2i pairs, the
+    held-out period's co-visitation pairs (the retrieval table's ground truth) and seq2item split at the cutoff."""
+    from jobs.mine_pairs import log_time_range, run_periods
+    from jobs.timeline import embedding_cutoff
+
+    data = ctx.stage_dir("validate")
+    first, last = log_time_range(data)
+    cutoff = embedding_cutoff(first, last, ctx.cfg.embedding.holdout_frac)
+    _check_data_cutoff(data, cutoff)
+    res = run_periods(mining_config(ctx.cfg, data, ctx.out), cutoff, heldout_top_k=ctx.cfg.mining.heldout_top_k)
+    keep = ("engine", "seconds", "cutoff", "input_rows", "rejected", "periods")
+    return {k: res.counts[k] for k in keep}
+
+
+def _check_data_cutoff(data_dir: Path, cutoff: datetime) -> None:
+    """A data set whose content was built from events up to some time (MovieLens' user tags: `content_cutoff` in
+    its manifest) must not know anything from the embedding's held-out period."""
+    manifest = data_dir / "manifest.json"
+    if not manifest.exists():
+        return
+    content_cutoff = json.loads(manifest.read_text()).get("content_cutoff")
+    if content_cutoff and datetime.fromisoformat(content_cutoff) > cutoff:
+        raise ValueError(
+            f"{manifest}: item content was built from events up to {content_cutoff}, after the embedding cutoff "
+            f"{cutoff.isoformat()}; the held-out period would leak into the items (re-run the data stage)"
+        )
 
 
 def embedding_train_config(cfg: RunConfig):
@@ -359,7 +471,7 @@ def embedding_train_config(cfg: RunConfig):
         precision=e.precision,
         seed=e.seed,
         progress=True,
-        data=EmbDataConfig(holdout_frac=e.holdout_frac, word_queries_per_item=e.word_queries, seed=e.seed),
+        data=EmbDataConfig(word_queries_per_item=e.word_queries, seed=e.seed),
     )
 
 
@@ -367,16 +479,20 @@ EMBEDDING_FILES = ("model.safetensors", "model_stages_1_3.safetensors", "train.j
 
 
 def _stage_train_embedding(ctx: StageContext) -> dict[str, Any]:
-    """Stages I-III and CRE on the validated logs' training period; checkpoints live in the work directory.
-
-    The trainer splits the logs at the holdout boundary and mines its training pairs from the training period
-    only (with the same polars miners as the mine stage), so the held-out days stay unseen for the retrieval
-    table and for the ranker's test period.
-    """
+    """Stages I-III and CRE on the pairs the mine stage mined from the training period (before the embedding
+    cutoff), so the held-out days stay unseen for the retrieval table and for the ranker; checkpoints live in the
+    work directory."""
     from embedding.trainer import train
 
     tcfg = embedding_train_config(ctx.cfg)
-    res = train(tcfg, ctx.stage_dir("validate"), ctx.work / "train", work_dir=ctx.work / "cache", resume=True)
+    res = train(
+        tcfg,
+        ctx.stage_dir("validate"),
+        ctx.work / "train",
+        ctx.stage_dir("mine"),
+        work_dir=ctx.work / "cache",
+        resume=True,
+    )
     if not res.completed:
         raise RuntimeError(f"embedding training stopped at step {res.steps_done}/{res.total_steps}")
     for name in EMBEDDING_FILES:
@@ -415,6 +531,7 @@ def _stage_eval_retrieval(ctx: StageContext) -> dict[str, Any]:
             baseline_steps_scale=r.two_tower_scale,
         ),
         ctx.stage_dir("validate"),
+        ctx.stage_dir("mine"),
         ctx.out,
         sail_dir=ctx.stage_dir("train_embedding"),
         work_dir=_train_stage_work(ctx),
@@ -425,9 +542,10 @@ def _stage_eval_retrieval(ctx: StageContext) -> dict[str, Any]:
 def _stage_embed(ctx: StageContext) -> dict[str, Any]:
     """Embeds the catalogue with the trained model and quantises it into semantic IDs (ITEM_FEATURES).
 
-    Each item's feature row becomes valid at the item's creation time: its vector is a function of its content,
-    which exists from upload. The model itself was trained on logs before the holdout boundary, which precedes the
-    ranker's test period, so test-period samples never see a model trained on their own days.
+    Each item's feature row becomes valid at the later of the item's creation and the embedding cutoff: the vector
+    is a function of the item's content (which exists from upload) and of a model trained on events before the
+    cutoff, which exists only from the cutoff on. So no impression is ever joined with a feature computed from
+    behaviour at or after its own time (the ranker trains and tests after the cutoff; see `jobs.timeline`).
     """
     import pyarrow as pa
 
@@ -465,11 +583,12 @@ def _stage_embed(ctx: StageContext) -> dict[str, Any]:
     sids = run_build_sids(
         BuildSidsConfig(str(ctx.out / "item_embeddings"), str(ctx.out / "sids"), f.sid_levels, f.codebook_size)
     )
-    # valid from each item's creation (see the docstring)
+    # valid from max(creation, cutoff) (see the docstring)
+    cutoff = run_cutoff(ctx.run_dir)
     feats = read_table(sids.features_dir, K.ITEM_FEATURES)
     items = read_table(validate / "items", K.ITEMS).select(["item_id", "created_ts"])
     created = dict(zip(items["item_id"].to_pylist(), items["created_ts"].to_pylist(), strict=True))
-    ts = pa.array([created[i] for i in feats["item_id"].to_pylist()], pa.timestamp("us", tz="UTC"))
+    ts = pa.array([max(created[i], cutoff) for i in feats["item_id"].to_pylist()], pa.timestamp("us", tz="UTC"))
     feats = feats.set_column(feats.schema.get_field_index("event_timestamp"), "event_timestamp", ts)
     write_table(feats, K.ITEM_FEATURES, ctx.out / "item_features")
     return {
@@ -499,9 +618,18 @@ def _stage_export(ctx: StageContext) -> dict[str, Any]:
 
 
 def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
+    """Point-in-time ranking samples; the ranker's train split starts at the embedding cutoff (`jobs.timeline`)."""
+    from jobs.mine_pairs import log_time_range
+    from jobs.timeline import build_timeline
     from recsys.samples import SamplesConfig, run
 
     r = ctx.cfg.ranker
+    try:  # the log's span is known only now for real data sets: refuse a layout with no ranker training day
+        build_timeline(
+            *log_time_range(ctx.stage_dir("validate")), ctx.cfg.embedding.holdout_frac, r.valid_days, r.test_days
+        )
+    except ValueError as e:
+        raise ValueError(f"[embedding] / [ranker] of run '{ctx.cfg.name}': {e}") from None
     meta = json.loads((ctx.stage_dir("export") / "stage.json").read_text())["metrics"]
     offline = ctx.stage_dir("export") / "feature_repo" / "offline" / meta["feature_view"]
     res = run(
@@ -513,10 +641,12 @@ def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
             recent_len=r.recent_len,
             valid_days=r.valid_days,
             test_days=r.test_days,
+            train_start=run_cutoff(ctx.run_dir).date(),
         )
     )
     return {
         "rows": res.rows,
+        "train_start": str(res.train_start),
         "valid_start": str(res.valid_start),
         "test_start": str(res.test_start),
         "feature_version": res.model_version,
@@ -586,7 +716,13 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
     def arm(name: str) -> Arm:
         if name == "logged":
             return Arm("logged policy", LoggedPolicyScorer())
-        return load_ranker_arm(ctx.stage_dir("ranker") / "torchrec" / name, features, name=f"ranker {name}")
+        # the whole validated log warms the arm's counters (the samples start at the ranker's train window)
+        return load_ranker_arm(
+            ctx.stage_dir("ranker") / "torchrec" / name,
+            features,
+            name=f"ranker {name}",
+            log_dir=ctx.stage_dir("validate"),
+        )
 
     a = cfg.ab
     res = run_ab(
@@ -614,19 +750,29 @@ def _settings(*sections: str, **extra: Any) -> Callable[[RunConfig], Any]:
     return lambda c: {**{s: asdict(getattr(c, s)) for s in sections}, **extra}
 
 
+def _data_settings(c: RunConfig) -> dict[str, Any]:
+    # MovieLens' user tags are cut at the embedding cutoff, which holdout_frac places
+    extra = {"holdout_frac": c.embedding.holdout_frac} if c.data.source == "movielens" else {}
+    return {"data": asdict(c.data), **extra}
+
+
+def _mine_settings(c: RunConfig) -> dict[str, Any]:
+    return {"mining": asdict(c.mining), "holdout_frac": c.embedding.holdout_frac}
+
+
 def _ranker_data_settings(c: RunConfig) -> dict[str, Any]:
     return {k: getattr(c.ranker, k) for k in ("recent_len", "valid_days", "test_days")}
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("data", _settings("data"), _stage_data),
+    Stage("data", _data_settings, _stage_data),
     Stage("validate", _settings("validation"), _stage_validate, ("data",)),
-    Stage("mine", _settings("mining"), _stage_mine, ("validate",)),
-    Stage("train_embedding", _settings("embedding"), _stage_train_embedding, ("validate",)),
-    Stage("eval_retrieval", _settings("retrieval"), _stage_eval_retrieval, ("train_embedding",)),
-    Stage("embed", _settings("features"), _stage_embed, ("train_embedding",)),
+    Stage("mine", _mine_settings, _stage_mine, ("validate",)),
+    Stage("train_embedding", _settings("embedding"), _stage_train_embedding, ("validate", "mine")),
+    Stage("eval_retrieval", _settings("retrieval"), _stage_eval_retrieval, ("mine", "train_embedding")),
+    Stage("embed", _settings("features"), _stage_embed, ("mine", "train_embedding")),
     Stage("export", _settings(), _stage_export, ("embed",)),
-    Stage("ranking_samples", _ranker_data_settings, _stage_ranking_samples, ("export",)),
+    Stage("ranking_samples", _ranker_data_settings, _stage_ranking_samples, ("mine", "export")),
     Stage("ranker", _settings("ranker"), _stage_ranker, ("ranking_samples",)),
     Stage("ab", _settings("ab"), _stage_ab, ("ranker",)),
     Stage("report", _settings(version=3), _stage_report, ("mine", "eval_retrieval", "ranker", "ab")),
@@ -668,9 +814,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResult:
-    """Runs (or resumes) every stage of `cfg`; returns where the report is and what each stage did."""
+def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str | None = None) -> RunResult:
+    """Runs (or resumes) every stage of `cfg` (up to and including `until` when given); returns where the report
+    is and what each stage did."""
     from embedding.device import resolve_device
+    from jobs.machine import code_version
 
     try:  # before any stage: a run asking for CUDA on a machine without it fails now, not after mining
         resolve_device(cfg.embedding.device)
@@ -687,6 +835,7 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResu
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "versions": _versions(),
+            "code": code_version(),
         },
     )
     stages: dict[str, dict[str, Any]] = {}
@@ -706,6 +855,8 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResu
             seconds = round(float(meta.get("seconds", 0.0)), 2)
             stages[stage.name] = {"status": status, "seconds": seconds, "metrics": meta.get("metrics", {})}
             echo(f"[{i}/{total}] {stage.name}: up to date, skipped")
+            if stage.name == until:
+                break
             continue
         echo(f"[{i}/{total}] {stage.name}: running (log: {run_dir / 'logs' / (stage.name + '.log')})")
         handler = _file_logger(run_dir / "logs" / f"{stage.name}.log")
@@ -737,9 +888,13 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print) -> RunResu
         if skipped:
             stages[stage.name] = {"status": "not applicable", "seconds": round(seconds, 2), "metrics": metrics}
             echo(f"[{i}/{total}] {stage.name}: not applicable ({skipped})")
+            if stage.name == until:
+                break
             continue
         stages[stage.name] = {"status": "ran", "seconds": round(seconds, 2), "metrics": metrics}
         echo(f"[{i}/{total}] {stage.name}: done in {seconds:.1f} s (run so far {time.perf_counter() - t_run:.0f} s)")
+        if stage.name == until:
+            break
     timings = {k: v["seconds"] for k, v in stages.items()}
     write_json_atomic(run_dir / "timings.json", timings)
     return RunResult(run_dir=run_dir, report_path=run_dir / "report" / "report.html", stages=stages)

@@ -92,8 +92,22 @@ th,td{{border:1px solid #ccc;padding:.3em .8em;text-align:left}}th{{background:#
 
 
 def summarise_mining(mining_json: Path) -> dict[str, Any]:
-    """The pair counts of the mining stage (`mine/mining.json`)."""
+    """The pair counts of the mining stage (`mine/mining.json`): per period when it wrote the period layout (the
+    pipeline's mine stage), else of the one run."""
     m = json.loads(mining_json.read_text())
+    if "periods" in m:
+        per = m["periods"]
+        return {
+            "engine": m.get("engine"),
+            "cutoff": m.get("cutoff"),
+            "positive_events_before_cutoff": per.get("train", {}).get("positive_events"),
+            "positive_events_from_cutoff": per.get("heldout", {}).get("positive_events"),
+            "train_i2i_pairs": per.get("train", {}).get("pairs", {}).get("i2i", {}),
+            "train_q2i_pairs": per.get("train", {}).get("pairs", {}).get("q2i"),
+            "heldout_i2i_pairs": per.get("heldout", {}).get("pairs", {}).get("i2i", {}),
+            "seq2item_samples": per.get("full", {}).get("pairs", {}).get("seq2item", {}),
+            "seconds": m.get("seconds"),
+        }
     return {
         "engine": m.get("engine"),
         "positive_events": m.get("positive_events"),

@@ -41,6 +41,8 @@ class SamplesConfig:
     recent_len: int = 10  # L: recent positive items kept per impression
     valid_days: int = 3  # the last valid_days + test_days days are held out, valid first
     test_days: int = 4  # the last test_days days of the log are the test period
+    train_start: dt.date | None = None  # first day of the train split (the embedding cutoff's day: impressions before
+    # it only feed counters and recent items, no sample is written for them); None: the log's first day
     master: str | None = "local[2]"  # Spark master; None: leave it to spark-submit
     shuffle_partitions: int = 8
 
@@ -52,6 +54,7 @@ class SamplesResult:
     rows: dict[str, int]  # rows per split
     valid_start: dt.date
     test_start: dt.date
+    train_start: dt.date | None
     model_version: str | None
     embedding_dim: int
 
@@ -214,10 +217,17 @@ def add_null_sail_columns(impressions: DataFrame) -> DataFrame:
     )
 
 
-def add_labels_and_split(impressions: DataFrame, valid_start: dt.date, test_start: dt.date) -> DataFrame:
-    """Adds label_click, label_finish (0/1) and split by day: train < valid_start <= valid < test_start <= test."""
+def add_labels_and_split(
+    impressions: DataFrame, valid_start: dt.date, test_start: dt.date, train_start: dt.date | None = None
+) -> DataFrame:
+    """Adds label_click, label_finish (0/1) and split by day: train_start <= train < valid_start <= valid <
+    test_start <= test; rows before train_start (when given) are dropped."""
     if not valid_start <= test_start:
         raise ValueError(f"valid_start {valid_start} must not be after test_start {test_start}")
+    if train_start is not None:
+        if not train_start < valid_start:
+            raise ValueError(f"train_start {train_start} must be before valid_start {valid_start}")
+        impressions = impressions.filter(F.col("date") >= F.lit(train_start))
     split = (
         F.when(F.col("date") >= F.lit(test_start), "test")
         .when(F.col("date") >= F.lit(valid_start), "valid")
@@ -240,6 +250,7 @@ def build_ranking_samples(
     recent_len: int = 10,
     model_version: str | None = None,
     embedding_dim: int = 0,
+    train_start: dt.date | None = None,
 ) -> DataFrame:
     """Interactions + items (+ ITEM_FEATURES) -> RANKING_SAMPLES_EXT rows (exactly its columns)."""
     df = (
@@ -256,7 +267,7 @@ def build_ranking_samples(
         df = df.transform(add_history_similarity, intervals, embedding_dim) if embedding_dim > 0 else df
         if embedding_dim <= 0:
             df = df.withColumn("user_hist_sim", F.lit(None).cast("float"))
-    df = df.transform(add_labels_and_split, valid_start, test_start)
+    df = df.transform(add_labels_and_split, valid_start, test_start, train_start)
     return df.select(*RANKING_SAMPLES_EXT.names)
 
 
@@ -302,6 +313,7 @@ def run(cfg: SamplesConfig, spark: SparkSession | None = None) -> SamplesResult:
         recent_len=cfg.recent_len,
         model_version=version,
         embedding_dim=dim,
+        train_start=cfg.train_start,
     )
     ext_path = cfg.out_dir / "ranking_samples_ext"
     core_path = cfg.out_dir / "ranking_samples"
@@ -309,7 +321,7 @@ def run(cfg: SamplesConfig, spark: SparkSession | None = None) -> SamplesResult:
     ext = read_contract_table(spark, ext_path, RANKING_SAMPLES_EXT)
     write_contract_table(ext, RANKING_SAMPLES, str(core_path))
     rows = {r["split"]: int(r["count"]) for r in ext.groupBy("split").count().collect()}
-    return SamplesResult(ext_path, core_path, rows, valid_start, test_start, version, dim)
+    return SamplesResult(ext_path, core_path, rows, valid_start, test_start, cfg.train_start, version, dim)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,15 +20,32 @@ def spark():
     session.stop()
 
 
+TINY_HOLDOUT_FRAC = 0.5
+"""The embedding cutoff of the tiny test world's mined pairs (the smoke config's)."""
+
+
 @pytest.fixture(scope="session")
 def tiny_world_and_work(tmp_path_factory):
-    """The tiny generated world (seed 7) and a cache directory for mining / preprocessing, made once per run."""
+    """The tiny generated world (seed 7), a cache directory for preprocessing, and its pairs mined (polars) at the
+    smoke config's embedding cutoff in the period layout; made once per run."""
+    from jobs.mine_pairs import log_time_range, run_periods
+    from jobs.mining_config import CovisitConfig, MiningConfig, Q2IConfig, SwingConfig
+    from jobs.timeline import embedding_cutoff
     from offline_eval.world import WorldConfig, generate_world
 
     base = tmp_path_factory.mktemp("sail_tiny")
-    world, work = base / "world", base / "work"
+    world, work, pairs = base / "world", base / "work", base / "pairs"
     generate_world(WorldConfig.for_size("tiny", seed=7), world)
-    return world, work
+    cfg = MiningConfig(
+        data_dir=str(world),
+        out_dir=str(pairs),
+        engine="polars",
+        covisit=CovisitConfig(top_k=50),
+        swing=SwingConfig(top_k=50),
+        q2i=Q2IConfig(min_clicks=1),
+    )
+    run_periods(cfg, embedding_cutoff(*log_time_range(world), TINY_HOLDOUT_FRAC))
+    return world, work, pairs
 
 
 @pytest.fixture(scope="module")

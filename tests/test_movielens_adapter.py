@@ -93,7 +93,6 @@ LINKS = """movieId,imdbId,tmdbId
 """
 
 H = 7_200_000  # the constant 2-hour duration
-HALF = 3_600_000
 
 
 def write_fixture(root: Path, *, ratings=RATINGS, movies=MOVIES, tags=TAGS, links=LINKS) -> Path:
@@ -152,22 +151,57 @@ def test_small_interactions(small):
     result, _ = small
     rows = read_table(result.paths["interactions"], INTERACTIONS).to_pylist()
     got = [(r["event_id"], r["request_id"], r["ts"], r["liked"], r["finished"], r["watch_ms"]) for r in rows]
+    # a rating >= 4 is engaged (clicked, liked, finished, watched); a lower one is shown but not engaged
     assert got == [
         ("ml-1-10", "ml-1-s0", ts(T), True, True, H),
-        ("ml-1-30", "ml-1-s0", ts(T + 600), False, False, HALF),
+        ("ml-1-30", "ml-1-s0", ts(T + 600), False, False, 0),
         ("ml-1-20", "ml-1-s1", ts(T + 2460), True, True, H),
-        ("ml-1-60", "ml-1-s1", ts(T + 4260), False, False, HALF),
-        ("ml-2-10", "ml-2-s0", ts(T + 1800), False, False, HALF),
+        ("ml-1-60", "ml-1-s1", ts(T + 4260), False, False, 0),
+        ("ml-2-10", "ml-2-s0", ts(T + 1800), False, False, 0),
         ("ml-2-30", "ml-2-s0", ts(T + 1800), True, True, H),
-        ("ml-2-20", "ml-2-s1", ts(T + 9000), False, False, HALF),
+        ("ml-2-20", "ml-2-s1", ts(T + 9000), False, False, 0),
     ]
     for r in rows:
         assert r["surface"] == "rating"
         assert r["position"] == 0
         assert r["propensity"] == 1.0
-        assert r["clicked"] is True and r["shared"] is False
+        assert r["clicked"] is r["liked"] and r["shared"] is False
         assert r["user_id"] == int(r["event_id"].split("-")[1])
         assert r["item_id"] == int(r["event_id"].split("-")[2])
+
+
+def test_low_ratings_are_not_positives_for_the_miners_and_the_threshold_is_a_setting(tmp_path):
+    import polars as pl
+
+    from jobs import mining_polars as M
+    from jobs.mine_pairs import scan_contract_table
+    from jobs.mining_config import PositiveConfig
+
+    src = write_fixture(tmp_path)
+
+    def positives(out: Path) -> set[str]:
+        lf = scan_contract_table(out / "interactions", INTERACTIONS)
+        events = lf.pipe(M.select_positive_events, PositiveConfig()).collect()
+        return set(pl.Series(events["item_id"]).cast(str) + "@" + pl.Series(events["user_id"]).cast(str))
+
+    # the miners' default definition: only ratings >= 4 are positive (a 3.5, a 3.0, a 2.0 and a 0.5 are not)
+    adapt_movielens(src, tmp_path / "a")
+    assert positives(tmp_path / "a") == {"10@1", "20@1", "30@2"}
+    # positive_rating 3.0 also makes the 3.5 and the 3.0 positive
+    adapt_movielens(src, tmp_path / "b", positive_rating=3.0)
+    assert positives(tmp_path / "b") == {"10@1", "20@1", "30@2", "30@1", "10@2"}
+
+
+def test_user_tags_after_the_content_cutoff_are_not_used(tmp_path):
+    src = write_fixture(tmp_path)
+    # tags on movie 10: Funny @1609541000, funny @1609550000, action @1609550001, Classic @1609550002
+    res = adapt_movielens(src, tmp_path / "out", content_cutoff=ts(1609550001))
+    items = {r["item_id"]: r for r in read_table(res.paths["items"], ITEMS).to_pylist()}
+    assert items[10]["tags"] == ["Action", "Comedy", "funny"]  # "classic" is from after the cutoff
+    assert items[30]["tags"] == ["Drama"]  # every tag of movie 30 is later
+    assert items[40]["tags"] == ["Comedy", "space"]
+    manifest = json.loads(res.manifest_path.read_text())
+    assert manifest["content_cutoff"] == ts(1609550001).isoformat()
 
 
 def test_small_feed_requests(small):
@@ -188,10 +222,10 @@ def test_small_user_activity(small):
     rows = read_table(result.paths["user_activity"], USER_ACTIVITY).to_pylist()
     d1, d2 = dt.date(2021, 1, 1), dt.date(2021, 1, 2)
     assert [(r["user_id"], r["activity_date"], r["sessions"], r["impressions"], r["watch_ms"]) for r in rows] == [
-        (1, d1, 2, 3, H + HALF + H),  # s0 (2 ratings) and the start of s1 (1 rating)
-        (1, d2, 1, 1, HALF),  # the end of s1 after midnight
-        (2, d1, 1, 2, HALF + H),
-        (2, d2, 1, 1, HALF),
+        (1, d1, 2, 3, H + H),  # s0 (2 ratings) and the start of s1 (1 rating); only the 4+ ratings watched
+        (1, d2, 1, 1, 0),  # the end of s1 after midnight (a 2.0)
+        (2, d1, 1, 2, H),
+        (2, d2, 1, 1, 0),
     ]
 
 

@@ -115,7 +115,9 @@ def test_smoke_config_runs_every_stage_end_to_end(smoke_run):
 
     s = _summary(run_dir)
     assert s["data"]["dataset"] == "generated" and s["data"]["size"] == "tiny"
-    assert s["data"]["mining"]["i2i_pairs"]["swing"] > 0
+    mining = s["data"]["mining"]
+    assert mining["train_i2i_pairs"]["swing"] > 0 and mining["heldout_i2i_pairs"]["covisit"] > 0
+    assert mining["cutoff"] == s["retrieval"]["split_ts"]  # one source of pairs: the table reads the mine stage's
     assert "SAIL + CRE" in s["retrieval"]["table"] and "Swing" in s["retrieval"]["table"]
     assert "i2i_content" in s["retrieval"]["table"]["SAIL + CRE"]  # the world's truth found via the manifest
     assert set(s["ranker"]["models"]) == {"torchrec/control", "torchrec/both", "lgbm/control", "lgbm/both"}
@@ -131,7 +133,6 @@ def test_smoke_config_runs_every_stage_end_to_end(smoke_run):
 
 def test_the_stages_hand_each_other_one_model_version(smoke_run):
     """embed -> export -> ranking samples all carry the version of the model the run trained."""
-    import pyarrow.compute as pc
 
     from jobs import contracts as K
     from jobs.export_features import read_current
@@ -147,9 +148,52 @@ def test_the_stages_hand_each_other_one_model_version(smoke_run):
     items = read_table(run_dir / "validate" / "items", K.ITEMS).sort_by("item_id")
     feats = feats.sort_by("item_id")
     assert feats["item_id"].equals(items["item_id"])
-    assert pc.all(pc.equal(feats["event_timestamp"], items["created_ts"])).as_py()  # valid from upload
+    # valid from the later of the item's upload and the cutoff of the model that computed it
+    cutoff = pipeline.run_cutoff(run_dir)
+    want = [max(c, cutoff) for c in items["created_ts"].to_pylist()]
+    assert feats["event_timestamp"].to_pylist() == want
+    assert min(items["created_ts"].to_pylist()) < cutoff < max(items["created_ts"].to_pylist())  # both kinds occur
     report = json.loads((run_dir / "embed" / "embed_report.json").read_text())
     assert report["items_written"] == items.num_rows and report["failures"] == {}  # media were found
+
+
+def test_no_ranker_sample_sees_a_feature_computed_from_its_own_time_or_later(smoke_run):
+    """The embedding trains on pairs mined before the cutoff; the ranker's samples (train, valid and test) all come
+    from the cutoff on, and each joined feature row is valid at its impression (a model from before the cutoff)."""
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    from jobs import contracts as K
+    from jobs.io import read_table
+    from recsys.features import RANKING_SAMPLES_EXT
+
+    run_dir, _ = smoke_run
+    cutoff = pipeline.run_cutoff(run_dir)
+    mining = json.loads((run_dir / "mine" / "mining.json").read_text())
+    # the training pairs end the day before the cutoff; the held-out ground truth starts on it
+    assert dt.date.fromisoformat(mining["periods"]["train"]["date_to"]) < cutoff.date()
+    assert dt.date.fromisoformat(mining["periods"]["heldout"]["date_from"]) == cutoff.date()
+    samples = read_table(run_dir / "ranking_samples" / "ranking_samples_ext", RANKING_SAMPLES_EXT)
+    assert set(samples["split"].unique().to_pylist()) == {"train", "valid", "test"}
+    assert pc.min(samples["ts"]).as_py() >= cutoff  # no sample from the embedding's training period
+    meta = json.loads((run_dir / "ranking_samples" / "stage.json").read_text())["metrics"]
+    assert meta["train_start"] == cutoff.date().isoformat()
+    feats = read_table(run_dir / "embed" / "item_features", K.ITEM_FEATURES)
+    valid_from = dict(zip(feats["item_id"].to_pylist(), feats["event_timestamp"].to_pylist(), strict=True))
+    with_feature = samples.filter(pc.is_valid(samples["sail_embedding"]))
+    assert with_feature.num_rows > 0.9 * samples.num_rows
+    for item, ts in zip(with_feature["item_id"].to_pylist(), with_feature["ts"].to_pylist(), strict=True):
+        assert cutoff <= valid_from[item] <= ts
+
+
+def test_the_time_layout_is_checked_before_any_stage(tmp_path):
+    # smoke's 14 days: holding out 3 days cannot cover the ranker's 2 + 3 valid / test days and a training day
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: x\ndata: {size: tiny}\nembedding: {holdout_frac: 0.2}\nranker: {valid_days: 2, test_days: 3}\n")
+    want = r"\[embedding\] / \[ranker\]: the embedding holds out the last 3 of the log's 14 days"
+    with pytest.raises(ValueError, match=want):
+        load_config(str(f))
 
 
 def test_rerun_skips_everything_and_a_changed_setting_reruns_only_its_dependants(smoke_run):

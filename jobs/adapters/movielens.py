@@ -21,7 +21,9 @@ Items (one per movies.csv row, so items without ratings are kept):
 - ``item_id`` = movieId; ``title`` = movies.csv title, year included ("Toy Story (1995)").
 - ``tags`` = the genres split on '|' (source casing, "(no genres listed)" dropped), followed by the movie's
   ``TOP_USER_TAGS`` most frequent user tags from tags.csv, lower-cased and stripped; ties are broken
-  alphabetically, and a user tag equal (case-insensitively) to one of the movie's genres is not repeated.
+  alphabetically, and a user tag equal (case-insensitively) to one of the movie's genres is not repeated. User tags
+  are behaviour: with ``content_cutoff`` given (the pipeline passes the embedding cutoff), only tags written before
+  it count, so the catalogue knows nothing of the held-out period; the manifest records it as ``content_cutoff``.
 - ``category`` = the first genre, or "unknown" when the movie lists none.
 - ``author_id`` = 0 for every item: MovieLens has no uploader / director field (``UNKNOWN_AUTHOR``).
 - ``ocr_text`` / ``asr_text`` = null; no media: ``cover_path`` null, ``frame_paths`` empty, ``audio_path`` null
@@ -34,10 +36,11 @@ Items (one per movies.csv row, so items without ratings are kept):
 Interactions (one per rating):
 - ``event_id`` = "ml-{userId}-{movieId}" (MovieLens has at most one rating per user and movie; a duplicate pair
   is rejected); ``ts`` = the rating's unix-second timestamp as UTC; ``surface`` = "rating"; ``position`` = 0.
-- ``clicked`` = True (a rating means the user watched the movie); ``liked`` = ``finished`` = rating >=
-  ``POSITIVE_RATING`` (4.0), the positive engagement; ``shared`` = False (no such signal).
-- ``watch_ms`` = the item's duration when finished, half of it otherwise (a stand-in: MovieLens has no watch
-  time; it only keeps watch-time features ordered like the ratings).
+- A rating >= ``positive_rating`` (default ``POSITIVE_RATING``, 4.0) is a positive engagement: ``clicked`` =
+  ``finished`` = ``liked`` = True and ``watch_ms`` = the item's duration. A lower rating is an impression shown but
+  not engaged: ``clicked`` = ``finished`` = ``liked`` = False and ``watch_ms`` = 0, so it never passes the miners'
+  positive threshold and is a negative label for the ranker. ``shared`` = False (no such signal). MovieLens has no
+  watch time: ``watch_ms`` only mirrors the label.
 - ``propensity`` = 1.0: MovieLens has no logged policy (users chose what to rate), so off-policy estimates
   (IPS/SNIPS) computed on this data set are not meaningful.
 - ``request_id`` = "ml-{userId}-s{k}": one request per (user, session), sessions numbered from 0 per user. A
@@ -109,9 +112,9 @@ NOTES = [
     f"items: duration_ms = {DURATION_MS} (2 hours) for all items (MovieLens has no runtimes).",
     "items: created_ts = first rating or tag of the movie (MovieLens has no release timestamps).",
     "items: text modality only; no cover, frames or audio; ocr_text and asr_text are null.",
-    "interactions: one per rating; surface 'rating'; clicked = True; position = 0; shared = False.",
-    f"interactions: liked = finished = rating >= {POSITIVE_RATING}.",
-    "interactions: watch_ms = duration_ms if finished else duration_ms / 2 (a stand-in, no watch time logged).",
+    "interactions: one per rating; surface 'rating'; position = 0; shared = False.",
+    "interactions: clicked = liked = finished = (rating >= positive_rating); a lower rating is shown, not engaged.",
+    "interactions: watch_ms = duration_ms for a positive, 0 otherwise (no watch time logged).",
     "interactions: propensity = 1.0; MovieLens has no logged policy, so off-policy estimates are not meaningful.",
     "interactions: request_id = one request per (user, session); a new session after a gap > session_gap_s.",
     "feed_requests: candidates = the session's rated items; candidate_propensities uniform 1/n (placeholder).",
@@ -222,8 +225,11 @@ def _select(df: pl.DataFrame, schema: TableSchema) -> pl.DataFrame:
     return df.select([pl.col(n).cast(t) for n, t in schema.to_polars().items()])
 
 
-def map_items(movies: pl.DataFrame, tags: pl.DataFrame, ratings: pl.DataFrame) -> pl.DataFrame:
-    """ITEMS rows from movies.csv, tags.csv and ratings.csv (see the module docstring for each column)."""
+def map_items(
+    movies: pl.DataFrame, tags: pl.DataFrame, ratings: pl.DataFrame, content_cutoff: dt.datetime | None = None
+) -> pl.DataFrame:
+    """ITEMS rows from movies.csv, tags.csv and ratings.csv (see the module docstring for each column); user tags
+    written at or after `content_cutoff` (when given) are not used."""
     events = pl.concat(
         [
             ratings.select(pl.col("movieId"), pl.col("timestamp")),
@@ -252,8 +258,9 @@ def map_items(movies: pl.DataFrame, tags: pl.DataFrame, ratings: pl.DataFrame) -
         .select("movieId", pl.col("genre_list").str.to_lowercase().alias("tag"))
         .unique()
     )
+    known_tags = tags if content_cutoff is None else tags.filter(pl.col("timestamp") < int(content_cutoff.timestamp()))
     user_tags = (
-        tags.select("movieId", pl.col("tag").str.strip_chars().str.to_lowercase())
+        known_tags.select("movieId", pl.col("tag").str.strip_chars().str.to_lowercase())
         .drop_nulls("tag")
         .filter(pl.col("tag") != "")
         .join(genre_lower, on=["movieId", "tag"], how="anti")
@@ -293,9 +300,13 @@ def map_items(movies: pl.DataFrame, tags: pl.DataFrame, ratings: pl.DataFrame) -
 
 
 def map_interactions(
-    ratings: pl.DataFrame, items: pl.DataFrame, session_gap_s: int = DEFAULT_SESSION_GAP_S
+    ratings: pl.DataFrame,
+    items: pl.DataFrame,
+    session_gap_s: int = DEFAULT_SESSION_GAP_S,
+    positive_rating: float = POSITIVE_RATING,
 ) -> pl.DataFrame:
-    """INTERACTIONS rows, one per rating of a known item, sessionised by `session_gap_s`.
+    """INTERACTIONS rows, one per rating of a known item, sessionised by `session_gap_s`; a rating >=
+    `positive_rating` is engaged, a lower one shown but not engaged.
 
     Ordered by user, timestamp, movieId. Ratings of items absent from `items` are dropped.
     """
@@ -312,7 +323,7 @@ def map_interactions(
             .cum_sum()
             .over("userId")
             - 1,
-            positive=pl.col("rating") >= POSITIVE_RATING,
+            positive=pl.col("rating") >= positive_rating,
         )
     )
     out = df.select(
@@ -324,8 +335,8 @@ def map_interactions(
         pl.lit(SURFACE).alias("surface"),
         pl.lit(0, dtype=pl.Int32()).alias("position"),
         pl.lit(1.0).alias("propensity"),
-        pl.lit(True).alias("clicked"),
-        pl.when(pl.col("positive")).then(pl.col("duration_ms")).otherwise(pl.col("duration_ms") // 2).alias("watch_ms"),
+        pl.col("positive").alias("clicked"),
+        pl.when(pl.col("positive")).then(pl.col("duration_ms")).otherwise(0).alias("watch_ms"),
         pl.col("positive").alias("finished"),
         pl.col("positive").alias("liked"),
         pl.lit(False).alias("shared"),
@@ -387,14 +398,21 @@ def _iso(ts: dt.datetime | None) -> str | None:
 
 
 def adapt_movielens(
-    src_dir: str | Path, out_dir: str | Path, session_gap_s: int = DEFAULT_SESSION_GAP_S
+    src_dir: str | Path,
+    out_dir: str | Path,
+    session_gap_s: int = DEFAULT_SESSION_GAP_S,
+    positive_rating: float = POSITIVE_RATING,
+    content_cutoff: dt.datetime | None = None,
 ) -> AdaptResult:
-    """Maps the MovieLens dump in `src_dir` into the log contracts under `out_dir` (manifest.json last)."""
+    """Maps the MovieLens dump in `src_dir` into the log contracts under `out_dir` (manifest.json last).
+
+    `positive_rating`: the lowest engaged rating; `content_cutoff`: user tags from this time on are not used.
+    """
     src = read_movielens(src_dir)
     out = Path(out_dir)
 
-    items = map_items(src.movies, src.tags, src.ratings)
-    interactions = map_interactions(src.ratings, items, session_gap_s)
+    items = map_items(src.movies, src.tags, src.ratings, content_cutoff)
+    interactions = map_interactions(src.ratings, items, session_gap_s, positive_rating)
     tables: dict[str, tuple[pl.DataFrame, TableSchema]] = {
         "items": (items, ITEMS),
         "interactions": (interactions, INTERACTIONS),
@@ -431,7 +449,9 @@ def adapt_movielens(
     catalogue_start = items.get_column("created_ts").min() if items.height else None
 
     notes = list(NOTES)
-    notes.append(f"interactions: session_gap_s = {session_gap_s}.")
+    notes.append(f"interactions: session_gap_s = {session_gap_s}; positive_rating = {positive_rating}.")
+    if content_cutoff is not None:
+        notes.append(f"items: user tags written before {content_cutoff.isoformat()} only (the embedding cutoff).")
     if dropped:
         notes.append(f"interactions: {dropped} rating(s) of movieIds absent from movies.csv were dropped.")
     manifest = {
@@ -442,6 +462,8 @@ def adapt_movielens(
         "now": _iso(now),
         "catalogue_start": _iso(catalogue_start),
         "media": {"root": None, "mode": "none"},
+        "positive_rating": positive_rating,
+        "content_cutoff": _iso(content_cutoff),
         "counts": dict(result.counts),
         "notes": notes,
     }
@@ -459,8 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", type=Path, help="MovieLens folder (ratings.csv, movies.csv, tags.csv)")
     parser.add_argument("out", type=Path, help="output data directory")
     parser.add_argument("--session-gap-s", type=int, default=DEFAULT_SESSION_GAP_S)
+    parser.add_argument("--positive-rating", type=float, default=POSITIVE_RATING)
     args = parser.parse_args(argv)
-    result = adapt_movielens(args.src, args.out, session_gap_s=args.session_gap_s)
+    result = adapt_movielens(args.src, args.out, session_gap_s=args.session_gap_s, positive_rating=args.positive_rating)
     print(json.dumps({"out_dir": str(result.out_dir), "counts": result.counts}, indent=2))
     return 0
 

@@ -92,7 +92,7 @@ def test_autocast_context_runs_linear_layers_in_bf16_only_when_asked():
 
 
 def test_bf16_training_on_the_tiny_world_keeps_fp32_weights_and_resumes(tiny_world_and_work, tmp_path):
-    data_dir, work = tiny_world_and_work
+    data_dir, work, pairs = tiny_world_and_work
     base = TrainConfig(
         steps_i=2,
         steps_ii=1,
@@ -108,10 +108,10 @@ def test_bf16_training_on_the_tiny_world_keeps_fp32_weights_and_resumes(tiny_wor
     )
     bf16 = dataclasses.replace(base, precision="bf16")
     # When the same seeded run trains in fp32 and under bf16 autocast, and a bf16 run is killed and resumed
-    a = train(base, data_dir, tmp_path / "fp32", work_dir=work)
-    b = train(bf16, data_dir, tmp_path / "bf16", work_dir=work)
-    killed = train(dataclasses.replace(bf16, stop_after=5), data_dir, tmp_path / "bf16_resumed", work_dir=work)
-    resumed = train(bf16, data_dir, tmp_path / "bf16_resumed", work_dir=work)
+    a = train(base, data_dir, tmp_path / "fp32", pairs, work_dir=work)
+    b = train(bf16, data_dir, tmp_path / "bf16", pairs, work_dir=work)
+    killed = train(dataclasses.replace(bf16, stop_after=5), data_dir, tmp_path / "bf16_resumed", pairs, work_dir=work)
+    resumed = train(bf16, data_dir, tmp_path / "bf16_resumed", pairs, work_dir=work)
     # Then the bf16 losses are finite, near the fp32 ones but not equal to them (autocast really ran)
     la = [r["loss"] for r in read_metrics(a.metrics_path)]
     lb = [r["loss"] for r in read_metrics(b.metrics_path)]
@@ -128,15 +128,15 @@ def test_bf16_training_on_the_tiny_world_keeps_fp32_weights_and_resumes(tiny_wor
 
 
 def test_resuming_on_another_device_is_allowed_but_not_in_another_precision(tiny_world_and_work, tmp_path):
-    data_dir, work = tiny_world_and_work
+    data_dir, work, pairs = tiny_world_and_work
     cfg = TrainConfig(steps_i=4, steps_ii=0, steps_iii=0, steps_cre=0, batch_size=8, checkpoint_every=2)
     cfg = dataclasses.replace(cfg, warmup_steps=1, balance_sample=16, progress=False)
-    train(dataclasses.replace(cfg, stop_after=2), data_dir, tmp_path / "r", work_dir=work)
+    train(dataclasses.replace(cfg, stop_after=2), data_dir, tmp_path / "r", pairs, work_dir=work)
     # the device is free to change between a run and its resumption ('auto' is the CPU here or the GPU there)
-    res = train(dataclasses.replace(cfg, device="auto"), data_dir, tmp_path / "r", work_dir=work)
+    res = train(dataclasses.replace(cfg, device="auto"), data_dir, tmp_path / "r", pairs, work_dir=work)
     assert res.completed and res.steps_done == 4
     with pytest.raises(ValueError, match="precision"):
-        train(dataclasses.replace(cfg, precision="bf16", steps_i=6), data_dir, tmp_path / "r", work_dir=work)
+        train(dataclasses.replace(cfg, precision="bf16", steps_i=6), data_dir, tmp_path / "r", pairs, work_dir=work)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_process_torchrun_trains_and_checkpoints(tiny_world_and_work, tmp_path):
-    world, work = tiny_world_and_work
+    world, work, pairs = tiny_world_and_work
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "dist"
     cmd = [
@@ -32,6 +32,8 @@ def test_two_process_torchrun_trains_and_checkpoints(tiny_world_and_work, tmp_pa
         "embedding.distributed",
         "--data",
         str(world),
+        "--pairs",
+        str(pairs),
         "--out",
         str(out),
         "--work",

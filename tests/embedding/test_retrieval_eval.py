@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 
 from embedding.retrieval_eval import (
+    MINILM,
+    SAIL,
+    SAIL_CONTENT,
     Benchmark,
     EvalConfig,
     PairsMethod,
     check_targets,
+    paired_differences,
     per_query_recall,
     run_retrieval_eval,
     search_excluding,
@@ -32,17 +36,49 @@ def test_recall_and_capped_recall_by_hand():
     np.testing.assert_allclose(per_query_recall([[1, 2]], capped), [1.0])  # 2 hits / min(4, 2)
 
 
-def test_targets_need_five_points_and_disjoint_intervals():
-    sail = {"recall": 0.6, "low": 0.55, "high": 0.65}
-    table = {
-        "SAIL + CRE": {"q2i": sail, "i2i_coengagement": sail},
-        "A": {
-            "q2i": {"recall": 0.5, "low": 0.45, "high": 0.54},
-            "i2i_coengagement": {"recall": 0.57, "low": 0.5, "high": 0.6},
+def test_paired_difference_is_the_mean_per_query_gap_with_a_cluster_interval():
+    # Given two methods on the same 6 queries in 3 clusters, B always 0.1 below A, except one query
+    bench = {"t": Benchmark("t", 2, [{1}] * 6, np.array([0, 0, 1, 1, 2, 2]))}
+    a = np.array([0.5, 0.5, 0.4, 0.4, 0.3, 0.3])
+    per_query = {"A": {"t": a}, "B": {"t": a - np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.4])}}
+    # When differencing A - B
+    d = paired_differences(per_query, bench, [("A", "B"), ("A", "missing")], n_boot=200, seed=0)
+    # Then the estimate is the mean gap (0.9 / 6), its interval lies between the cluster means' extremes, and a
+    # missing column is left out
+    assert set(d) == {"A - B"}
+    cell = d["A - B"]["t"]
+    assert cell["diff"] == pytest.approx(0.15) and cell["queries"] == 6
+    assert 0.1 - 1e-9 <= cell["low"] <= cell["diff"] <= cell["high"] <= 0.25 + 1e-9
+
+
+def test_targets_read_paired_intervals_and_judge_cold_start_against_content_columns():
+    def cell(low, high):
+        return {"diff": (low + high) / 2, "low": low, "high": high, "queries": 10}
+
+    table = {c: {} for c in ("ItemCF (covisit)", MINILM, SAIL_CONTENT, SAIL)}
+    paired = {
+        f"{SAIL} - {SAIL_CONTENT}": {
+            "i2i_coengagement": cell(0.01, 0.03),
+            "cold_start_i2i": cell(0.002, 0.02),
+            "seq2item": cell(-0.01, 0.02),
         },
+        f"{SAIL} - {MINILM}": {
+            "i2i_coengagement": cell(0.01, 0.03),
+            "cold_start_i2i": cell(0.001, 0.03),
+            "seq2item": cell(0.01, 0.04),
+        },
+        f"{SAIL} - ItemCF (covisit)": {"cold_start_i2i": cell(0.2, 0.3)},  # a structural 0: never a target
+        f"{SAIL_CONTENT} - {MINILM}": {"i2i_coengagement": cell(-0.02, 0.0), "q2i": cell(-0.03, -0.01)},
     }
-    t = check_targets(table)
-    assert t["q2i"]["met"] and not t["i2i_coengagement"]["met"]
+    t = check_targets(table, paired)
+    assert t["cre_over_content_stages"] == {
+        "met": False,
+        "per_task": {"i2i_coengagement": True, "cold_start_i2i": True, "seq2item": False},
+    }
+    assert t["cre_over_minilm"]["met"]
+    # stages I-III may tie MiniLM (interval reaching 0) but not fall below it
+    assert t["content_stages_keep_minilm"] == {"met": False, "per_task": {"i2i_coengagement": True, "q2i": False}}
+    assert t["cold_start_over_content"] == {"met": True, "per_column": {MINILM: True, SAIL_CONTENT: True}}
 
 
 def _tiny_eval_config(**changes) -> EvalConfig:
@@ -61,8 +97,10 @@ def _tiny_eval_config(**changes) -> EvalConfig:
 
 
 def test_quick_table_without_ablations(tiny_world_and_work, tmp_path):
-    world, work = tiny_world_and_work
-    res = run_retrieval_eval(_tiny_eval_config(ablations=False, minilm=False), world, tmp_path / "eval", work_dir=work)
+    world, work, pairs = tiny_world_and_work
+    res = run_retrieval_eval(
+        _tiny_eval_config(ablations=False, minilm=False), world, pairs, tmp_path / "eval", work_dir=work
+    )
     payload = json.loads(res.json_path.read_text())
     assert payload["columns"] == [
         "ItemCF (covisit)",
@@ -72,7 +110,9 @@ def test_quick_table_without_ablations(tiny_world_and_work, tmp_path):
         "SAIL + CRE",
     ]
     assert payload["ablations"] == {}
-    assert set(payload["targets"]) == {"i2i_coengagement", "q2i", "cold_start_i2i"}
+    assert set(payload["targets"]) == {"cre_over_content_stages", "cold_start_over_content"}
+    assert set(payload["paired"]) == {f"SAIL + CRE - {c}" for c in payload["columns"][:-1]}
+    assert payload["split_ts"] == json.loads((pairs / "mining.json").read_text())["cutoff"]
     b = payload["log"]["benchmarks"]
     assert set(b) == {"i2i_coengagement", "i2i_content", "q2i", "cold_start_i2i", "seq2item"}
     assert all(n > 0 for n in b.values())
@@ -80,9 +120,9 @@ def test_quick_table_without_ablations(tiny_world_and_work, tmp_path):
 
 @pytest.mark.slow
 def test_end_to_end_table_on_the_tiny_world(tiny_world_and_work, tmp_path):
-    world, work = tiny_world_and_work
+    world, work, pairs = tiny_world_and_work
     cfg = _tiny_eval_config()
-    res = run_retrieval_eval(cfg, world, tmp_path / "eval", work_dir=work)
+    res = run_retrieval_eval(cfg, world, pairs, tmp_path / "eval", work_dir=work)
     payload = json.loads(res.json_path.read_text())
     cols = [
         "ItemCF (covisit)",

@@ -13,7 +13,7 @@ from benchmarks import embedding_cuda_check, embedding_throughput
 
 
 def test_throughput_benchmark_reports_one_row_per_setting(tiny_world_and_work, tmp_path):
-    world, _ = tiny_world_and_work
+    world, _, _ = tiny_world_and_work
     out = tmp_path / "tp.json"
     # When timing the tiny model at two batch sizes, fp32 and bf16 on the CPU
     embedding_throughput.main(
@@ -33,7 +33,7 @@ def test_throughput_benchmark_reports_one_row_per_setting(tiny_world_and_work, t
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_check_trains_every_stage_on_the_gpu(tiny_world_and_work, tmp_path):
-    world, work = tiny_world_and_work
+    world, work, pairs = tiny_world_and_work
     out = tmp_path / "check.json"
     embedding_cuda_check.main(
         ["--world", str(world), "--work", str(work), "--steps", "4,2,3,4", "--batch-size", "8"]

@@ -32,7 +32,7 @@ FAST = TrainConfig(
 
 
 def test_each_stage_runs_and_its_loss_falls(world, tmp_path):
-    data_dir, work = world
+    data_dir, work, pairs = world
     # Given uniform source weights (each stage's probe objective is then the plain mean over its sources), a seeded
     # run (sources are sorted, every step reseeded: the run is deterministic) and a moderate learning rate
     cfg = dataclasses.replace(
@@ -49,7 +49,7 @@ def test_each_stage_runs_and_its_loss_falls(world, tmp_path):
         seed=2,
     )
     # When training every stage
-    res = train(cfg, data_dir, tmp_path / "run", work_dir=work)
+    res = train(cfg, data_dir, tmp_path / "run", pairs, work_dir=work)
     # Then every stage ran and logged its steps
     assert res.completed and res.steps_done == 40
     recs = [json.loads(line) for line in res.metrics_path.read_text().splitlines()]
@@ -67,14 +67,14 @@ def test_each_stage_runs_and_its_loss_falls(world, tmp_path):
 
 
 def test_resume_after_kill_matches_an_unbroken_run(world, tmp_path):
-    data_dir, work = world
+    data_dir, work, pairs = world
     # Given an unbroken run of 10 steps (stage III mines hard negatives, CRE uses every collaborative source)
-    full = train(FAST, data_dir, tmp_path / "a", work_dir=work)
+    full = train(FAST, data_dir, tmp_path / "a", pairs, work_dir=work)
     # When a second run is killed after step 7 (last checkpoint at step 6) and then resumed to the end
-    killed = train(dataclasses.replace(FAST, stop_after=7), data_dir, tmp_path / "b", work_dir=work)
+    killed = train(dataclasses.replace(FAST, stop_after=7), data_dir, tmp_path / "b", pairs, work_dir=work)
     assert not killed.completed and killed.steps_done == 7
     assert killed.checkpoint_dir.name == "step-0000006"
-    resumed = train(FAST, data_dir, tmp_path / "b", work_dir=work)
+    resumed = train(FAST, data_dir, tmp_path / "b", pairs, work_dir=work)
     # Then the losses of every step and the final weights are identical
     assert resumed.completed and resumed.steps_done == full.steps_done == 10
     la = [json.loads(x)["loss"] for x in full.metrics_path.read_text().splitlines()]
@@ -88,8 +88,8 @@ def test_resume_after_kill_matches_an_unbroken_run(world, tmp_path):
 
 
 def test_checkpoints_are_safetensors_and_json_only(world, tmp_path):
-    data_dir, work = world
-    res = train(dataclasses.replace(FAST, steps_iii=0, steps_cre=0), data_dir, tmp_path / "c", work_dir=work)
+    data_dir, work, pairs = world
+    res = train(dataclasses.replace(FAST, steps_iii=0, steps_cre=0), data_dir, tmp_path / "c", pairs, work_dir=work)
     files = sorted(p.name for p in res.checkpoint_dir.iterdir())
     assert files == ["_SUCCESS", "state.json", "state.safetensors"]
     from safetensors.torch import load_file
@@ -99,9 +99,9 @@ def test_checkpoints_are_safetensors_and_json_only(world, tmp_path):
 
 
 def test_concat_variant_without_audio_trains_and_infers(world, tmp_path):
-    data_dir, work = world
+    data_dir, work, pairs = world
     cfg = dataclasses.replace(FAST, fuser=False, audio=False, steps_iii=0, steps_cre=2)
-    res = train(cfg, data_dir, tmp_path / "d", work_dir=work)
+    res = train(cfg, data_dir, tmp_path / "d", pairs, work_dir=work)
     loaded = load_embedding_model(res.model_path)
     assert isinstance(loaded.model, ConcatFusionModel) and loaded.use_audio is False
     from embedding.infer import ItemEncoder
@@ -120,9 +120,9 @@ def test_concat_variant_without_audio_trains_and_infers(world, tmp_path):
 
 
 def test_inference_is_batch_invariant(world, tmp_path):
-    data_dir, work = world
+    data_dir, work, pairs = world
     res = train(
-        dataclasses.replace(FAST, steps_ii=0, steps_iii=0, steps_cre=0), data_dir, tmp_path / "e", work_dir=work
+        dataclasses.replace(FAST, steps_ii=0, steps_iii=0, steps_cre=0), data_dir, tmp_path / "e", pairs, work_dir=work
     )
     from embedding.infer import ItemEncoder
     from jobs import contracts as K

@@ -40,21 +40,29 @@ def test_word_queries_are_seeded():
     assert a.queries == b.queries and a.queries != c.queries
 
 
-def test_preparation_is_reused_unless_a_field_it_reads_changes(tiny_world_and_work, tmp_path):
-    import dataclasses
+def test_training_reads_the_mine_stage_pairs_and_names_what_is_missing(tiny_world_and_work, tmp_path):
+    import json
+    import shutil
 
-    from embedding.data import PREPARE_FIELDS, DataConfig, prepare_data
+    import pytest
 
-    world, _ = tiny_world_and_work
-    cfg = DataConfig()
-    p = prepare_data(world, tmp_path, cfg)
-    marker = p.mined_train / "i2i_pairs" / "_SUCCESS"
-    first = marker.stat().st_mtime_ns
-    assert "word_queries_per_item" not in PREPARE_FIELDS
-    prepare_data(world, tmp_path, dataclasses.replace(cfg, word_queries_per_item=3, clean_max_pairs=7))
-    assert marker.stat().st_mtime_ns == first  # source-building knobs: the mined pairs are reused
-    prepare_data(world, tmp_path, dataclasses.replace(cfg, i2i_top_k=cfg.i2i_top_k + 1))
-    assert marker.stat().st_mtime_ns != first  # a miner knob: mined again
+    from embedding.data import load_pairs
+
+    world, _, pairs = tiny_world_and_work
+    # Given the mine stage's period layout, training reads its cutoff and positive definition from mining.json
+    prepared = load_pairs(world, pairs)
+    meta = json.loads((pairs / "mining.json").read_text())
+    assert prepared.split_ts.isoformat() == meta["cutoff"]
+    assert prepared.table("train", "i2i_pairs") == pairs / "train" / "i2i_pairs"
+    before, after = prepared.interactions(before=True), prepared.interactions(before=False)
+    assert before.num_rows and after.num_rows
+    assert max(before["ts"].to_pylist()) < prepared.split_ts <= min(after["ts"].to_pylist())
+    # When a table is missing, the error names it and how to make it (nothing is mined behind the user's back)
+    broken = tmp_path / "pairs"
+    shutil.copytree(pairs, broken)
+    shutil.rmtree(broken / "heldout" / "i2i_pairs")
+    with pytest.raises(FileNotFoundError, match=r"heldout/i2i_pairs.*sail mine-pairs"):
+        load_pairs(world, broken)
 
 
 def test_word_queries_join_stage_one_unless_switched_off(tiny_world_and_work):
@@ -64,13 +72,13 @@ def test_word_queries_join_stage_one_unless_switched_off(tiny_world_and_work):
     from embedding.retrieval_eval import _scaled
     from embedding.trainer import TrainConfig, load_training_data
 
-    world, work = tiny_world_and_work
+    world, work, pairs = tiny_world_and_work
     on = TrainConfig()
     off = _scaled(on, 0.5, data={"word_queries_per_item": 0}, audio=False)
     assert off.data == dataclasses.replace(on.data, word_queries_per_item=0) and not off.audio
     assert off.steps_i == max(1, round(on.steps_i * 0.5))
-    with_words = load_training_data(on, world, work, ModelConfig.tiny())
-    without = load_training_data(off, world, work, ModelConfig.tiny())
+    with_words = load_training_data(on, world, pairs, work, ModelConfig.tiny())
+    without = load_training_data(off, world, pairs, work, ModelConfig.tiny())
     assert "word_queries" in with_words.stages["I"]
     assert len(with_words.sources["word_queries"]) == on.data.word_queries_per_item * len(
         [r for r in with_words.store.text_rows if (r.get("title") or r.get("tags"))]
@@ -86,13 +94,14 @@ def test_word_queries_knob_reaches_the_trainer_from_cli_and_config(tmp_path):
 
     p = argparse.ArgumentParser()
     _add_train_args(p)
-    args = p.parse_args(["--data", "d", "--out", "o", "--word-queries", "0"])
+    args = p.parse_args(["--data", "d", "--pairs", "m", "--out", "o", "--word-queries", "0"])
     assert train_config_from_args(args).data.word_queries_per_item == 0
-    assert train_config_from_args(p.parse_args(["--data", "d", "--out", "o"])).data.word_queries_per_item == 4
+    args = p.parse_args(["--data", "d", "--pairs", "m", "--out", "o"])
+    assert train_config_from_args(args).data.word_queries_per_item == 4
     f = tmp_path / "c.yaml"
-    f.write_text("name: x\nembedding: {word_queries: 2, holdout_frac: 0.25}\n")
-    data = embedding_train_config(load_config(str(f))).data
-    assert (data.word_queries_per_item, data.holdout_frac) == (2, 0.25)
+    f.write_text("name: x\nembedding: {word_queries: 2, holdout_frac: 0.6}\n")
+    cfg = load_config(str(f))
+    assert embedding_train_config(cfg).data.word_queries_per_item == 2 and cfg.embedding.holdout_frac == 0.6
 
 
 def test_negative_word_queries_are_refused():
@@ -128,17 +137,31 @@ def test_positive_matrix_counts_positive_events_by_hand(tmp_path):
     users, items, m = positive_matrix(tmp_path / "i")
     assert users.tolist() == [5, 7] and items.tolist() == [10, 20, 30]
     np.testing.assert_allclose(m.toarray(), np.log1p([[0, 1, 0], [1, 0, 2]]))
+    # events are one a minute from 2025-03-03 (T0): before minute 2, only user 7's two likes of item 30 count
+    import datetime as dt
+
+    from jobs.mining_config import PositiveConfig
+
+    users, items, m = positive_matrix(tmp_path / "i", before=dt.datetime(2025, 3, 3, 0, 2, tzinfo=dt.UTC))
+    assert users.tolist() == [7] and items.tolist() == [30]
+    np.testing.assert_allclose(m.toarray(), np.log1p([[2]]))
+    # and the positive definition is the configured one: a threshold of 1 makes a click alone positive
+    _, items, _ = positive_matrix(tmp_path / "i", PositiveConfig(threshold=1.0))
+    assert items.tolist() == [10, 20, 30, 40]
 
 
 def test_item_id_table_is_the_svd_item_factors(tmp_path):
-    from embedding.data import fit_item_id_table, positive_matrix
+    import datetime as dt
+
+    from embedding.data import PreparedData, fit_item_id_table, positive_matrix
 
     rng = np.random.default_rng(0)
     users, items_drawn = rng.integers(0, 30, 400), rng.integers(100, 112, 400)
     events = [(int(u), int(i), True) for u, i in zip(users, items_drawn, strict=True)]
-    _write_interactions(tmp_path / "i", events)
-    _, items, m = positive_matrix(tmp_path / "i")
-    table = fit_item_id_table(tmp_path / "i", dim=4, seed=0)
+    _write_interactions(tmp_path / "interactions", events)
+    _, items, m = positive_matrix(tmp_path / "interactions")
+    prepared = PreparedData(tmp_path, tmp_path / "pairs", dt.datetime(2100, 1, 1, tzinfo=dt.UTC), None)
+    table = fit_item_id_table(prepared, dim=4, seed=0)
     assert table.item_ids.tolist() == items.tolist() and table.vectors.shape == (12, 4)
     np.testing.assert_allclose(np.linalg.norm(table.vectors, axis=1), 1.0, rtol=1e-5)
     # V * sqrt(S) of the top 4 singular triplets, row-normalised: its Gram is sign-free, so compare Grams

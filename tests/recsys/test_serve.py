@@ -69,7 +69,7 @@ class Built:
 @pytest.fixture(scope="module")
 def built(tiny_world_and_work, spark, interpreted_stages, tmp_path_factory) -> Built:
     """The tiny world's stand-in features, its ranking samples (Spark) and two tiny trained variants."""
-    world, _ = tiny_world_and_work
+    world, _, _ = tiny_world_and_work
     base = tmp_path_factory.mktemp("serve")
     features = base / "item_features"
     write_standin_features(world, features, dim=8, levels=2, codebook_size=8)
