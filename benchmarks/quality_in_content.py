@@ -8,7 +8,7 @@ and the same config with `data.quality_in_content: 0.9`). Per run it reports:
 - how much of the world's item quality (`truth/item_truth`, never read by the pipeline) a linear probe recovers
   from the SAIL item embedding and, for comparison, from a TF-IDF of the titles: 5-fold cross-validated R^2 of a
   ridge regression (alpha chosen inside each fold);
-- the TorchRec +both - control click AUC gain overall, on cold-start and unseen items, and the slice gain minus the
+- the TorchRec +both - control click AUC gain overall, on cold and new items, and the slice gain minus the
   gain elsewhere with its interval (`ranker/results.json`'s `slice_gains`).
 
 Writes OUT.json and OUT.md.
@@ -63,7 +63,7 @@ def run_row(run: Path) -> dict:
             probe_r2(TfidfVectorizer().fit_transform(items["title"].to_list()), items["quality"].to_numpy()), 4
         ),
         "click_auc_gain_all": overall,
-        "slice_gains_click": {s: gains[s]["click"] for s in ("cold", "unseen")},
+        "slice_gains_click": {s: gains[s]["click"] for s in ("cold", "new")},
     }
 
 
@@ -78,11 +78,11 @@ def markdown(rows: list[dict]) -> str:
         " test click AUC; slice difference = gain on the slice - gain elsewhere (user-level bootstrap 95% interval).",
         "",
         "| run (config) | quality_in_content | quality R^2 from SAIL embedding | from title TF-IDF |"
-        " click AUC gain, all | cold: gain / difference | unseen: gain / difference |",
+        " click AUC gain, all | cold: gain / difference | new: gain / difference |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        c, u = r["slice_gains_click"]["cold"], r["slice_gains_click"]["unseen"]
+        c, u = r["slice_gains_click"]["cold"], r["slice_gains_click"]["new"]
         out.append(
             f"| `{r['run']}` ({r['config']}) | {r['quality_in_content']} | {r['quality_r2_sail_embedding']:.3f} |"
             f" {r['quality_r2_title_tfidf']:.3f} | {iv(r['click_auc_gain_all'])} |"

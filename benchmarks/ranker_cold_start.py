@@ -2,10 +2,10 @@
 few settings on one run's ranking samples, each evaluated with the slice-gain test.
 
 For every setting, `recsys.cli.run_variants` trains control and +both (TorchRec, 1 thread) on the same samples and
-evaluates them; the table reports the click AUC of each, the +both - control gain on all / cold / unseen test
+evaluates them; the table reports the click AUC of each, the +both - control gain on all / cold / new test
 impressions, and `slice_gains` (gain on the slice - gain on the other impressions, same user resamples).
 Settings: the pipeline's default (DCNv2 + DLRM dots interaction, 2 epochs), item-id dropout 0.2 (the OOV row that
-unseen items use is trained; the model learns to rank without the item id), 4 epochs (the id tables trained
+cold items use is trained; the model learns to rank without the item id), 4 epochs (the id tables trained
 further), and the other interactions: DCNv2 only (2 and 4 epochs) and DLRM dots only. The dots give the control an
 explicit target-item x history-bag similarity, learned from ids, next to the one the +both variant reads from SAIL.
 
@@ -48,11 +48,11 @@ def _row(name: str, res: dict, seconds: float) -> dict:
         "setting": name,
         "seconds": round(seconds, 1),
         "auc": {
-            v: {sl: models[f"torchrec/{v}"][sl]["click"]["auc"] for sl in ("all", "cold", "unseen")}
+            v: {sl: models[f"torchrec/{v}"][sl]["click"]["auc"] for sl in ("all", "cold", "new")}
             for v in ("control", "both")
         },
-        "gain": {sl: diff[sl]["click"]["auc"] for sl in ("all", "cold", "unseen")},
-        "slice_gain": {sl: gains[sl]["click"] for sl in ("cold", "unseen")},
+        "gain": {sl: diff[sl]["click"]["auc"] for sl in ("all", "cold", "new")},
+        "slice_gain": {sl: gains[sl]["click"] for sl in ("cold", "new")},
     }
 
 
@@ -78,22 +78,22 @@ def markdown(rows: list[dict], samples: str) -> str:
         "# Is the +both ranker's gain larger on cold-start items?",
         "",
         f"TorchRec control and +both, click AUC on the test period of `{samples}` (user-level bootstrap 95% "
-        "intervals). Cold: items with no train impression or created after the first one; unseen: no train "
-        "impression at all.",
+        "intervals). Cold: items with no impression in the ranker's training window; new: items created in the "
+        "test window.",
         "",
-        "| setting | control AUC all / cold / unseen | +both AUC all / cold / unseen | gain all | gain cold | "
-        "gain unseen | cold gain - other gain | unseen gain - other gain |",
+        "| setting | control AUC all / cold / new | +both AUC all / cold / new | gain all | gain cold | "
+        "gain new | cold gain - other gain | new gain - other gain |",
         "|" + "---|" * 8,
     ]
     for r in rows:
         a = {
-            v: " / ".join(f"{r['auc'][v][sl]['value']:.4f}" for sl in ("all", "cold", "unseen"))
+            v: " / ".join(f"{r['auc'][v][sl]['value']:.4f}" for sl in ("all", "cold", "new"))
             for v in ("control", "both")
         }
         g, s = r["gain"], r["slice_gain"]
         lines.append(
             f"| {r['setting']} | {a['control']} | {a['both']} | {_iv(g['all'])} | {_iv(g['cold'])} | "
-            f"{_iv(g['unseen'])} | {_iv(s['cold'])} | {_iv(s['unseen'])} |"
+            f"{_iv(g['new'])} | {_iv(s['cold'])} | {_iv(s['new'])} |"
         )
     larger = [r["setting"] for r in rows if r["slice_gain"]["cold"]["low"] > 0]
     lines += [

@@ -446,7 +446,7 @@ def _ranker_html(ranker: Mapping[str, Any]) -> str:
             _figure(
                 plots.plot_cold_start(models, t, variants[t], tasks),
                 "ranker",
-                f"{t}: AUC on all, cold-start and unseen items per variant (cold-start slice)",
+                f"{t}: AUC on all, cold and new items per variant",
             )
         )
     rows = []

@@ -17,7 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 DPI = 100
-SLICE_LABEL = {"all": "all items", "cold": "cold-start items", "unseen": "unseen items"}
+SLICE_LABEL = {
+    "all": "all items",
+    "cold": "cold items (no train impression)",
+    "new": "new items (created in the test window)",
+}
 METRIC_LABEL = {
     "auc": "AUC",
     "gauc_impressions": "GAUC (impression-weighted)",
@@ -119,7 +123,7 @@ def plot_ranker_auc(models: dict[str, Any], trainer: str, variants: Sequence[str
 
 
 def plot_cold_start(models: dict[str, Any], trainer: str, variants: Sequence[str], tasks: Sequence[str]) -> bytes:
-    """AUC on all / cold-start / unseen test items, per variant (clusters) and slice (bars), one panel per task."""
+    """AUC on all / cold / new test items, per variant (clusters) and slice (bars), one panel per task."""
     fig = Figure(figsize=(11, 3.8), layout="constrained")
     labels = [variant_label(v) for v in variants]
     for k, task in enumerate(tasks):

@@ -76,6 +76,10 @@ def _fixed_list(table: pa.Table, name: str, width: int, fill: float) -> np.ndarr
     return out
 
 
+DAY_US = 86_400_000_000
+"""Microseconds per day."""
+
+
 @dataclass
 class Encoded:
     """One split as arrays: ids already mapped to table rows."""
@@ -88,8 +92,8 @@ class Encoded:
     labels: np.ndarray  # (N, T) float32
     user_ids: np.ndarray  # (N,) raw user ids (GAUC groups, bootstrap clusters)
     item_ids: np.ndarray  # (N,) raw item ids
-    cold: np.ndarray  # (N,) bool: item had no train impression or was created after the train start
-    unseen: np.ndarray  # (N,) bool: item had no train impression (its id row is the OOV row)
+    cold: np.ndarray  # (N,) bool: the item had no impression in the training split (its id row never trained)
+    new: np.ndarray  # (N,) bool: the item was created within this split's window (on or after its first day)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -104,10 +108,11 @@ class Encoder:
     dense_mean: np.ndarray
     dense_std: np.ndarray
     base_ctr: float
-    train_start_us: int  # first train impression (cold-start rule)
+    train_start_us: int  # first train impression
     content_dim: int
     sid_levels_available: int
     string_vocabs: dict[str, list[str]] = field(default_factory=dict)
+    train_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted ids with a train impression
 
     # ----------------------------------------------------------------------------------------- fitting
     @staticmethod
@@ -143,6 +148,7 @@ class Encoder:
             dense_std=np.ones(len(spec.dense_features), np.float32),
             base_ctr=float(clicks.mean()),
             train_start_us=int(ts_us.min()),
+            train_items=np.unique(item_ids).astype(np.int64),
             content_dim=content_dim,
             sid_levels_available=levels,
             string_vocabs=strings,
@@ -206,7 +212,11 @@ class Encoder:
         labels = np.stack([t.column("label_click").to_numpy(), t.column("label_finish").to_numpy()], 1)
         item_ids = t.column("item_id").to_numpy()
         created_us = pc.cast(t.column("item_created_ts"), pa.int64()).to_numpy()
-        cold = (single["item_id"] == 0) | (created_us >= self.train_start_us)
+        cold = ~np.isin(item_ids, self.train_items)
+        new = np.zeros(len(item_ids), dtype=bool)  # rows without a time (serving) belong to no window
+        if "ts" in t.column_names and t.num_rows:
+            ts_us = pc.cast(t.column("ts"), pa.int64()).to_numpy()
+            new = created_us >= (int(ts_us.min()) // DAY_US) * DAY_US  # created on or after the split's first day
         dense = ((self._raw_dense(t) - self.dense_mean) / self.dense_std).astype(np.float32)
         return Encoded(
             single=single,
@@ -218,7 +228,7 @@ class Encoder:
             user_ids=t.column("user_id").to_numpy(),
             item_ids=item_ids,
             cold=cold,
-            unseen=single["item_id"] == 0,
+            new=new,
         )
 
     # -------------------------------------------------------------------------------------- persistence
@@ -231,6 +241,7 @@ class Encoder:
             "dense_std": self.dense_std.tolist(),
             "base_ctr": self.base_ctr,
             "train_start_us": self.train_start_us,
+            "train_items": self.train_items.tolist(),
             "content_dim": self.content_dim,
             "sid_levels_available": self.sid_levels_available,
         }
@@ -252,6 +263,7 @@ class Encoder:
             dense_std=np.asarray(d["dense_std"], dtype=np.float32),
             base_ctr=float(d["base_ctr"]),
             train_start_us=int(d["train_start_us"]),
+            train_items=np.asarray(d.get("train_items", []), dtype=np.int64),
             content_dim=int(d["content_dim"]),
             sid_levels_available=int(d["sid_levels_available"]),
             string_vocabs={k: list(v) for k, v in d["string_vocabs"].items()},

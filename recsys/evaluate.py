@@ -3,12 +3,14 @@ paired differences against control, on all items and on the cold-start slices, a
 a cold-start slice than on the other impressions (`slice_gains`). JSON + a Markdown table.
 
 Every model (TorchRec variants, LightGBM variants) writes `scores.npz` with the same arrays
-(`test_click`, `test_finish`, `test_label_click`, `test_label_finish`, `test_user`, `test_item`, `test_cold`),
+(`test_click`, `test_finish`, `test_label_click`, `test_label_finish`, `test_user`, `test_item`, `test_cold`,
+`test_new`),
 so they are evaluated by the same code. The metric definitions are offline_eval.metrics'; the intervals are
 offline_eval.bootstrap's cluster bootstrap over users.
 
-Slices: "all"; "cold": test impressions of items with no train impression or created after the first train
-impression (`Encoded.cold`); "unseen": items with no train impression at all (`Encoded.unseen`, a subset).
+Slices: "all"; "cold": test impressions of items with no impression in the ranker's training window (their item-id
+rows never trained: `Encoded.cold`); "new": items created within the test window (`Encoded.new`, mostly a subset
+of cold). Both are reported with their sizes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from offline_eval.metrics import auc, normalized_entropy
 from recsys.features import TASKS
 
 METRICS = ("auc", "gauc_impressions", "gauc_positives", "ne")
-SLICES = ("all", "cold", "unseen")
+SLICES = ("all", "cold", "new")
 
 
 def load_scores(path: str | Path, split: str = "test") -> dict[str, np.ndarray]:
@@ -132,7 +134,7 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_
 def slice_gains(
     control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_boot: int = 500, seed: int = 0
 ) -> dict:
-    """{slice: {task: ...}} for the cold and unseen slices: treatment's AUC gain over control on the slice's
+    """{slice: {task: ...}} for the cold and new slices: treatment's AUC gain over control on the slice's
     impressions minus its gain on every other impression, with a user-level bootstrap interval ("is the gain
     larger on cold-start items?"). Left out where either side's labels hold one class."""
     res: dict[str, Any] = {}

@@ -103,7 +103,7 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
         out[f"test_label_{task}"] = test.labels[:, j]
     info["seconds"] = time.perf_counter() - t0
     out.update(
-        {"test_user": test.user_ids, "test_item": test.item_ids, "test_cold": test.cold, "test_unseen": test.unseen}
+        {"test_user": test.user_ids, "test_item": test.item_ids, "test_cold": test.cold, "test_new": test.new}
     )
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     path = cfg.out_dir / "scores.npz"

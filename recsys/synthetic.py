@@ -60,7 +60,10 @@ def synthetic_samples(
         start + dt.timedelta(days=int(d), seconds=int(s))
         for d, s in zip(day, rng.integers(0, 86_400, n_rows), strict=True)
     ]
-    created = [start - dt.timedelta(days=30) if i < n_warm else start + dt.timedelta(days=first_test - 1) for i in item]
+    # cold items (never shown before the test days) are uploaded the day before the test window, or (odd ids) on its
+    # first day: "new" items
+    cold_created = [start + dt.timedelta(days=first_test - 1 + (i % 2)) for i in range(n_items)]
+    created = [start - dt.timedelta(days=30) if i < n_warm else cold_created[i] for i in item]
     user_pos = {}
     recent = []
     for u, i, c in zip(user, item, click, strict=True):

@@ -194,7 +194,7 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
                     f"{s}_user": e.user_ids,
                     f"{s}_item": e.item_ids,
                     f"{s}_cold": e.cold,
-                    f"{s}_unseen": e.unseen,
+                    f"{s}_new": e.new,
                 }
             )
         tmp = cfg.out_dir / ".scores.tmp.npz"

@@ -126,7 +126,7 @@ def test_smoke_config_runs_every_stage_end_to_end(smoke_run):
     assert "LT7 lift, ranker both vs ranker control" in names
     assert "click AUC difference, torchrec both - control (all items)" in names
     assert "click AUC gain on cold items - gain on the others, torchrec both vs control" in names
-    assert set(s["ranker"]["slice_gains"]["torchrec/both-control"]) == {"cold", "unseen"}
+    assert set(s["ranker"]["slice_gains"]["torchrec/both-control"]) == {"cold", "new"}
     assert s["reference"] == {"paper_lt7_lift_pct": 0.158, "paper_auc_gain_pct": 0.08}
     assert set(s["run"]["timings"]) >= set(STAGE_NAMES) - {"report"}
 

@@ -19,7 +19,7 @@ def _runs(tmp_path: Path, cold_boost: float) -> dict[str, Path]:
     base = 0.5 * y + rng.normal(size=n)
     better = base + np.where(cold, cold_boost, 0.3) * y
     arrays = {"test_label_click": y, "test_label_finish": y, "test_user": users, "test_item": np.arange(n)}
-    arrays |= {"test_cold": cold, "test_unseen": cold & (np.arange(n) % 2 == 0)}
+    arrays |= {"test_cold": cold, "test_new": cold & (np.arange(n) % 2 == 0)}
     runs = {}
     for v, s in (("control", base), ("both", better)):
         p = 1 / (1 + np.exp(-s))
@@ -32,7 +32,7 @@ def test_rows_and_verdict_follow_the_slice_test(tmp_path):
     larger = _row("cold helped", evaluate_runs(_runs(tmp_path, 1.5), n_boot=50), 1.0)
     same = _row("uniform", evaluate_runs(_runs(tmp_path, 0.3), n_boot=50), 1.0)
     assert larger["slice_gain"]["cold"]["low"] > 0
-    assert set(larger["auc"]["both"]) == {"all", "cold", "unseen"}
+    assert set(larger["auc"]["both"]) == {"all", "cold", "new"}
     md = markdown([larger, same], "samples")
     assert md.count("| cold helped |") == 1 and md.count("| uniform |") == 1
     assert md.rstrip().endswith("Larger on cold-start items (interval of the gain difference above zero): cold helped.")

@@ -68,7 +68,7 @@ def _write_scores(path: Path, sharpness: float, seed: int) -> Path:
     n = 3000
     arrays = {"test_user": rng.integers(0, 200, n), "test_item": rng.integers(0, 300, n)}
     arrays["test_cold"] = rng.random(n) < 0.3
-    arrays["test_unseen"] = arrays["test_cold"] & (rng.random(n) < 0.3)
+    arrays["test_new"] = arrays["test_cold"] & (rng.random(n) < 0.3)
     for task in ("click", "finish"):
         p = 1.0 / (1.0 + np.exp(-sharpness * rng.normal(size=n)))
         arrays[f"test_{task}"] = p.astype(np.float32)

@@ -46,6 +46,28 @@ def test_make_batch_gathers_the_jagged_history_of_the_chosen_rows():
     np.testing.assert_array_equal(batch.labels.numpy(), e.labels[idx])
 
 
+def test_cold_means_no_train_impression_and_new_means_created_in_the_window():
+    # Given samples whose test split has warm items, items never shown in training, and items created in the window
+    import pyarrow.compute as pc
+
+    table = synthetic_samples(n_rows=2000, n_users=30, n_items=80, days=8, seed=3)
+    train, test = (table.filter(pc.equal(table["split"], s)) for s in ("train", "test"))
+    enc = Encoder.fit(train, feature_spec("control"))
+    e = enc.encode(test)
+    # Then "cold" is exactly "no impression in the training split" (not "unknown to any vocabulary")
+    shown = set(train["item_id"].to_pylist())
+    want_cold = np.array([i not in shown for i in test["item_id"].to_pylist()])
+    np.testing.assert_array_equal(e.cold, want_cold)
+    # and "new" is "created on or after the test window's first day", whatever its training history
+    first_day = min(test["date"].to_pylist())
+    start = dt.datetime.combine(first_day, dt.time(0), tzinfo=dt.UTC)
+    want_new = np.array([c >= start for c in test["item_created_ts"].to_pylist()])
+    np.testing.assert_array_equal(e.new, want_new)
+    assert 0 < want_cold.sum() < len(want_cold) and 0 < want_new.sum() < len(want_new)
+    # the slices survive a save / load of the encoder (serving reads it back)
+    assert Encoder.from_json(enc.to_json()).train_items.tolist() == sorted(shown)
+
+
 def test_encoder_refuses_a_variant_whose_features_are_missing():
     table = synthetic_samples(n_rows=200, n_users=10, n_items=30, days=5, seed=2)
     no_sail = table.set_column(

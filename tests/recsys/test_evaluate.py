@@ -18,7 +18,7 @@ def _scores(path, rng, shift):
         test_user=np.repeat(np.arange(40), 10),
         test_item=np.arange(n),
         test_cold=np.arange(n) % 3 == 0,
-        test_unseen=np.zeros(n, bool),
+        test_new=np.zeros(n, bool),
     )
     return path
 
@@ -33,7 +33,7 @@ def test_a_single_class_task_is_reported_as_undefined_and_the_rest_is_evaluated(
     assert set(res["models"]["lgbm/both"]["all"]) == {"finish"}
     assert 0.5 < res["models"]["lgbm/both"]["all"]["finish"]["auc"]["value"] <= 1.0
     assert "all 400 test labels are positive" in res["undefined"]["all"]["click"]
-    assert "unseen" in res["undefined"]  # no unseen items at all
+    assert "new" in res["undefined"]  # no new items at all
     assert set(res["differences"]["lgbm/both-control"]["all"]) == {"finish"}
     md = markdown_table(res)
     assert "| all | click | all | all | — | not reported: all 400 test labels are positive" in md
@@ -48,7 +48,7 @@ def test_slice_gains_report_whether_the_gain_is_larger_on_cold_items(tmp_path):
     y = (rng.random(n) < 0.4).astype(np.int64)
     base = 0.5 * y + rng.normal(size=n)
     arrays = {"test_label_click": y, "test_label_finish": y, "test_user": users, "test_item": np.arange(n)}
-    arrays |= {"test_cold": cold, "test_unseen": cold & (np.arange(n) % 2 == 0)}
+    arrays |= {"test_cold": cold, "test_new": cold & (np.arange(n) % 2 == 0)}
     better = base + np.where(cold, 1.0, 0.1) * y  # the treatment helps cold rows far more
     base, better = 1 / (1 + np.exp(-base)), 1 / (1 + np.exp(-better))  # probabilities (NE needs them)
     for name, s in (("control", base), ("both", better)):
@@ -61,5 +61,5 @@ def test_slice_gains_report_whether_the_gain_is_larger_on_cold_items(tmp_path):
     assert g["gain_in_slice"] == pytest.approx(want_in, abs=1e-12)
     assert g["gain_elsewhere"] == pytest.approx(want_out, abs=1e-12)
     assert g["value"] == pytest.approx(want_in - want_out, abs=1e-12) and g["low"] > 0
-    assert set(res["slice_gains"]["torchrec/both-control"]) == {"cold", "unseen"}
+    assert set(res["slice_gains"]["torchrec/both-control"]) == {"cold", "new"}
     assert f"| cold | click | torchrec | both-control | {want_in:+.4f} | {want_out:+.4f} |" in markdown_table(res)
