@@ -42,6 +42,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cre_x0.5": {"steps_scale": {"steps_cre": 0.5}},
     "no_id2item": {"id_weight": 0.0},
     "content_x0.5": {"steps_scale": {"steps_i": 0.5, "steps_ii": 0.5, "steps_iii": 0.5}},
+    "content_x0.25": {"steps_scale": {"steps_i": 0.25, "steps_ii": 0.25, "steps_iii": 0.25}},
+    "keep_2": {"keep_start_weight": 2.0},
+    "keep_10": {"keep_start_weight": 10.0},
+    "keep_10_cre_x2": {"keep_start_weight": 10.0, "steps_scale": {"steps_cre": 2.0}},
 }
 """Named knob settings: TrainConfig fields, `steps_scale` (stage -> factor on the run's steps) and
 `model_overrides` (ModelConfig text-tower fields, written to a model JSON)."""
@@ -109,7 +113,7 @@ def variant_config(base, spec: dict[str, Any], out: Path):
     return cfg
 
 
-def run(config: str, run_dir: Path | None, names: list[str], out: Path, n_boot: int, max_queries: int) -> dict:
+def run(config: str, run_dir: Path | None, names: list[str], n_boot: int, max_queries: int) -> dict:
     import torch
 
     from embedding.data import load_pairs
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
-    payload = run(args.config, args.run_dir, names, RESULTS / "_work", args.n_boot, args.max_queries)
+    payload = run(args.config, args.run_dir, names, args.n_boot, args.max_queries)
     out = args.out or RESULTS / f"embedding_validation_{args.config}.json"
     write_results(out, {"machine": describe_machine("torch", "transformers"), **payload}, render(payload))
     return 0

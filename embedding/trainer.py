@@ -88,6 +88,8 @@ class TrainConfig:
     batch_size: int = 16  # B pairs per step (global; each torchrun rank takes B / world of them)
     lr: float = 1e-3  # peak AdamW learning rate
     pretrained_lr_scale: float = 0.1  # the pretrained text layers and the text residual projection learn at lr x this
+    keep_start_weight: float = 0.0  # text-residual models: weight of mean(1 - cos(item embedding, its embedding at
+    # the pretrained start)) on every batch's targets; 0 lets training move items anywhere
     weight_decay: float = 0.01
     warmup_steps: int = 10  # linear warm-up at the start of each stage, then cosine decay to 10% within the stage
     grad_clip: float = 1.0  # max gradient norm; 0 disables
@@ -288,6 +290,7 @@ class TrainBatch:
     negative_mask: torch.Tensor | None = None  # (B, N) bool
     scores: torch.Tensor | None = None  # (B,) graded labels
     id_vectors: torch.Tensor | None = None  # (B, d_id)
+    start_vectors: torch.Tensor | None = None  # (B, D) the targets' embeddings at the pretrained start (0: none)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -321,14 +324,31 @@ class SailTrain(nn.Module):
         self.micl = MICLLoss(self.temperatures)
         self.id_proj = nn.Linear(self.dims[-1], id_dim) if id_dim else None
         self.cosent_weight, self.micl_weight, self.id_weight = cfg.cosent_weight, cfg.micl_weight, cfg.id_weight
+        self.keep_start_weight = cfg.keep_start_weight
+
+    def keep_start(self, target: EmbeddingOutput, start: torch.Tensor | None) -> torch.Tensor | None:
+        """keep_start_weight x mean(1 - cos(embedding, its pretrained start)) over the targets that have a start
+        vector: how far training has moved them from where the pretrained encoder put them."""
+        if start is None or not self.keep_start_weight:
+            return None
+        has = start.norm(dim=1) > 0  # (B,)
+        if not has.any():
+            return None
+        cos = (target.embedding[has] * start[has]).sum(dim=1)
+        return self.keep_start_weight * (1.0 - cos).mean()
 
     def forward(self, batch: TrainBatch) -> tuple[torch.Tensor, tuple[torch.Tensor, dict[str, float]]]:
         target = self.model(batch.target, "item")
         parts: dict[str, torch.Tensor] = {}
+        keep = self.keep_start(target, batch.start_vectors)
+        if keep is not None:
+            parts["keep_start"] = keep
         if batch.kind == "id":
             pred = l2_normalize(self.id_proj(target.embedding))  # (B, d_id)
             loss = self.id_weight * self.info_nce.inner(pred, batch.id_vectors, batch.source)
             parts["id2item"] = loss
+            if keep is not None:
+                loss = loss + keep
             return loss, (loss.detach(), {k: float(v.detach()) for k, v in parts.items()})
         if batch.kind == "history":
             hist = self.model(batch.history, "item")
@@ -354,6 +374,8 @@ class SailTrain(nn.Module):
             m = self.micl_weight * self.micl(query, target)
             parts["micl"] = m
             loss = loss + m
+        if keep is not None:
+            loss = loss + keep
         return loss, (loss.detach(), {k: float(v.detach()) for k, v in parts.items()})
 
 
@@ -424,10 +446,16 @@ class Trainer:
         self.model_cfg = model_cfg
         self.model = build_embedding_model(model_cfg, fuser=cfg.fuser)
         self.tokenizer = build_tokenizer(model_cfg.text)
+        self.start_vectors: np.ndarray | None = None  # (N, D) per store row: the embedding at the pretrained start
         if getattr(self.model, "text_residual", None) is not None:  # the pretrained start (a checkpoint overrides it)
             from embedding.model import init_text_residual
 
-            init_text_residual(self.model, torch.from_numpy(self.sentence_vectors(np.arange(len(data.store)))))
+            sentence = torch.from_numpy(self.sentence_vectors(np.arange(len(data.store))))
+            init_text_residual(self.model, sentence)
+            if cfg.keep_start_weight:  # the rotated sentence vectors (zero rows for items without text)
+                with torch.no_grad():
+                    start = l2_normalize(l2_normalize(sentence) @ self.model.text_residual.weight.T)
+                self.start_vectors = (start * (sentence.norm(dim=1, keepdim=True) > 0)).numpy()
         id_dim = data.id_vectors.shape[1] if data.id_vectors is not None else None
         self.train_module = SailTrain(self.model, list(data.sources), id_dim, cfg).to(self.device)
         self.params = [p for p in self.train_module.parameters() if p.requires_grad]
@@ -535,6 +563,8 @@ class Trainer:
             )
         elif src.query_kind == "id":
             batch.id_vectors = torch.from_numpy(self.data.id_vectors[targets])
+        if self.start_vectors is not None:
+            batch.start_vectors = torch.from_numpy(self.start_vectors[targets])
         if src.scores is not None:
             batch.scores = torch.from_numpy(src.scores[rows].astype(np.float32))
         if src.hard_negatives and name in self.miner.negatives:

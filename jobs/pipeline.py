@@ -104,10 +104,12 @@ class MiningSection:
 
 @dataclass(frozen=True)
 class EmbeddingSection:
-    model: str = "tiny"  # tiny | cpu_default | a JSON ModelConfig file
+    model: str = "tiny"  # tiny | minilm (the pretrained start) | cpu_default | a JSON ModelConfig file
     steps: tuple[int, int, int, int] = (600, 80, 60, 150)  # steps of stages I, II, III and CRE
     batch_size: int = 32  # pairs per step
     lr: float = 1e-3
+    pretrained_lr_scale: float = 0.1  # the pretrained text layer and the residual projection learn at lr x this
+    keep_start_weight: float = 0.0  # pretrained start: weight of the pull back to each item's start embedding
     refresh_every: int = 30  # stage-III steps between hard-negative refreshes
     checkpoint_every: int = 50  # steps between checkpoints (a killed run resumes from the last one)
     holdout_frac: float = 0.5  # share of the log's last days held out from embedding training (jobs.timeline)
@@ -464,6 +466,8 @@ def embedding_train_config(cfg: RunConfig):
         steps_cre=e.steps[3],
         batch_size=e.batch_size,
         lr=e.lr,
+        pretrained_lr_scale=e.pretrained_lr_scale,
+        keep_start_weight=e.keep_start_weight,
         refresh_every=e.refresh_every,
         checkpoint_every=e.checkpoint_every,
         threads=e.threads,

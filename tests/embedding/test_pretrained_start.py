@@ -103,3 +103,33 @@ def test_top_layer_on_cached_states_equals_the_whole_encoder(start):
     out.sum().backward()
     assert tower.top_layers[0].output.dense.weight.grad is not None
     assert tower.encoder.encoder.layer[0].output.dense.weight.grad is None
+
+
+def test_keep_start_holds_items_near_their_pretrained_embedding(tiny_world_and_work, tmp_path):
+    from embedding.trainer import TrainConfig, Trainer, load_training_data, resolve_model_config
+
+    world, work, pairs = tiny_world_and_work
+    base = TrainConfig(model="minilm", steps_i=12, steps_ii=0, steps_iii=0, steps_cre=0, batch_size=8,
+                       warmup_steps=1, lr=3e-3, field_drop_prob=0.0, balancing=False, progress=False)  # fmt: skip
+    mc = resolve_model_config(base.model, base)
+    data = load_training_data(base, world, pairs, work, mc)
+
+    def drift(weight: float) -> tuple[float, float]:
+        cfg = dataclasses.replace(base, keep_start_weight=weight)
+        tr = Trainer(cfg, data, tmp_path / f"k{weight}", mc)
+        # Given the untrained model, every item sits at its start vector: the keep term is zero
+        gen = torch.Generator().manual_seed(0)
+        batch = tr.make_batch("content_i2i", np.arange(8), gen)
+        tr.model.eval()
+        with torch.no_grad():
+            at_start = tr.train_module.keep_start(tr.model(batch.target, "item"), batch.start_vectors)
+        # When training on content pairs, the mean cosine of each item to its start measures the drift
+        tr.run(resume=False)
+        vecs = tr.embed_rows(np.arange(len(data.store)))
+        return float(at_start), float(np.mean(np.sum(vecs * tr.start_vectors, axis=1)))
+
+    zero, free = drift(1e-9)
+    held_zero, held = drift(20.0)
+    assert abs(zero) < 1e-3 and abs(held_zero) < 1e-2
+    # Then the pull keeps items closer to where the pretrained encoder put them
+    assert held > free + 0.01 and held > 0.9

@@ -6,6 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from embedding.data import ItemStore, word_query_source
 
@@ -169,3 +171,59 @@ def test_item_id_table_is_the_svd_item_factors(tmp_path):
     v = vt[:4].T * np.sqrt(s[:4])
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     np.testing.assert_allclose(table.vectors @ table.vectors.T, v @ v.T, atol=1e-4)
+
+
+def _mine(world, out, engine: str, top_k: int = 50, spark=None):
+    from jobs.mine_pairs import log_time_range, run_periods
+    from jobs.mining_config import CovisitConfig, MiningConfig, Q2IConfig, SwingConfig
+    from jobs.timeline import embedding_cutoff
+
+    cfg = MiningConfig(
+        data_dir=str(world),
+        out_dir=str(out),
+        engine=engine,
+        covisit=CovisitConfig(top_k=top_k),
+        swing=SwingConfig(top_k=top_k),
+        q2i=Q2IConfig(min_clicks=1),
+    )
+    run_periods(cfg, embedding_cutoff(*log_time_range(world), 0.5), spark=spark)
+    return out
+
+
+def test_a_changed_top_k_changes_the_training_pairs(tiny_world_and_work, tmp_path):
+    from embedding.config import ModelConfig
+    from embedding.trainer import TrainConfig, load_training_data
+
+    world, work, pairs = tiny_world_and_work  # mined with top_k 50
+    few = _mine(world, tmp_path / "top3", "polars", top_k=3)
+    wide = load_training_data(TrainConfig(), world, pairs, work, ModelConfig.tiny())
+    narrow = load_training_data(TrainConfig(), world, few, work, ModelConfig.tiny())
+    for src in ("covisit_i2i", "swing_i2i"):
+        per_anchor = np.bincount(narrow.sources[src].queries)
+        assert per_anchor.max() <= 3 and len(narrow.sources[src]) < len(wide.sources[src]), src
+    assert len(narrow.sources["seq2item"]) == len(wide.sources["seq2item"])  # top_k is an i2i knob only
+
+
+@pytest.mark.spark
+def test_spark_and_polars_pairs_train_the_identical_model(tiny_world_and_work, tmp_path, spark):
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from embedding.trainer import TrainConfig, train
+
+    world, work, _ = tiny_world_and_work
+    # Given the tiny world's pairs mined by each engine at the same cutoff
+    by_engine = {e: _mine(world, tmp_path / e, e, spark=spark if e == "spark" else None) for e in ("spark", "polars")}
+    cfg = TrainConfig(steps_i=3, steps_ii=2, steps_iii=2, steps_cre=4, batch_size=8, warmup_steps=1,
+                      refresh_every=2, balance_sample=16, progress=False)  # fmt: skip
+    # When the same trainer runs on each
+    models = {
+        e: train(dataclasses.replace(cfg), world, tmp_path / f"model_{e}", p, work_dir=work).model_path
+        for e, p in by_engine.items()
+    }
+    # Then every weight is identical: one source of pairs, whichever engine mined it
+    a, b = load_file(str(models["spark"])), load_file(str(models["polars"]))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
