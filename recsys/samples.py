@@ -186,25 +186,29 @@ def add_history_similarity(impressions: DataFrame, intervals: DataFrame, dim: in
     """Adds user_hist_sim = cosine(sail_embedding, mean of the recent items' vectors valid at ts).
 
     The mean's direction is the sum's, so the sum is enough: the recent items are exploded, joined point-in-time
-    (broadcast), and summed per impression dimension by dimension (map-side partial sums, so the shuffle carries
-    one row of `dim` numbers per impression). Null when the target or every recent item lacks a vector.
+    (broadcast), and their vectors summed per impression element-wise with array functions (one flat expression
+    whatever `dim` is; a sum of `dim` columns nests `dim` deep and overflows the JVM's stack at MiniLM's 384).
+    Null when the target or every recent item lacks a vector.
     """
     hist = impressions.select("event_id", "ts", F.explode("user_recent_items").alias("_h")).alias("h")
     f = intervals.alias("f")
     matched = hist.join(F.broadcast(f), _valid_at(f, F.col("h._h"), F.col("h.ts")), "inner").select(
-        "h.event_id", F.col("f.embedding").alias("_e")
+        "h.event_id", F.col("f.embedding").cast("array<double>").alias("_e")
     )
-    sums = matched.groupBy("event_id").agg(*[F.sum(F.col("_e")[d]).alias(f"_s{d}") for d in range(dim)])
-    t = F.col("sail_embedding")
-    dot = sum((t[d] * F.col(f"_s{d}") for d in range(1, dim)), t[0] * F.col("_s0"))
-    hist_norm = F.sqrt(sum((F.col(f"_s{d}") ** 2 for d in range(1, dim)), F.col("_s0") ** 2))
-    t_norm = F.sqrt(F.aggregate(t, F.lit(0.0).cast("double"), lambda acc, x: acc + x * x))
+    zero = F.array_repeat(F.lit(0.0).cast("double"), dim)
+    sums = matched.groupBy("event_id").agg(
+        F.aggregate(F.collect_list("_e"), zero, lambda acc, x: F.zip_with(acc, x, lambda a, b: a + b)).alias("_s")
+    )
+    t, h = F.col("sail_embedding").cast("array<double>"), F.col("_s")
+
+    def _sum(a):
+        return F.aggregate(a, F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+
+    dot = _sum(F.zip_with(t, h, lambda a, b: a * b))
+    hist_norm = F.sqrt(_sum(F.transform(h, lambda x: x * x)))
+    t_norm = F.sqrt(_sum(F.transform(t, lambda x: x * x)))
     sim = F.when(t.isNotNull() & (hist_norm > 0) & (t_norm > 0), dot / (hist_norm * t_norm))
-    return (
-        impressions.join(sums, "event_id", "left")
-        .withColumn("user_hist_sim", sim.cast("float"))
-        .drop(*[f"_s{d}" for d in range(dim)])
-    )
+    return impressions.join(sums, "event_id", "left").withColumn("user_hist_sim", sim.cast("float")).drop("_s")
 
 
 def add_null_sail_columns(impressions: DataFrame) -> DataFrame:

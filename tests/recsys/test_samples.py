@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import numpy as np
 import pytest
 
 from jobs.contracts import INTERACTIONS, ITEM_FEATURES, ITEMS
@@ -126,3 +127,25 @@ def test_split_days_holds_out_the_last_days():
     assert split_days(dt.date(2025, 3, 1), dt.date(2025, 3, 14), 2, 3) == (dt.date(2025, 3, 10), dt.date(2025, 3, 12))
     with pytest.raises(ValueError, match="cannot hold out"):
         split_days(dt.date(2025, 3, 1), dt.date(2025, 3, 3), 2, 1)
+
+
+def test_history_similarity_at_minilm_width_matches_numpy(spark):
+    """384-wide vectors (the pretrained start's width): one flat array expression, the cosine numpy gives."""
+    from recsys.samples import add_history_similarity
+
+    rng = np.random.default_rng(3)
+    dim, t0 = 384, _ts(1, 0)
+    vecs = {i: rng.normal(size=dim).astype(np.float32) for i in range(1, 5)}
+    intervals = spark.createDataFrame(
+        [(i, v.tolist(), t0, _ts(9, 0)) for i, v in vecs.items()],
+        "item_id long, embedding array<float>, valid_from timestamp, valid_to timestamp",
+    )
+    rows = [("a", _ts(2, 0), vecs[1].tolist(), [2, 3]), ("b", _ts(2, 0), vecs[4].tolist(), [4]),
+            ("c", _ts(2, 0), None, [1]), ("d", _ts(2, 0), vecs[2].tolist(), [])]  # fmt: skip
+    imps = spark.createDataFrame(rows, "event_id string, ts timestamp, sail_embedding array<float>, "
+                                 "user_recent_items array<long>")  # fmt: skip
+    got = {r["event_id"]: r["user_hist_sim"] for r in add_history_similarity(imps, intervals, dim).collect()}
+    h = vecs[2].astype(np.float64) + vecs[3]
+    want = float(vecs[1] @ h / (np.linalg.norm(vecs[1]) * np.linalg.norm(h)))
+    assert got["a"] == pytest.approx(want, rel=1e-5) and got["b"] == pytest.approx(1.0, rel=1e-5)
+    assert got["c"] is None and got["d"] is None  # no target vector; no history
