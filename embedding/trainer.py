@@ -66,6 +66,7 @@ from embedding.towers import (
     masked_mean,
 )
 from jobs.faults import EMBEDDING_FAULT_ENV, kill_after_step
+from jobs.progress import progress
 
 FORMAT_SAIL = "sail-embedding-v1"
 FORMAT_CONCAT = "sail-concat-v1"
@@ -119,7 +120,7 @@ class TrainConfig:
     stop_after: int | None = None  # stop after this many global steps, as if killed (tests); None: run to the end
     embed_batch_size: int = 64  # items per forward when embedding (balancing, mining, inference)
     probe_batches: int = 2  # fixed batches per source whose loss is measured at each stage's start and end
-    progress: bool = True  # tqdm progress bars
+    progress: bool = True  # progress: a bar on a terminal, a line every 30 s elsewhere (jobs.progress)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
@@ -760,8 +761,6 @@ class Trainer:
         self.metrics_path.write_text("".join(ln + "\n" for ln in keep))
 
     def run(self, resume: bool = True) -> TrainResult:
-        from tqdm.auto import tqdm
-
         t_start = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         ckpt = self.latest_checkpoint() if resume else None
@@ -773,12 +772,8 @@ class Trainer:
             self.metrics_path.unlink()
         self.model.train()
         pairs, t_train, last_loss = 0, 0.0, float("nan")
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            disable=not self.cfg.progress or self.rank != 0,
-            desc="train-embedding",
-            dynamic_ncols=True,
+        bar = progress(
+            self.total_steps, initial=self.step, desc="train-embedding", disable=not self.cfg.progress or self.rank != 0
         )
         stopped = False
         content_path = self.out_dir / "model_stages_1_3.safetensors"
