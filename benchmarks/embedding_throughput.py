@@ -1,12 +1,14 @@
 """Embedding throughput: training pairs/s (one staged-trainer step = collate + forward + backward + AdamW on B item
 pairs, the i2i path) and inference items/s (eval-mode forward, batch loop), per model config, device, precision,
 torch threads and batch size. Items come from the tiny generated world (preprocessed once, outside the timings).
-Results go to a JSON file (default benchmarks/results/embedding_throughput.json) and its Markdown twin, with a
-machine description (CPU, cores, GPU, load average at the start and end, torch version).
+The simpler peer runs in the same process: the packaged MiniLM text encoder alone, forward only (no grad,
+mean-pooled, the retrieval table's MiniLM column), items/s over the same items at each thread count; with
+`--no-peer` it is left out. Results go to a JSON file (default benchmarks/results/embedding_throughput.json) and its
+Markdown twin, with a machine description (CPU, cores, GPU, load average at the start and end, torch version).
 
     .venv/bin/python benchmarks/embedding_throughput.py [--world DIR] [--steps 6] [--batch-sizes 16] [--items 128]
-        [--models tiny,cpu_default] [--devices cpu] [--precisions fp32] [--cpu-precisions fp32] [--threads 1,2]
-        [--text-dir DIR --no-pretrained-weights] [--out FILE]
+        [--models tiny,minilm,cpu_default] [--devices cpu] [--precisions fp32] [--cpu-precisions fp32] [--threads 1,2]
+        [--text-dir DIR --no-pretrained-weights] [--no-peer] [--out FILE]
 
 On a CUDA machine (`--devices cpu,cuda --precisions fp32,bf16`) every CUDA step ends with a synchronize, so the
 clock reads finished work; CPU rows run in the same process as the simpler peer. `--text-dir` points the
@@ -123,6 +125,32 @@ def bench(
     }
 
 
+def minilm_peer(store, threads: int, n_items: int) -> dict:
+    """The simpler peer: the packaged MiniLM, frozen, forward only (eval, no grad), mean-pooled item text."""
+    from embedding.data import ItemStore
+    from embedding.retrieval_eval import minilm_method
+
+    torch.set_num_threads(threads)
+    n = min(n_items, len(store))
+    sub = ItemStore(store.item_ids[:n], store.text_rows[:n], [None] * n, [None] * n, [None] * n)
+    minilm_method(ItemStore(sub.item_ids[:8], sub.text_rows[:8], [None] * 8, [None] * 8, [None] * 8))  # warm-up
+    t0 = time.perf_counter()
+    vecs = minilm_method(sub, batch_size=64).item_vecs
+    infer_s = time.perf_counter() - t0  # includes loading the model once, as the retrieval column does
+    assert len(vecs) == n
+    return {
+        "model": "MiniLM forward-only (peer)",
+        "device": "cpu",
+        "precision": "fp32",
+        "threads": threads,
+        "batch_pairs": 0,
+        "train_pairs_per_s": float("nan"),
+        "infer_items_per_s": n / infer_s,
+        "infer_items": n,
+        "text_weights": "loaded (packaged MiniLM), no training",
+    }
+
+
 def markdown(out: dict) -> str:
     m = out["machine"]
     lines = [
@@ -134,9 +162,10 @@ def markdown(out: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in out["results"]:
+        train = "-" if r["batch_pairs"] == 0 else f"{r['train_pairs_per_s']:.1f}"
         lines.append(
-            f"| {r['model']} | {r['device']} | {r['precision']} | {r['threads']} | {r['batch_pairs']} "
-            f"| {r['train_pairs_per_s']:.1f} | {r['infer_items_per_s']:.1f} | {r['text_weights']} |"
+            f"| {r['model']} | {r['device']} | {r['precision']} | {r['threads']} | {r['batch_pairs'] or '-'} "
+            f"| {train} | {r['infer_items_per_s']:.1f} | {r['text_weights']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -151,13 +180,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--batch-sizes", type=_csv(int), default=[16])
     p.add_argument("--items", type=int, default=128)
-    p.add_argument("--models", type=_csv(str), default=["tiny", "cpu_default"])
+    p.add_argument("--models", type=_csv(str), default=["tiny", "minilm", "cpu_default"])
     p.add_argument("--devices", type=_csv(str), default=["cpu"])
     p.add_argument("--precisions", type=_csv(str), default=["fp32"], help="precisions of the CUDA rows")
     p.add_argument("--cpu-precisions", type=_csv(str), default=["fp32"], help="of the CPU rows (bf16 is slow on CPUs)")
     p.add_argument("--threads", type=_csv(int), default=[1, 2], help="CPU rows: each count; CUDA rows: the first")
     p.add_argument("--text-dir", default=None, help="local MiniLM directory for the cpu_default text tower")
     p.add_argument("--no-pretrained-weights", action="store_true", help="random text-tower weights (same shapes)")
+    p.add_argument("--no-peer", action="store_true", help="leave out the MiniLM forward-only peer rows")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "embedding_throughput.json")
     args = p.parse_args(argv)
     from embedding.config import ModelConfig
@@ -185,6 +215,11 @@ def main(argv: list[str] | None = None) -> None:
                         r = bench(m, dev, prec, t, store, args.steps, b, args.items, args.text_dir, pretrained)
                         print(r, flush=True)
                         results.append(r)
+    if not args.no_peer:
+        for t in args.threads:
+            r = minilm_peer(store, t, args.items)
+            print(r, flush=True)
+            results.append(r)
     info["load_average_at_end"] = list(os.getloadavg())
     out = {"machine": info, "results": results, "note": "shared machine: other jobs may run concurrently; see load"}
     write_results(args.out, out, markdown(out))

@@ -347,27 +347,10 @@ def paired_differences(
 
 def minilm_method(store: ItemStore, batch_size: int = 128) -> EmbeddingMethod:
     """The packaged pretrained MiniLM, frozen: mean-pooled token states of the tagged item text / the query."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from embedding.config import packaged_minilm_dir
     from embedding.preprocess import build_text
+    from embedding.towers import minilm_sentence_encoder
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    d = str(packaged_minilm_dir())
-    tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
-    model = AutoModel.from_pretrained(d, local_files_only=True).eval()
-
-    @torch.no_grad()
-    def encode(texts: list[str]) -> np.ndarray:
-        out = []
-        for s in range(0, len(texts), batch_size):
-            enc = tok(texts[s : s + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt")
-            h = model(**enc).last_hidden_state
-            m = enc["attention_mask"].unsqueeze(-1).float()
-            out.append(((h * m).sum(1) / m.sum(1).clamp(min=1)).numpy())
-        return np.concatenate(out)
-
+    encode = minilm_sentence_encoder(batch_size)
     return EmbeddingMethod(encode([build_text(r) for r in store.text_rows]), encode)
 
 

@@ -39,6 +39,32 @@ def _hf_load(load_dir: str, weights: bool) -> nn.Module:
 # --------------------------------------------------------------------------------------------------------
 
 
+def minilm_sentence_encoder(batch_size: int = 128, max_length: int = 64):
+    """The packaged pretrained MiniLM, frozen: a function texts -> (n, 384) float32 mean-pooled token states (not
+    normalised). Loads once per call of this factory; reads only the package's local files."""
+    import numpy as np
+    from transformers import AutoModel, AutoTokenizer
+
+    from embedding.config import packaged_minilm_dir
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    d = str(packaged_minilm_dir())
+    tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+    model = AutoModel.from_pretrained(d, local_files_only=True).eval()
+
+    @torch.no_grad()
+    def encode(texts: list[str]) -> np.ndarray:
+        out = [np.zeros((0, model.config.hidden_size), dtype=np.float32)]
+        for s in range(0, len(texts), batch_size):
+            enc = tok(texts[s : s + batch_size], padding=True, truncation=True, max_length=max_length,
+                      return_tensors="pt")  # fmt: skip
+            h = model(**enc).last_hidden_state
+            out.append(masked_mean(h, enc["attention_mask"].bool(), 1).numpy())
+        return np.concatenate(out)
+
+    return encode
+
+
 def _encoder_layers(encoder: nn.Module) -> nn.ModuleList:
     """The transformer layers of a BERT-like encoder (`encoder.encoder.layer`)."""
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)

@@ -22,12 +22,14 @@ def test_throughput_benchmark_reports_one_row_per_setting(tiny_world_and_work, t
     )
     # Then there is one measured row per setting, in the JSON and in its Markdown twin
     rows = json.loads(out.read_text())["results"]
+    peer = rows.pop()  # and the simpler peer, MiniLM forward-only, timed in the same run
+    assert peer["model"] == "MiniLM forward-only (peer)" and peer["infer_items"] == 16 and peer["infer_items_per_s"] > 0
     assert [(r["precision"], r["batch_pairs"]) for r in rows] == [("fp32", 4), ("fp32", 8), ("bf16", 4), ("bf16", 8)]
     for r in rows:
         assert r["device"] == "cpu" and r["text_weights"] == "tiny random tower"
         assert np.isfinite(r["train_pairs_per_s"]) and r["train_pairs_per_s"] > 0 and r["infer_items_per_s"] > 0
     md = out.with_suffix(".md").read_text()
-    assert md.count("| tiny | cpu |") == 4
+    assert md.count("| tiny | cpu |") == 4 and md.count("| MiniLM forward-only (peer) | cpu | fp32 | 1 | - | - |") == 1
 
 
 @pytest.mark.gpu
