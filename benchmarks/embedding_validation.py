@@ -46,48 +46,68 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "keep_2": {"keep_start_weight": 2.0},
     "keep_10": {"keep_start_weight": 10.0},
     "keep_10_cre_x2": {"keep_start_weight": 10.0, "steps_scale": {"steps_cre": 2.0}},
+    "stage_i_only": {"steps_ii": 0, "steps_iii": 0},
+    "content_minilm": {"data_overrides": {"content_similarity": "minilm"}},
+    "content_minilm_i_only": {"data_overrides": {"content_similarity": "minilm"}, "steps_ii": 0, "steps_iii": 0},
+    "content_minilm_cre_x2": {"data_overrides": {"content_similarity": "minilm"}, "steps_scale": {"steps_cre": 2.0}},
+    "no_balancing": {"balancing": False},
 }
 """Named knob settings: TrainConfig fields, `steps_scale` (stage -> factor on the run's steps) and
-`model_overrides` (ModelConfig text-tower fields, written to a model JSON)."""
+`model_overrides` (ModelConfig text-tower fields, written to a model JSON) and `data_overrides` (DataConfig fields)."""
 
 
-def validation_view(run_dir: Path, out: Path) -> tuple[Path, Any]:
-    """`out/data`: the run's validated items plus its interactions and searches before the embedding cutoff; returns
-    (the view, the cutoff). Rebuilt only when missing."""
+def validation_view(run_dir: Path, out: Path, holdout_frac: float) -> tuple[Path, Any, Any]:
+    """`out/data`: the run's validated items plus its interactions and searches before the embedding cutoff C;
+    returns (the view, C, the validation cutoff C_v). Items whose content was built from behaviour up to C (MovieLens'
+    user tags) are rebuilt from behaviour before C_v, as the held-out run's items are from behaviour before C."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from jobs import contracts as K
     from jobs.io import is_complete, read_table, write_json_atomic, write_table
+    from jobs.mine_pairs import log_time_range
     from jobs.pipeline import run_cutoff
+    from jobs.timeline import embedding_cutoff
 
     cutoff = run_cutoff(run_dir)
     src, view = run_dir / "validate", out / "data"
+    first, _ = log_time_range(src)
+    val_cutoff = embedding_cutoff(first, cutoff - timedelta(microseconds=1), holdout_frac)
     ts = pa.scalar(cutoff, type=pa.timestamp("us", tz="UTC"))
     for name, schema in (("interactions", K.INTERACTIONS), ("searches", K.SEARCHES)):
         if not is_complete(view / name):
             t = read_table(src / name, schema)
             write_table(t.filter(pc.less(t["ts"], ts)), schema, view / name)
-    if not is_complete(view / "items"):
-        shutil.copytree(src / "items", view / "items", dirs_exist_ok=True)
     manifest = json.loads((src / "manifest.json").read_text())
+    if not is_complete(view / "items"):
+        if manifest.get("content_cutoff") and manifest.get("dataset") == "movielens":
+            from jobs.adapters.movielens import adapt_movielens
+
+            again = adapt_movielens(
+                manifest["source"],
+                out / "readapted",
+                positive_rating=manifest.get("positive_rating", 4.0),
+                content_cutoff=val_cutoff,
+            )
+            write_table(read_table(again.paths["items"], K.ITEMS), K.ITEMS, view / "items")
+        else:
+            shutil.copytree(src / "items", view / "items", dirs_exist_ok=True)
     media = dict(manifest.get("media") or {})
     if media.get("root"):
         media["root"] = str((src / media["root"]).resolve())  # the view lives elsewhere: an absolute media root
     manifest.update(media=media, validation_view_of=str(src), embedding_cutoff=cutoff.isoformat())
+    if manifest.get("content_cutoff"):
+        manifest["content_cutoff"] = val_cutoff.isoformat()
     write_json_atomic(view / "manifest.json", manifest)
-    return view, cutoff
+    return view, cutoff, val_cutoff
 
 
-def mine_view(cfg, view: Path, out: Path, cutoff) -> Path:
-    """The view's pairs in the period layout, cut at the same holdout fraction of the training period's days."""
-    from jobs.mine_pairs import log_time_range, run_periods
+def mine_view(cfg, view: Path, out: Path, val_cutoff) -> Path:
+    """The view's pairs in the period layout, cut at the validation cutoff."""
+    from jobs.mine_pairs import run_periods
     from jobs.pipeline import mining_config
-    from jobs.timeline import embedding_cutoff
 
     pairs = out / "pairs"
-    first, _ = log_time_range(view)
-    val_cutoff = embedding_cutoff(first, cutoff - timedelta(microseconds=1), cfg.embedding.holdout_frac)
     meta = pairs / "mining.json"
     if not meta.exists() or json.loads(meta.read_text()).get("cutoff") != val_cutoff.isoformat():
         run_periods(mining_config(cfg, view, pairs), val_cutoff, heldout_top_k=cfg.mining.heldout_top_k)
@@ -101,6 +121,9 @@ def variant_config(base, spec: dict[str, Any], out: Path):
     spec = dict(spec)
     scales = spec.pop("steps_scale", {})
     model_over = spec.pop("model_overrides", {})
+    data_over = spec.pop("data_overrides", {})
+    if data_over:
+        spec["data"] = dataclasses.replace(base.data, **data_over)
     changes = {k: max(1, round(getattr(base, k) * f)) if getattr(base, k) else 0 for k, f in scales.items()}
     cfg = dataclasses.replace(base, **changes, **spec)
     if model_over:
@@ -135,8 +158,8 @@ def run(config: str, run_dir: Path | None, names: list[str], n_boot: int, max_qu
     run_pipeline(cfg, until="mine")
     rd = Path(cfg.run_dir).resolve()
     work = rd / "validation"
-    view, cutoff = validation_view(rd, work)
-    pairs = mine_view(cfg, view, work, cutoff)
+    view, cutoff, val_cutoff = validation_view(rd, work, cfg.embedding.holdout_frac)
+    pairs = mine_view(cfg, view, work, val_cutoff)
     prepared = load_pairs(view, pairs)
     base = dataclasses.replace(embedding_train_config(cfg), progress=False)
     torch.set_num_threads(base.threads)

@@ -54,12 +54,15 @@ from jobs.mining_config import PositiveConfig
 QueryKind = Literal["item", "text", "history", "id"]
 
 STAGES = ("I", "II", "III", "CRE")
+CONTENT_SIMILARITIES = ("tfidf", "minilm")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    content_neighbours: int = 3  # stage I content pairs per item (its top TF-IDF neighbours)
-    content_min_sim: float = 0.2  # stage I: minimum TF-IDF cosine of a content pair
+    content_similarity: str = "tfidf"  # what makes two items content neighbours: "tfidf" (title words + tags) or
+    # "minilm" (cosine of the packaged MiniLM's sentence vectors of the item text: semantic, not lexical)
+    content_neighbours: int = 3  # stage I content pairs per item (its top neighbours)
+    content_min_sim: float = 0.2  # stage I: minimum cosine of a content pair
     clean_min_sim: float = 0.35  # stage II/III: minimum cosine of the (top-1) clean content pair
     clean_q2i_min_score: float = 0.3  # stage II/III: minimum clicks / impressions of a clean q2i pair
     clean_max_pairs: int = 2000  # stage III: cap per hard-negative source (mining cost grows with it)
@@ -72,6 +75,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.word_queries_per_item < 0:
             raise ValueError(f"word_queries_per_item must be >= 0, got {self.word_queries_per_item}")
+        if self.content_similarity not in CONTENT_SIMILARITIES:
+            raise ValueError(
+                f"content_similarity must be one of {list(CONTENT_SIMILARITIES)}, got {self.content_similarity!r}"
+            )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -360,24 +367,43 @@ def content_text(row: dict[str, Any]) -> str:
     return f"{row.get('title') or ''} {tags}"
 
 
-def content_neighbours(store: ItemStore, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """TF-IDF (title words + tags, from the catalogue only) cosine top-k neighbours of every item (itself excluded).
+def content_vectors(store: ItemStore, by: str = "tfidf"):
+    """Row-normalised content vectors of every item, from the catalogue only: a sparse TF-IDF matrix of title words
+    + tags (`tfidf`), or the packaged MiniLM's sentence vectors of the item text (`minilm`, dense)."""
+    if by == "tfidf":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", sublinear_tf=True).fit_transform(
+            [content_text(r) for r in store.text_rows]
+        )  # (N, V) L2-normalised rows
+    if by == "minilm":
+        from embedding.towers import minilm_sentence_encoder
+
+        v = minilm_sentence_encoder()([build_text(r) for r in store.text_rows])
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    raise ValueError(f"content similarity must be one of {list(CONTENT_SIMILARITIES)}, got {by!r}")
+
+
+def content_neighbours(
+    store: ItemStore, k: int, chunk: int = 2048, by: str = "tfidf", vectors=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine top-k content neighbours of every item (itself excluded), by `content_vectors(store, by)` (or the
+    given row-normalised `vectors`).
 
     Returns (neighbour rows (N, k), cosines (N, k)), best first. Computed in row chunks (memory O(chunk x N)).
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    import scipy.sparse as sp
 
-    x = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", sublinear_tf=True).fit_transform(
-        [content_text(r) for r in store.text_rows]
-    )  # (N, V) L2-normalised rows
+    x = content_vectors(store, by) if vectors is None else vectors
     n = x.shape[0]
     k = min(k, n - 1)
     idx = np.zeros((n, k), dtype=np.int64)
     sim = np.zeros((n, k), dtype=np.float32)
-    xt = x.T.tocsr()
+    xt = x.T.tocsr() if sp.issparse(x) else np.ascontiguousarray(x.T)
     for s in range(0, n, chunk):
-        block = (x[s : s + chunk] @ xt).toarray()  # (c, N)
-        block[np.arange(block.shape[0]), np.arange(s, s + block.shape[0])] = -1.0  # not itself
+        block = x[s : s + chunk] @ xt  # (c, N)
+        block = block.toarray() if sp.issparse(block) else np.array(block)
+        block[np.arange(block.shape[0]), np.arange(s, s + block.shape[0])] = -np.inf  # not itself
         top = np.argpartition(-block, k, axis=1)[:, :k] if k < n - 1 else np.argsort(-block, axis=1)[:, :k]
         vals = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-vals, axis=1, kind="stable")
@@ -600,7 +626,7 @@ def build_training_data(
     id_table: ItemIdTable | None = None,
 ) -> TrainingData:
     """All sources per stage. `collaborative=False` (the content-only baseline) leaves out CRE entirely."""
-    nbrs = content_neighbours(store, max(cfg.content_neighbours, 1))
+    nbrs = content_neighbours(store, max(cfg.content_neighbours, 1), by=cfg.content_similarity)
     # miner outputs come in no fixed row order (parallel engines): sort so that sources, and training, are reproducible
     q2i = read_table(prepared.table("train", "q2i_pairs"), K.Q2I_PAIRS).sort_by(
         [("query", "ascending"), ("item_id", "ascending")]

@@ -114,6 +114,8 @@ class EmbeddingSection:
     checkpoint_every: int = 50  # steps between checkpoints (a killed run resumes from the last one)
     holdout_frac: float = 0.5  # share of the log's last days held out from embedding training (jobs.timeline)
     word_queries: int = 4  # stage I pseudo-queries per item (title / tag words -> item); 0: none
+    content_similarity: str = "tfidf"  # stage I-III content neighbours: "tfidf" (title words + tags, lexical) or
+    # "minilm" (the packaged MiniLM's sentence vectors: semantic)
     threads: int = 1  # torch threads
     device: str = "cpu"  # where the embedding model trains and embeds: cpu | cuda | cuda:N | auto
     precision: str = "fp32"  # fp32 | bf16 (bfloat16 autocast; weights stay fp32)
@@ -475,7 +477,7 @@ def embedding_train_config(cfg: RunConfig):
         precision=e.precision,
         seed=e.seed,
         progress=True,
-        data=EmbDataConfig(word_queries_per_item=e.word_queries, seed=e.seed),
+        data=EmbDataConfig(word_queries_per_item=e.word_queries, content_similarity=e.content_similarity, seed=e.seed),
     )
 
 

@@ -32,6 +32,10 @@ def test_shipped_configs_load():
         assert cfg.name == name
     assert load_config("smoke", run_dir="/tmp/x").run_dir == "/tmp/x"
     assert load_config("demo").data.size == "small" and load_config("movielens").ab.enabled is False
+    # the pretrained start is what demo, movielens and large ship; the random tiny model is for smoke and tests
+    assert {n: load_config(n).embedding.model for n in pipeline.SHIPPED_CONFIGS} == {
+        "demo": "minilm", "movielens": "minilm", "large": "minilm", "smoke": "tiny"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -44,6 +48,7 @@ def test_shipped_configs_load():
         ("name: x\nmining: {engine: hive}\n", r"\[mining\]: engine must be 'spark' or 'polars'"),
         ("name: x\nembedding: {steps: [1, 2]}\n", r"\[embedding\]: steps needs four"),
         ("name: x\nembedding: {word_queries: -1}\n", r"\[embedding\]: word_queries must be >= 0"),
+        ("name: x\nembedding: {content_similarity: bm25}\n", r"\[embedding\]: content_similarity must be one of"),
         ("name: x\nembedding: {precision: fp16}\n", r"\[embedding\]: precision must be one of .*'fp16'"),
         ("name: x\nembedding: {device: gpu0}\n", r"\[embedding\]: device 'gpu0' is not one of"),
         ("name: x\nranker: {variants: [control, turbo]}\n", r"\[ranker\]: variants must be .* \['turbo'\]"),

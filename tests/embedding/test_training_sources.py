@@ -227,3 +227,39 @@ def test_spark_and_polars_pairs_train_the_identical_model(tiny_world_and_work, t
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def _brute_force_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(sims, idx, axis=1)
+
+
+@pytest.mark.parametrize("by", ["tfidf", "minilm"])
+def test_content_neighbours_are_the_brute_force_top_k_of_their_vectors(by):
+    from embedding.data import content_neighbours, content_vectors
+
+    rows = [
+        {"title": "a quiet harbour at dawn", "tags": ["sea", "boats"]},
+        {"title": "fishing boats in the harbour", "tags": ["sea"]},
+        {"title": "a chess endgame explained", "tags": ["chess"]},
+        {"title": "the best chess openings", "tags": ["chess", "strategy"]},
+        {"title": "baking sourdough bread", "tags": ["food"]},
+        {"title": "bread and pastry at home", "tags": ["food", "baking"]},
+    ]
+    store = _store(rows)
+    x = content_vectors(store, by)
+    dense = x.toarray() if hasattr(x, "toarray") else x
+    np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, rtol=1e-5)
+    # chunked top-k (chunks of 4 rows, so one chunk ends mid-catalogue) = the brute-force top-k
+    idx, sim = content_neighbours(store, 2, chunk=4, by=by)
+    want_idx, want_sim = _brute_force_neighbours(dense, 2)
+    np.testing.assert_allclose(sim, want_sim, rtol=1e-5, atol=1e-6)
+    assert (idx == want_idx).all() or np.allclose(np.take_along_axis(dense @ dense.T, idx, 1), want_sim, atol=1e-6)
+    # every item's nearest neighbour is its pair (same subject), by words and by meaning alike
+    assert idx[:, 0].tolist() == [1, 0, 3, 2, 5, 4]
+    with pytest.raises(ValueError, match="content_similarity must be one of"):
+        from embedding.data import DataConfig
+
+        DataConfig(content_similarity="bm25")
