@@ -16,6 +16,11 @@ to the ranker (`sail run --until ranker`, one run directory per value). Per valu
   on the others, and the difference of the two gains with its user-level interval (`slice_gains`).
 
     python benchmarks/collab_in_content.py [--config demo] [--values 0,0.25,0.5,0.75] [--runs runs/collab_in_content]
+        [--reuse 0.5=runs/demo]
+
+Only what the table reads is run: the TorchRec control and +both rankers (no LightGBM, no +emb / +sid), no A/B.
+`--reuse VALUE=RUN_DIR` takes a finished run of the same config at that knob value (the demo's own run, say)
+instead of running it again; its config must equal the one this script would run, apart from the ranker grid.
 
 Writes benchmarks/results/collab_in_content.json (one entry per value) and .md. Reports whatever comes out.
 """
@@ -174,6 +179,17 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_reused(run_dir: Path, cfg) -> None:
+    """A reused run must be of this config (ranker grid and A/B aside) and have reached the ranker."""
+    recorded = json.loads((run_dir / "run.json").read_text())["config"]
+    want = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    for section in ("data", "mining", "embedding", "retrieval", "features"):
+        if recorded.get(section) != want.get(section):
+            raise SystemExit(f"--reuse {run_dir}: its [{section}] differs from the {cfg.name} config at this value")
+    if not (run_dir / "ranker" / "results.json").exists():
+        raise SystemExit(f"--reuse {run_dir}: no ranker/results.json (run it up to the ranker first)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.pipeline import load_config, run_pipeline
 
@@ -182,15 +198,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--values", default="0,0.25,0.5,0.75")
     p.add_argument("--runs", type=Path, default=Path("runs/collab_in_content"))
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--reuse", action="append", default=[], metavar="VALUE=RUN_DIR",
+                   help="a finished run of the same config at this knob value")  # fmt: skip
     args = p.parse_args(argv)
     base = load_config(args.config)
+    reuse = {float(k): Path(d) for k, d in (x.split("=", 1) for x in args.reuse)}
     rows = []
     for v in (float(x) for x in args.values.split(",") if x):
-        run_dir = args.runs / f"rho_{v:g}"
+        run_dir = reuse.get(v, args.runs / f"rho_{v:g}")
         cfg = dataclasses.replace(
             base, run_dir=str(run_dir), data=dataclasses.replace(base.data, collab_in_content=v)
         )
-        run_pipeline(cfg, until="ranker")
+        if v in reuse:
+            _check_reused(run_dir, cfg)
+        else:
+            cfg = dataclasses.replace(
+                cfg,
+                ranker=dataclasses.replace(cfg.ranker, variants=("control", "both"), trainers=("torchrec",)),
+                ab=dataclasses.replace(cfg.ab, enabled=False),
+            )
+            run_pipeline(cfg, until="ranker")
         rows.append(value_row(v, run_dir.resolve(), cfg))
         print(json.dumps({"collab_in_content": v, "cre_minus_content_stages": rows[-1]["cre_minus_content_stages"],
                           "ranker_cold_slice_gain": rows[-1]["ranker_cold_slice_gain"]}), flush=True)  # fmt: skip

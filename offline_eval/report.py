@@ -429,11 +429,18 @@ def _retrieval_html(retrieval: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+SLICE_DEFINITIONS = (
+    "Slices (n: their test impressions): all; cold = impressions of items with no impression in the ranker's "
+    "training window; new = impressions of items created on or after the test window's first day."
+)
+
+
 def _ranker_html(ranker: Mapping[str, Any]) -> str:
     models = ranker["models"]
     trainers, variants, tasks = ranker_layout(ranker)
     out = [_p(ranker["note"], "note")] if ranker.get("note") else []
     out.append(_p("Test-period metrics with 95% user-level bootstrap intervals; NE: lower is better."))
+    out.append(_p(SLICE_DEFINITIONS))
     for t in trainers:
         out.append(
             _figure(

@@ -285,6 +285,12 @@ def test_every_figure_decodes_and_each_present_section_has_its_figures(full):
         "calibration": 1,  # control vs +both: scores were given for torchrec only
         "ab": 2,  # lifts, daily DAU / cumulative active days
     }
+    # the ranker's slices are defined on the page, next to their sizes
+    from offline_eval.report import SLICE_DEFINITIONS
+
+    text = paths.html.read_text()
+    assert SLICE_DEFINITIONS.replace("'", "&#x27;") in text or SLICE_DEFINITIONS in text
+    assert "no impression in the ranker" in SLICE_DEFINITIONS and "created on or after" in SLICE_DEFINITIONS
 
 
 def test_the_page_is_self_contained_and_escapes_text(full):
