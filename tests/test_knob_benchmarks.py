@@ -1,0 +1,45 @@
+"""The knob-picking and dose-response benchmarks: how a named variant becomes a training config, and which finished
+runs the dose-response benchmark accepts in place of running them again."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from benchmarks import collab_in_content, embedding_validation
+from embedding.trainer import TrainConfig
+
+
+def test_a_variant_changes_only_what_it_names(tmp_path):
+    base = TrainConfig(model="minilm", steps_i=200, steps_ii=50, steps_iii=50, steps_cre=400)
+    shipped = embedding_validation.variant_config(base, embedding_validation.VARIANTS["shipped"], tmp_path)
+    assert shipped == base
+    picked = embedding_validation.variant_config(base, embedding_validation.VARIANTS["content_minilm_cre_x2"], tmp_path)
+    assert picked == dataclasses.replace(
+        base, steps_cre=800, data=dataclasses.replace(base.data, content_similarity="minilm")
+    )
+    only_i = embedding_validation.variant_config(base, embedding_validation.VARIANTS["stage_i_only"], tmp_path)
+    assert (only_i.steps_i, only_i.steps_ii, only_i.steps_iii, only_i.steps_cre) == (200, 0, 0, 400)
+    frozen = embedding_validation.variant_config(base, embedding_validation.VARIANTS["frozen_text"], tmp_path / "f")
+    written = json.loads((tmp_path / "f" / "model.json").read_text())
+    assert frozen.model == str(tmp_path / "f" / "model.json") and written["text"]["train_top_layers"] == 0
+
+
+def test_a_reused_run_must_be_the_same_config_and_have_reached_the_ranker(tmp_path):
+    from jobs.pipeline import load_config
+
+    cfg = load_config("demo", run_dir=str(tmp_path))
+    recorded = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    (tmp_path / "run.json").write_text(json.dumps({"config": recorded}))
+    with pytest.raises(SystemExit, match="no ranker/results.json"):
+        collab_in_content._check_reused(tmp_path, cfg)
+    (tmp_path / "ranker").mkdir()
+    (tmp_path / "ranker" / "results.json").write_text("{}")
+    collab_in_content._check_reused(tmp_path, cfg)  # the same config: accepted
+    other = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, collab_in_content=0.0))
+    with pytest.raises(SystemExit, match=r"its \[data\] differs"):
+        collab_in_content._check_reused(tmp_path, other)
+    grid = dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, trainers=("torchrec",)))
+    collab_in_content._check_reused(tmp_path, grid)  # the ranker grid may differ
