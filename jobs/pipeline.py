@@ -154,6 +154,7 @@ class RankerSection:
     interaction: str = "dcn_dot"  # TorchRec: "dcn_dot" (DCNv2 + DLRM dots), "dcn" (DCNv2) or "dot" (DLRM dots)
     max_train_rows: int | None = None  # None: the whole train split
     recent_len: int = 10  # recent positive items per impression
+    sail_dims: int = 64  # the SAIL vector's Matryoshka prefix the ranking samples carry (re-normalised); 0: all of it
     valid_days: int = 3
     test_days: int = 4
     n_boot: int = 500
@@ -280,6 +281,8 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         embedding_train_config(cfg)
     except ValueError as e:
         raise ValueError(f"{where} [embedding]: {e}") from None
+    if int(cfg.ranker.sail_dims) < 0:
+        raise ValueError(f"{where} [ranker]: sail_dims must be >= 0 (0: the whole vector), got {cfg.ranker.sail_dims}")
     bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
     if bad or not cfg.ranker.variants:
         raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
@@ -648,6 +651,7 @@ def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
             valid_days=r.valid_days,
             test_days=r.test_days,
             train_start=run_cutoff(ctx.run_dir).date(),
+            embedding_prefix=r.sail_dims or None,
         )
     )
     return {

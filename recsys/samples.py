@@ -43,6 +43,8 @@ class SamplesConfig:
     test_days: int = 4  # the last test_days days of the log are the test period
     train_start: dt.date | None = None  # first day of the train split (the embedding cutoff's day: impressions before
     # it only feed counters and recent items, no sample is written for them); None: the log's first day
+    embedding_prefix: int | None = None  # the samples carry the first N dims of each SAIL vector, re-normalised (a
+    # Matryoshka prefix: the model trains its losses on it); None: the whole vector
     master: str | None = "local[2]"  # Spark master; None: leave it to spark-submit
     shuffle_partitions: int = 8
 
@@ -182,6 +184,14 @@ def join_item_features_pit(impressions: DataFrame, intervals: DataFrame) -> Data
     )
 
 
+def matryoshka_prefix(col: str, n: int) -> SparkColumn:
+    """The first `n` elements of an array<float> column, scaled to unit length (null stays null; a zero prefix stays
+    zero)."""
+    head = F.slice(F.col(col), 1, n)
+    norm = F.sqrt(F.aggregate(head, F.lit(0.0).cast("double"), lambda acc, x: acc + x * x))
+    return F.when(norm > 0, F.transform(head, lambda x: (x / norm).cast("float"))).otherwise(head)
+
+
 def add_history_similarity(impressions: DataFrame, intervals: DataFrame, dim: int) -> DataFrame:
     """Adds user_hist_sim = cosine(sail_embedding, mean of the recent items' vectors valid at ts).
 
@@ -308,6 +318,9 @@ def run(cfg: SamplesConfig, spark: SparkSession | None = None) -> SamplesResult:
             version = latest["model_version"] if latest else None
         row = features.filter(F.col("model_version") == version).select(F.size("embedding").alias("d")).first()
         dim = int(row["d"]) if row else 0
+        if cfg.embedding_prefix is not None and 0 < cfg.embedding_prefix < dim:
+            dim = cfg.embedding_prefix
+            features = features.withColumn("embedding", matryoshka_prefix("embedding", dim))
     samples = build_ranking_samples(
         interactions,
         items,

@@ -149,3 +149,12 @@ def test_history_similarity_at_minilm_width_matches_numpy(spark):
     want = float(vecs[1] @ h / (np.linalg.norm(vecs[1]) * np.linalg.norm(h)))
     assert got["a"] == pytest.approx(want, rel=1e-5) and got["b"] == pytest.approx(1.0, rel=1e-5)
     assert got["c"] is None and got["d"] is None  # no target vector; no history
+
+
+def test_matryoshka_prefix_is_the_renormalised_head(spark):
+    from recsys.samples import matryoshka_prefix
+
+    rows = [(1, [3.0, 4.0, 12.0]), (2, [0.0, 0.0, 1.0]), (3, None)]
+    df = spark.createDataFrame(rows, "item_id long, embedding array<float>")
+    got = {r["item_id"]: r["e"] for r in df.select("item_id", matryoshka_prefix("embedding", 2).alias("e")).collect()}
+    assert got[1] == pytest.approx([0.6, 0.8]) and got[2] == [0.0, 0.0] and got[3] is None
