@@ -771,7 +771,7 @@ def _mine_settings(c: RunConfig) -> dict[str, Any]:
 
 
 def _ranker_data_settings(c: RunConfig) -> dict[str, Any]:
-    return {k: getattr(c.ranker, k) for k in ("recent_len", "valid_days", "test_days")}
+    return {k: getattr(c.ranker, k) for k in ("recent_len", "valid_days", "test_days", "sail_dims")}
 
 
 STAGES: tuple[Stage, ...] = (

@@ -214,6 +214,14 @@ def test_rerun_skips_everything_and_a_changed_setting_reruns_only_its_dependants
     assert ran == ["eval_retrieval", "report"]
 
 
+def test_every_ranking_samples_knob_is_in_that_stage_s_hash():
+    stage = next(s for s in pipeline.STAGES if s.name == "ranking_samples")
+    cfg = load_config("smoke")
+    for knob, value in (("recent_len", 3), ("valid_days", 1), ("test_days", 2), ("sail_dims", 16)):
+        changed = replace(cfg, ranker=replace(cfg.ranker, **{knob: value}))
+        assert stage.settings(changed) != stage.settings(cfg), knob
+
+
 def test_a_failed_stage_leaves_no_output_and_the_rerun_resumes_there(tmp_path, monkeypatch):
     cfg = load_config("smoke", run_dir=str(tmp_path / "run"))
     real = pipeline.STAGES[:3]  # data, validate, mine
