@@ -718,7 +718,7 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
         raise StageSkipped("the A/B simulation needs the generated world's user model (data.source: generated)")
     from offline_eval.ab_sim import ABConfig, Arm, LoggedPolicyScorer, run_ab
     from offline_eval.report import ab_result_to_dict
-    from recsys.serve import load_ranker_arm
+    from recsys.serve import ServeConfig, load_ranker_arm
 
     samples_meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
     features = Path(samples_meta["item_features"])
@@ -732,6 +732,7 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
             features,
             name=f"ranker {name}",
             log_dir=ctx.stage_dir("validate"),
+            cfg=ServeConfig(embedding_prefix=cfg.ranker.sail_dims or None),  # the vectors the samples carried
         )
 
     a = cfg.ab

@@ -81,6 +81,8 @@ class ServeConfig:
     batch_size: int = 8192  # rows per model forward
     threads: int | None = 1  # torch intra-op threads set at load (None: leave the process setting)
     model_version: str | None = None  # ITEM_FEATURES version; None: the latest by `created` (the samples default)
+    embedding_prefix: int | None = None  # serve the first N dims, re-normalised, as the samples job's
+    # embedding_prefix did (the Matryoshka prefix the ranker was trained on); None: the whole vector
 
 
 # ------------------------------------------------------------------------------------------ the trained model
@@ -226,7 +228,9 @@ class ItemFeatureStore:
         return len(self.semantic_ids[0]) if len(self.semantic_ids) else 0
 
     @staticmethod
-    def load(path: str | Path, model_version: str | None = None) -> ItemFeatureStore:
+    def load(path: str | Path, model_version: str | None = None, prefix: int | None = None) -> ItemFeatureStore:
+        """`prefix`: keep the first N dims of each vector, scaled to unit length (`recsys.samples.matryoshka_prefix`
+        on the same rows)."""
         path = Path(path)
         t = read_table(path, ITEM_FEATURES)
         if t.num_rows == 0:
@@ -252,6 +256,13 @@ class ItemFeatureStore:
                 raise ValueError(f"item features {path}: {name} lists differ in length ({sorted(set(lengths))})")
         item_ids = item[order[keep]]
         ids, first = np.unique(item_ids, return_index=True)
+        vectors = emb.flatten().to_numpy().astype(np.float32).reshape(item_ids.size, -1)
+        if prefix is not None and 0 < prefix < vectors.shape[1]:
+            head = vectors[:, :prefix].astype(np.float64)
+            norm = np.linalg.norm(head, axis=1, keepdims=True)
+            vectors = np.where(norm > 0, head / np.where(norm > 0, norm, 1.0), head).astype(np.float32)
+            offsets = pa.array(np.arange(0, vectors.size + 1, prefix, dtype=np.int32))
+            emb = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel(), type=pa.float32()))
         return ItemFeatureStore(
             path=path,
             model_version=str(model_version),
@@ -261,7 +272,7 @@ class ItemFeatureStore:
             starts=np.append(first, item_ids.size).astype(np.int64),
             embedding=emb,
             semantic_ids=sids,
-            vectors=emb.flatten().to_numpy().astype(np.float32).reshape(item_ids.size, -1),
+            vectors=vectors,
         )
 
     def require(self, item_ids: np.ndarray) -> None:
@@ -532,7 +543,7 @@ class RankerScorer:
         in the variant's train.json (every logged impression is a sample row)."""
         self.cfg = cfg
         self.ranker = load_trained_ranker(variant_dir, cfg.threads)
-        self.store = ItemFeatureStore.load(item_features_dir, cfg.model_version)
+        self.store = ItemFeatureStore.load(item_features_dir, cfg.model_version, cfg.embedding_prefix)
         enc = self.ranker.encoder
         if enc.content_dim and self.store.dim != enc.content_dim:
             raise ValueError(

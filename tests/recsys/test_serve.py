@@ -147,6 +147,34 @@ def test_feature_store_joins_the_row_valid_at_ts(tmp_path):
         store.require(np.array([1, 2, 3]))
 
 
+def test_feature_store_serves_the_prefix_the_samples_carried(tmp_path, spark):
+    from recsys.samples import matryoshka_prefix
+
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(4, 6)).astype(np.float32)
+    vecs[3, :3] = 0.0  # a zero prefix stays zero
+    t = pa.table(
+        {
+            "item_id": [1, 2, 3, 4],
+            "embedding": pa.array(vecs.tolist(), pa.list_(pa.float32())),
+            "semantic_ids": pa.array([[1], [2], [3], [4]], pa.list_(pa.int32())),
+            "model_version": ["v"] * 4,
+            "event_timestamp": pa.array([10] * 4).cast(pa.timestamp("us", tz="UTC")),
+            "created": pa.array([1] * 4).cast(pa.timestamp("us", tz="UTC")),
+        }
+    )
+    write_table(t, ITEM_FEATURES, tmp_path / "f")
+    store = ItemFeatureStore.load(tmp_path / "f", prefix=3)
+    assert store.dim == 3 and len(store.embedding[0].as_py()) == 3
+    # the same vectors as the samples job's Spark expression on the same rows
+    df = spark.createDataFrame([(i + 1, v.tolist()) for i, v in enumerate(vecs)], "item_id long, e array<float>")
+    want = {r["item_id"]: r["p"] for r in df.select("item_id", matryoshka_prefix("e", 3).alias("p")).collect()}
+    for row, item in enumerate(store.item_ids.tolist()):
+        np.testing.assert_allclose(store.vectors[row], want[item], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(store.embedding[row].as_py(), want[item], rtol=1e-6, atol=1e-7)
+    assert ItemFeatureStore.load(tmp_path / "f", prefix=6).dim == 6 and ItemFeatureStore.load(tmp_path / "f").dim == 6
+
+
 def test_merge_checkpoint_places_shards_of_every_rank(tmp_path):
     # Given a two-rank checkpoint: dense tensors on both ranks, one table whole on rank 1, one split by rows
     a, b = torch.arange(12.0).reshape(6, 2), torch.arange(8.0).reshape(2, 4)
