@@ -384,17 +384,14 @@ def content_vectors(store: ItemStore, by: str = "tfidf"):
     raise ValueError(f"content similarity must be one of {list(CONTENT_SIMILARITIES)}, got {by!r}")
 
 
-def content_neighbours(
-    store: ItemStore, k: int, chunk: int = 2048, by: str = "tfidf", vectors=None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine top-k content neighbours of every item (itself excluded), by `content_vectors(store, by)` (or the
-    given row-normalised `vectors`).
+def content_neighbours(store: ItemStore, k: int, chunk: int = 2048, by: str = "tfidf") -> tuple[np.ndarray, np.ndarray]:
+    """Cosine top-k content neighbours of every item (itself excluded), by `content_vectors(store, by)`.
 
     Returns (neighbour rows (N, k), cosines (N, k)), best first. Computed in row chunks (memory O(chunk x N)).
     """
     import scipy.sparse as sp
 
-    x = content_vectors(store, by) if vectors is None else vectors
+    x = content_vectors(store, by)
     n = x.shape[0]
     k = min(k, n - 1)
     idx = np.zeros((n, k), dtype=np.int64)

@@ -184,11 +184,20 @@ def join_item_features_pit(impressions: DataFrame, intervals: DataFrame) -> Data
     )
 
 
+def _array_sum(a: SparkColumn) -> SparkColumn:
+    """The sum of a numeric array column's elements, as a double."""
+    return F.aggregate(a, F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+
+
+def _l2_norm(a: SparkColumn) -> SparkColumn:
+    return F.sqrt(_array_sum(F.transform(a, lambda x: x * x)))
+
+
 def matryoshka_prefix(col: str, n: int) -> SparkColumn:
     """The first `n` elements of an array<float> column, scaled to unit length (null stays null; a zero prefix stays
     zero)."""
     head = F.slice(F.col(col), 1, n)
-    norm = F.sqrt(F.aggregate(head, F.lit(0.0).cast("double"), lambda acc, x: acc + x * x))
+    norm = _l2_norm(head)
     return F.when(norm > 0, F.transform(head, lambda x: (x / norm).cast("float"))).otherwise(head)
 
 
@@ -210,13 +219,8 @@ def add_history_similarity(impressions: DataFrame, intervals: DataFrame, dim: in
         F.aggregate(F.collect_list("_e"), zero, lambda acc, x: F.zip_with(acc, x, lambda a, b: a + b)).alias("_s")
     )
     t, h = F.col("sail_embedding").cast("array<double>"), F.col("_s")
-
-    def _sum(a):
-        return F.aggregate(a, F.lit(0.0).cast("double"), lambda acc, x: acc + x)
-
-    dot = _sum(F.zip_with(t, h, lambda a, b: a * b))
-    hist_norm = F.sqrt(_sum(F.transform(h, lambda x: x * x)))
-    t_norm = F.sqrt(_sum(F.transform(t, lambda x: x * x)))
+    dot = _array_sum(F.zip_with(t, h, lambda a, b: a * b))
+    hist_norm, t_norm = _l2_norm(h), _l2_norm(t)
     sim = F.when(t.isNotNull() & (hist_norm > 0) & (t_norm > 0), dot / (hist_norm * t_norm))
     return impressions.join(sums, "event_id", "left").withColumn("user_hist_sim", sim.cast("float")).drop("_s")
 
