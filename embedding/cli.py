@@ -63,9 +63,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def parse_steps(text: str) -> dict[str, int]:
     """'I,II,III,CRE' step counts -> TrainConfig's steps_i / steps_ii / steps_iii / steps_cre."""
-    steps = [int(x) for x in text.split(",")]
-    if len(steps) != 4:
-        raise SystemExit("--steps needs four comma-separated numbers (stages I,II,III,CRE)")
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(
+            f"--steps needs four comma-separated non-negative integers (stages I,II,III,CRE), got {text!r}"
+        )
+    steps = [int(p) for p in parts]
     return dict(zip(("steps_i", "steps_ii", "steps_iii", "steps_cre"), steps, strict=True))
 
 

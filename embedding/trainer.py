@@ -34,6 +34,7 @@ Notation: B pairs per batch (per rank: B / world), N hard negatives per query, D
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -152,7 +153,13 @@ def resolve_model_config(spec: str, cfg: TrainConfig | None = None) -> ModelConf
     elif spec == "cpu_default":
         mc = ModelConfig.cpu_default()
     else:
-        mc = ModelConfig.from_dict(json.loads(Path(spec).read_text()))
+        try:
+            mc = ModelConfig.from_dict(json.loads(Path(spec).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"model {spec!r} is neither a preset {list(MODEL_PRESETS)} nor a readable JSON ModelConfig file "
+                f"({type(e).__name__}: {e})"
+            ) from None
     if cfg is not None and mc.text.freeze:
         mc = dataclasses.replace(mc, text=dataclasses.replace(mc.text, cache_size=cfg.text_cache_size))
     return mc
@@ -270,6 +277,49 @@ def load_embedding_model(path: str | os.PathLike) -> LoadedModel:
     st_load_model(model, str(path), strict=True)
     model.eval()
     return LoadedModel(model, cfg, json.loads(meta.get("use_audio", "true")), fmt == FORMAT_SAIL)
+
+
+MODEL_METADATA = ("format", "config", "use_audio")  # the checkpoint metadata that defines the model
+
+
+def checkpoint_version(path: str | os.PathLike) -> str:
+    """`sail-<digest>`: the model version of an embedding checkpoint (safetensors).
+
+    SHA-256 over the canonical JSON (sorted keys) of the model-defining metadata (`MODEL_METADATA`), then every
+    tensor sorted by name: its name, dtype, shape and raw bytes. Equal weights and config give one version whatever
+    order the writer put the metadata keys or the tensors in; a single changed bit gives another.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        if size < 8 or 8 + n > size:
+            raise ValueError(f"{path}: not a safetensors file (header length {n}, file size {size})")
+        header = json.loads(fh.read(n))
+        meta = header.pop("__metadata__", None) or {}
+
+        def parsed(v: str) -> Any:
+            try:
+                return json.loads(v)
+            except ValueError:
+                return v
+
+        h = hashlib.sha256()
+        defining = json.dumps({k: parsed(meta[k]) for k in MODEL_METADATA if k in meta}, sort_keys=True).encode()
+        h.update(len(defining).to_bytes(8, "little") + defining)
+        for name in sorted(header):
+            info = header[name]
+            start, end = info["data_offsets"]
+            h.update(json.dumps([name, info["dtype"], info["shape"], end - start]).encode())
+            fh.seek(8 + n + start)
+            left = end - start
+            while left:
+                block = fh.read(min(left, 1 << 20))
+                if not block:
+                    raise ValueError(f"{path}: truncated (tensor {name!r} ends past the end of the file)")
+                h.update(block)
+                left -= len(block)
+    return f"sail-{h.hexdigest()[:12]}"
 
 
 # --------------------------------------------------------------------------------------------------------

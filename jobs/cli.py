@@ -36,7 +36,7 @@ def _fail(msg: str) -> int:
 
 
 def main_run(argv: Sequence[str]) -> int:
-    from jobs.pipeline import SHIPPED_CONFIGS, STAGES, load_config, run_pipeline
+    from jobs.pipeline import SHIPPED_CONFIGS, STAGES, check_run_dir, load_config, run_pipeline
     from offline_eval.report import fmt_headline
 
     p = argparse.ArgumentParser(prog="sail run", description="Run (or resume) every pipeline stage.")
@@ -50,6 +50,7 @@ def main_run(argv: Sequence[str]) -> int:
     )
     args = p.parse_args(argv)
     cfg = load_config(args.config, run_dir=args.run_dir)
+    check_run_dir(cfg.run_dir)  # an unwritable run directory: one line now, not a traceback from the first stage
     res = run_pipeline(cfg, until=args.until)
     if args.until is not None:
         print(f"run directory: {res.run_dir} (stopped after {args.until})")
@@ -128,7 +129,8 @@ def main_validate(argv: Sequence[str]) -> int:
         ValidationConfig(max_rejected_share=args.max_rejected_share, clock_skew_s=args.clock_skew_s),
     )
     for name, r in res.tables.items():
-        print(f"{name}: {r.rows_ok}/{r.rows_in} kept; rejected {r.rejected or 'none'}")
+        repaired = f"; repaired {r.repaired}" if r.repaired else ""
+        print(f"{name}: {r.rows_ok}/{r.rows_in} kept; rejected {r.rejected or 'none'}{repaired}")
     return 0
 
 
@@ -222,12 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler.addFilter(_for_console)
     from jobs.io import SchemaError
     from jobs.media import UnsafeMediaPath
-    from jobs.pipeline import StageFailed
+    from jobs.pipeline import RunDirLocked, StageFailed
     from jobs.validate import TooManyRejectedError
 
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (SchemaError, TooManyRejectedError, UnsafeMediaPath, FileNotFoundError, ValueError) as exc:
+    except (SchemaError, TooManyRejectedError, UnsafeMediaPath, FileNotFoundError, ValueError, RunDirLocked) as exc:
         return _fail(str(exc))
     except StageFailed as exc:  # its traceback is already logged (console and stage log): one line, not a second copy
         print(f"sail: error: {exc}", file=sys.stderr)

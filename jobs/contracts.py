@@ -380,11 +380,12 @@ RANKING_SAMPLES_EXT = TableSchema(
 
 QUARANTINE = _t(
     "quarantine",
-    "Rows rejected on read, with the reason. One row per rejected input row.",
+    "Rows rejected on read, with the reason: one row per rejected input row, and one per media reference dropped "
+    "from a kept item (reason 'unsafe_media_path').",
     C("table", "string", doc="contract name of the table the row came from"),
     C("source", "string", doc="file or directory it was read from"),
-    C("reason", "string", doc="one of the REASONS in jobs.validate"),
-    C("row_json", "string", doc="the rejected row, as JSON"),
+    C("reason", "string", doc="one of the REASONS in jobs.validate, or 'unsafe_media_path' (a dropped reference)"),
+    C("row_json", "string", doc="the rejected row as JSON; for a reference: item_id, column, ref and problem"),
 )
 
 # --------------------------------------------------------------------------------------------------------

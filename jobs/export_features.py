@@ -8,6 +8,11 @@ Repository layout (generated on first publish; the embedded default is all local
     <repo>/current.json                the pointer readers follow: {"version", "feature_view", ...}
     <repo>/sail_features.py            the same definitions as code, for people who use the `feast` CLI
 
+Every path the repository records is relative to the repository folder (`feature_store.yaml`, the FileSources in
+the registry and in `sail_features.py`: `offline/<view>`; `versions/*.json`), and Feast resolves relative paths
+against the `repo_path` a FeatureStore is opened with, so a repository works wherever it is copied or moved (the
+`sail run` stage writes it in a temporary folder that is then renamed).
+
 The offline table is the ITEM_FEATURES contract plus `sid_1..sid_L` (int64, one column per semantic-ID level, as
 Feast features cannot index into a list). The Feast objects: entity `item` (join key `item_id`), and per version a
 `FileSource` and a `FeatureView` named `sail_item_v<version>` with `embedding: Array(Float32)`, `sid_l: Int64` and
@@ -15,9 +20,15 @@ Feast features cannot index into a list). The Feast objects: entity `item` (join
 
 Publishing a version: (1) refuse a table that holds rows of another or of several versions (MixedVersionError naming
 them); (2) write its offline table to its own directory atomically; (3) register its feature view and materialise
-it into the online store; (4) check online values against offline ones for a sample of items; (5) only then record
-the version and switch `current.json` (an atomic file replace). Until step 5, readers of `current` keep reading the
-previous version, whose offline table, feature view and online rows are untouched.
+it into the online store; (4) record the version and write `sail_features.py`; (5) check, on a copy of the repository
+at another path (as it will be read once moved), Feast's online and point-in-time values against the parquet table
+for a sample of items, and that no file names the repository's own absolute path (a failure removes the record
+again); (6) only then switch `current.json` (an atomic file replace). Until step 6, readers of `current` keep reading
+the previous version, whose offline table, feature view and online rows are untouched.
+
+Offline reads go through `get_historical_item_features`: Feast's point-in-time join drops an entity row whose
+timestamp is before every feature row of its item (its file offline store filters such rows out rather than
+returning nulls); the helper returns every entity row, in order, with null features for those.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +55,7 @@ import pyarrow as pa
 
 from embedding.batch_infer import MixedVersionError, check_single_version
 from jobs.contracts import ITEM_FEATURES, Column, TableSchema
-from jobs.io import is_complete, read_table, write_json_atomic, write_table
+from jobs.io import is_complete, read_table, write_json_atomic, write_table, write_text_atomic
 
 PROJECT = "sail"
 ENTITY = "item"
@@ -56,6 +69,7 @@ __all__ = [
     "check_online_offline",
     "feast_table_schema",
     "feature_view_name",
+    "get_historical_item_features",
     "get_online_item_features",
     "init_repo",
     "main",
@@ -133,8 +147,13 @@ def init_repo(repo: str | os.PathLike) -> Path:
     return repo
 
 
-def feast_objects(offline_dir: str | os.PathLike, version: str, levels: int) -> tuple[Any, Any, Any]:
-    """(entity, file source, feature view) of one version."""
+def offline_path(version: str) -> str:
+    """The version's offline table, relative to the repository (`offline/<view>`): what the FileSource records."""
+    return f"offline/{feature_view_name(version)}"
+
+
+def feast_objects(version: str, levels: int) -> tuple[Any, Any, Any]:
+    """(entity, file source, feature view) of one version; the source's path is relative to the repository."""
     feast = _feast()
     from feast.types import Array, Float32, Int64, String
 
@@ -142,7 +161,7 @@ def feast_objects(offline_dir: str | os.PathLike, version: str, levels: int) -> 
     entity = feast.Entity(name=ENTITY, join_keys=[JOIN_KEY], value_type=feast.ValueType.INT64, description="an item")
     source = feast.FileSource(
         name=f"{name}_source",
-        path=str(Path(offline_dir).resolve()),
+        path=offline_path(version),
         timestamp_field="event_timestamp",
         created_timestamp_column="created",
     )
@@ -201,8 +220,9 @@ def publish_version(
 
     version: the version expected in the table (None: whatever single version it holds). Raises
     MixedVersionError when the table holds several versions or another one, VersionExistsError when the version is
-    already published and `overwrite` is False, RuntimeError when online values disagree with offline ones (the
-    pointer is then not switched).
+    already published and `overwrite` is False, RuntimeError when, on a copy of the repository at another path, online
+    or offline values disagree with the table or a file names the repository's absolute path (the pointer is then not
+    switched and the version not recorded).
     """
     t0 = time.perf_counter()
     source_name = str(features) if not isinstance(features, pa.Table) else "<table>"
@@ -226,38 +246,46 @@ def publish_version(
             raise VersionExistsError(f"model version {version!r} is already published as {view!r} in {repo}")
 
     # (2) offline table, atomically, in the version's own directory
-    offline_dir = repo / "offline" / view
+    offline_dir = repo / offline_path(version)
     write_table(_with_sid_columns(table, levels, source_name), feast_table_schema(levels), offline_dir)
 
     # (3) register and materialise this version's view only
     feast = _feast()
     store = feast.FeatureStore(repo_path=str(repo))
-    entity, source, fv = feast_objects(offline_dir, version, levels)
+    entity, source, fv = feast_objects(version, levels)
     store.apply([entity, source, fv])
     ts = table.column("event_timestamp").to_numpy()
     start = pd.Timestamp(ts.min()).tz_localize("UTC").to_pydatetime() - timedelta(seconds=1)
     end = pd.Timestamp(ts.max()).tz_localize("UTC").to_pydatetime() + timedelta(seconds=1)
     _log_feast_output(lambda: store.materialize(start_date=start, end_date=end, feature_views=[view]))
 
-    # (4) online == offline on a sample, before anyone is pointed at it
-    check = check_online_offline(repo, version, sample=check_sample, seed=seed, store=store)
-    if not check["ok"]:
-        raise RuntimeError(f"online values of {view!r} disagree with the offline table: {check}")
-
-    # (5) record the version, then switch the pointer
+    # (4) record the version (paths relative to the repository) and write the definitions
     record = {
         "version": version,
         "feature_view": view,
-        "offline_dir": str(offline_dir),
+        "offline_dir": offline_path(version),
         "levels": levels,
         "rows": table.num_rows,
         "event_timestamp_min": str(start + timedelta(seconds=1)),
         "event_timestamp_max": str(end - timedelta(seconds=1)),
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "check": check,
     }
+    old_record = record_path.read_text() if record_path.exists() else None
     write_json_atomic(record_path, record)
     _write_definitions(repo)
+
+    # (5) on a copy at another path: online == offline == parquet on a sample, and no file names this folder
+    check = check_moved_copy(repo, version, sample=check_sample, seed=seed)
+    if not check["ok"]:
+        if old_record is None:
+            record_path.unlink()
+        else:
+            write_text_atomic(record_path, old_record)
+        _write_definitions(repo)
+        raise RuntimeError(f"feature view {view!r} fails its check on a moved copy of {repo}: {check}")
+    write_json_atomic(record_path, {**record, "check": check})
+
+    # (6) switch the pointer
     write_json_atomic(repo / CURRENT_FILE, {k: record[k] for k in ("version", "feature_view", "levels", "rows")})
     return PublishResult(version, view, offline_dir, table.num_rows, check, round(time.perf_counter() - t0, 3))
 
@@ -317,13 +345,48 @@ def get_online_item_features(
     return pd.DataFrame({c: res[c] for c in cols})
 
 
+def get_historical_item_features(
+    repo: str | os.PathLike, entity_df: pd.DataFrame, version: str | None = None, store: Any = None
+) -> pd.DataFrame:
+    """Point-in-time features of `entity_df` rows (`item_id`, `event_timestamp`) for `version` (None: the current one).
+
+    Every entity row comes back, in its order, with its other columns and `embedding`, `sid_*`, `model_version`
+    (`event_timestamp` as UTC). A row timed before every feature row of its item, or of an unknown item, gets null
+    features (None, and <NA> for `sid_*`): Feast's file offline store drops the former, so they are re-added here.
+    """
+    missing = [c for c in (JOIN_KEY, "event_timestamp") if c not in entity_df.columns]
+    if missing:
+        raise ValueError(f"entity_df lacks the column(s) {missing}; it needs {JOIN_KEY!r} and 'event_timestamp'")
+    repo = Path(repo).resolve()
+    record = _record(repo, version)
+    levels = record["levels"]
+    sid_cols = [f"sid_{i}" for i in range(1, levels + 1)]
+    feature_cols = ["embedding", *sid_cols, "model_version"]
+    rows = entity_df.drop(columns=[c for c in feature_cols if c in entity_df.columns])
+    rows = rows.assign(event_timestamp=pd.to_datetime(rows["event_timestamp"], utc=True))
+    keys = rows[[JOIN_KEY, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
+    store = store or _feast().FeatureStore(repo_path=str(repo))
+    got = store.get_historical_features(entity_df=keys, features=_feature_refs(record["feature_view"], levels)).to_df()
+    got = got.assign(event_timestamp=pd.to_datetime(got["event_timestamp"], utc=True))
+    got = got[[JOIN_KEY, "event_timestamp", *feature_cols]].drop_duplicates([JOIN_KEY, "event_timestamp"])
+    out = rows.merge(got, on=[JOIN_KEY, "event_timestamp"], how="left", validate="many_to_one")
+    out.index = entity_df.index
+    for c in sid_cols:
+        out[c] = out[c].astype("Int64")
+    for c in ("embedding", "model_version"):
+        out[c] = out[c].astype(object).where(out[c].notna(), None)
+    return out
+
+
 def check_online_offline(
     repo: str | os.PathLike, version: str | None = None, sample: int = 100, seed: int = 0, store: Any = None
 ) -> dict[str, Any]:
     """Compares, for a sample of items, the online store and Feast's offline retrieval with the parquet table.
 
     Returns counts of items missing online and of mismatching embeddings / semantic IDs / versions, the largest
-    absolute embedding difference, and `ok` (True when everything agrees exactly).
+    absolute embedding difference, the count of entity rows timed before their item's feature row that did not come
+    back from the offline retrieval with null features (`offline_retrieval_early_not_null`), and `ok` (True when
+    everything agrees exactly).
     """
     repo = Path(repo).resolve()
     if version is None:
@@ -351,24 +414,82 @@ def check_online_offline(
     online = store.get_online_features(
         features=_feature_refs(view, levels), entity_rows=[{JOIN_KEY: int(i)} for i in ids]
     ).to_dict()
-    entity_ts = pd.Timestamp(full.column("event_timestamp").to_numpy().max()).tz_localize("UTC")
-    hist = (
-        store.get_historical_features(
-            entity_df=pd.DataFrame({JOIN_KEY: ids, "event_timestamp": [entity_ts] * len(ids)}),
-            features=_feature_refs(view, levels),
-        )
-        .to_df()
-        .set_index(JOIN_KEY)
-        .loc[ids]
+    latest = pd.Timestamp(full.column("event_timestamp").to_numpy().max()).tz_localize("UTC")
+    own_ts = pd.to_datetime(part.column("event_timestamp").to_numpy()).tz_localize("UTC")
+    entity_df = pd.DataFrame(  # each item at the latest time (its row), then just before its own row (nulls)
+        {
+            JOIN_KEY: np.concatenate([ids, ids]),
+            "event_timestamp": [latest] * len(ids) + list(own_ts - pd.Timedelta(seconds=1)),
+        }
     )
+    both = get_historical_item_features(repo, entity_df, version, store=store)
+    hist, early = both.iloc[: len(ids)], both.iloc[len(ids) :]
 
     report = {"version": version, "feature_view": view, "sample": len(ids)}
     report.update(_compare("online", online, ids, offline_emb, offline_sids, sid_cols, version))
     hist_dict = {c: hist[c].tolist() for c in ["embedding", *sid_cols, "model_version"]}
     report.update(_compare("offline_retrieval", hist_dict, ids, offline_emb, offline_sids, sid_cols, version))
-    report["ok"] = all(
-        report[f"{p}_{k}"] == 0 for p in ("online", "offline_retrieval") for k in ("missing", "mismatches")
+    early_null = early[["embedding", *sid_cols, "model_version"]].isna().all(axis=1)
+    report["offline_retrieval_rows_in"] = len(entity_df)
+    report["offline_retrieval_rows_out"] = len(both)
+    report["offline_retrieval_early_not_null"] = int((~early_null).sum())
+    report["ok"] = (
+        all(report[f"{p}_{k}"] == 0 for p in ("online", "offline_retrieval") for k in ("missing", "mismatches"))
+        and report["offline_retrieval_early_not_null"] == 0
+        and len(both) == len(entity_df)
     )
+    return report
+
+
+def _mentions(repo: Path, needle: str) -> list[str]:
+    """Files of `repo` (outside the offline tables) whose bytes contain `needle`, relative to `repo`."""
+    found = []
+    for path in sorted(repo.rglob("*")):
+        rel = path.relative_to(repo)
+        if path.is_file() and rel.parts[0] != "offline" and needle.encode() in path.read_bytes():
+            found.append(str(rel))
+    return found
+
+
+def _definition_sources(repo: Path) -> dict[str, str]:
+    """Feature view -> the FileSource path that `sail_features.py` gives it."""
+    namespace: dict[str, Any] = {}
+    exec(compile((repo / "sail_features.py").read_text(), str(repo / "sail_features.py"), "exec"), namespace)
+    fv_type = _feast().FeatureView
+    return {v.name: v.batch_source.path for v in namespace.values() if isinstance(v, fv_type)}
+
+
+def check_moved_copy(repo: str | os.PathLike, version: str, sample: int = 100, seed: int = 0) -> dict[str, Any]:
+    """`check_online_offline` on a copy of the repository at another path, plus what proves the repository holds
+    no path of its own location: the files naming its absolute path (`absolute_path_mentions`, registry and online
+    store included) and the views whose `sail_features.py` source is absolute, or, for `version`, does not resolve
+    to its table inside the copy (`definitions_unresolved`). `ok` needs all three clean.
+
+    The copy holds the configuration, `data/`, `versions/`, `sail_features.py` and this version's offline table.
+    """
+    repo = Path(repo).resolve()
+    view = feature_view_name(version)
+
+    def skip(folder: str, names: list[str]) -> list[str]:
+        if Path(folder) == repo / "offline":
+            return [n for n in names if n != view]
+        return [n for n in names if ".tmp-" in n]
+
+    with tempfile.TemporaryDirectory(prefix="sail-feast-check-") as tmp:
+        moved = Path(tmp) / "moved_repo"
+        shutil.copytree(repo, moved, ignore=skip)
+        report = check_online_offline(moved, version, sample=sample, seed=seed)
+        report["absolute_path_mentions"] = _mentions(moved, str(repo))
+        sources = _definition_sources(moved)
+        report["definitions_unresolved"] = sorted(  # other versions' tables are not copied: their paths are relative
+            v
+            for v, path in sources.items()
+            if Path(path).is_absolute() or (v == view and not is_complete(moved / path))
+        )
+        if view not in sources:
+            report["definitions_unresolved"].append(view)
+    report["checked_at"] = "a copy of the repository at another path"
+    report["ok"] = report["ok"] and not report["absolute_path_mentions"] and not report["definitions_unresolved"]
     return report
 
 
@@ -409,7 +530,9 @@ from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float32, Int64, String
 
 item = Entity(name="{entity}", join_keys=["{join_key}"], value_type=ValueType.INT64, description="an item")
-VERSIONS = {versions!r}  # (feature view, model version, semantic-ID levels, offline directory)
+# (feature view, model version, semantic-ID levels, offline directory relative to this repository: Feast resolves
+# it against the repo_path of the FeatureStore, so the repository works wherever it is moved)
+VERSIONS = {versions!r}
 
 for _view, _version, _levels, _path in VERSIONS:
     globals()[_view] = FeatureView(
@@ -431,7 +554,9 @@ for _view, _version, _levels, _path in VERSIONS:
 
 
 def _write_definitions(repo: Path) -> None:
-    versions = [(r["feature_view"], r["version"], r["levels"], r["offline_dir"]) for r in published_versions(repo)]
+    versions = [
+        (r["feature_view"], r["version"], r["levels"], offline_path(r["version"])) for r in published_versions(repo)
+    ]
     text = _DEFINITIONS.format(entity=ENTITY, join_key=JOIN_KEY, versions=versions)
     path = repo / "sail_features.py"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

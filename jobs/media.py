@@ -1,8 +1,9 @@
 """Media references: resolve them safely inside the catalogue's media root.
 
 A catalogue row names its cover, frames and audio by paths relative to the data set's media root. A reference
-that is absolute, contains a `..` component, or resolves (through symlinks) outside the root is rejected with
-`UnsafeMediaPath` and never opened.
+that is absolute, contains a `..` component, holds U+FFFD (bytes that were not valid UTF-8, replaced on read), or
+resolves (through symlinks) outside the root is rejected with `UnsafeMediaPath` and never opened. Validation drops
+such a reference from its item (the item and its events are kept).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def media_ref_problem(ref: str | None) -> str | None:
         return "empty or padded path"
     if "\x00" in ref:
         return "NUL byte in path"
+    if "\ufffd" in ref:
+        return "bytes that are not valid UTF-8"
     if ref.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(ref):
         return "absolute path"
     parts = PurePosixPath(ref.replace("\\", "/")).parts
@@ -82,10 +85,12 @@ class MediaStore:
     @classmethod
     def from_data_dir(cls, data_dir: str | os.PathLike) -> MediaStore:
         """The store described by `<data_dir>/manifest.json` (a relative media root is relative to data_dir)."""
-        import json
+        from jobs.io import read_dataset_manifest
 
         data_dir = Path(data_dir)
-        manifest = json.loads((data_dir / "manifest.json").read_text())
+        manifest = read_dataset_manifest(data_dir)
+        if manifest is None:
+            raise FileNotFoundError(f"{data_dir / 'manifest.json'} not found: the media store is described there")
         media = manifest.get("media") or {}
         mode = media.get("mode") or "none"
         root = data_dir / media["root"] if media.get("root") else None

@@ -5,12 +5,18 @@ Stages, in order (each writes `<run_dir>/<stage>/`):
     data -> validate -> mine -> train_embedding -> eval_retrieval -> embed -> export -> ranking_samples
          -> ranker -> ab -> report
 
-Each stage's directory is finished by a `_SUCCESS` marker and a `stage.json` holding the hash of the configuration
-that produced it (its own section plus its upstream stage's hash, so a change reruns that stage and everything
-after it). A stage whose directory is complete with a matching hash is skipped, so a run stopped at any point
-resumes where it stopped. A stage writes into a temporary directory that replaces its output only on success;
-long stages (embedding training, ranker training) also keep checkpoints in `<run_dir>/work/<stage>-<hash>/`,
-which survives a kill, so the rerun continues from the last checkpoint instead of from the stage's start.
+Each stage's directory is finished by a `_SUCCESS` marker holding the manifest of its files (`jobs.io.build_manifest`)
+and a `stage.json` holding the stage's key: the hash of its own section, of the project's code (`code_hash`) and of
+its upstream stages' keys and manifests, so a changed setting, new code or a rerun upstream stage reruns that stage
+and everything after it. A stage whose key matches and whose files still match its manifest is skipped, so a run
+stopped at any point resumes where it stopped; a stage whose files changed since (a truncated or emptied table, a
+deleted file) reruns, and the console names the file. Paths in `stage.json`, `run.json` and `timings.json` are
+relative to the run directory, so a run directory can be moved or copied and resumed there. One `sail run` at a
+time holds a run directory (`lock_run_dir`); it first removes the temporary folders a killed run left behind.
+
+A stage writes into a temporary directory that replaces its output only on success; long stages (embedding
+training, ranker training) also keep checkpoints in `<run_dir>/work/<stage>-<key>/`, which survives a kill, so the
+rerun continues from the last checkpoint instead of from the stage's start.
 
 Stages that do not apply are recorded as skipped with a reason (e.g. the A/B simulation needs the generated
 world's user model, so it does not run on MovieLens; a section with `enabled: false`).
@@ -18,25 +24,33 @@ world's user model, so it does not run on MovieLens; a section with `enabled: fa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
+import re
 import shutil
+import socket
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from jobs.io import atomic_dir, is_complete, write_json_atomic
+from jobs.io import SUCCESS, atomic_dir, verify_manifest, write_json_atomic
 from jobs.mining_config import PositiveConfig
 
 log = logging.getLogger("sail")
@@ -198,21 +212,120 @@ SECTIONS: dict[str, type] = {
 }
 
 
-def _build(cls: type, section: dict[str, Any] | None, where: str) -> Any:
-    section = dict(section or {})
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(section) - set(known))
+class _Mismatch(Exception):
+    """A YAML value that is not of its setting's annotated type (`_typed` names the setting)."""
+
+
+# a number PyYAML leaves as a string (YAML 1.1 floats need a dot: `1e-3` is read as the string "1e-3")
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+_PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+
+
+def _describe(tp: Any) -> str:
+    """What a value of the annotated type `tp` looks like in YAML (for error messages)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is Literal:
+        return f"one of {list(args)}"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_PLURAL.get(args[0], _describe(args[0]))}"
+        return f"a list of {len(args)} {_PLURAL.get(args[0], _describe(args[0]))}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of settings"
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    """`value` as the annotated type `tp` (YAML lists -> tuples; an int is a float; a bool is not a number)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is not type(None):
+                try:
+                    return _convert(value, a)
+                except _Mismatch:
+                    pass
+        raise _Mismatch
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_convert(v, a) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise TypeError(f"no YAML conversion for the annotation {tp!r}")
+
+
+def _build(cls: type, section: Any, where: str) -> Any:
+    """The dataclass `cls` from a YAML mapping, every value checked against (and converted to) its field's
+    annotated type; an error names `where` (file and section) and the setting."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{where}: must be a mapping of settings, got {section!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(str(k) for k in set(section) - known)
     if unknown:
         raise ValueError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
-    defaults = cls()
-    for k, v in section.items():  # YAML lists -> tuples (the config is frozen and hashed); nested sections
-        if isinstance(v, list):
-            section[k] = tuple(v)
-        elif dataclasses.is_dataclass(getattr(defaults, k)):
-            if not isinstance(v, dict):
-                raise ValueError(f"{where}: {k} must be a mapping of settings, got {v!r}")
-            section[k] = _build(type(getattr(defaults, k)), v, f"{where[:-1]}.{k}]")
-    return cls(**section)
+    values = {}
+    for k, v in section.items():
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):  # a nested section, e.g. [mining.covisit]
+            values[k] = _build(tp, v, f"{where[:-1]}.{k}]")
+            continue
+        try:
+            values[k] = _convert(v, tp)
+        except _Mismatch:
+            raise ValueError(f"{where}: {k} must be {_describe(tp)}, got {v!r}") from None
+    return cls(**values)
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark, context = getattr(e, "problem_mark", None), getattr(e, "context", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).replace("\n", " ")
+        if context:  # e.g. "while parsing a flow sequence", which started at context_mark
+            cmark = getattr(e, "context_mark", None)
+            what += f" ({context}" + (f" from line {cmark.line + 1})" if cmark is not None else ")")
+        raise ValueError(f"{where}: invalid YAML{at}: {what}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: must be a mapping of sections, got {type(raw).__name__}")
+    return raw
 
 
 def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
@@ -224,12 +337,18 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
         path = Path(name_or_path)
         if not path.exists():
             raise FileNotFoundError(f"config {name_or_path!r} is neither a shipped config {SHIPPED_CONFIGS} nor a file")
-        text, where = path.read_text(), str(path)
-    raw = yaml.safe_load(text) or {}
+        try:
+            text, where = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: cannot read the config ({type(e).__name__}: {e})") from None
+    raw = _read_yaml(text, where)
     top = {"name", "run_dir", *SECTIONS}
-    unknown = sorted(set(raw) - top)
+    unknown = sorted(str(k) for k in set(raw) - top)
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}; known: {sorted(top)}")
+    for key in ("name", "run_dir"):
+        if key in raw and not (isinstance(raw[key], str) and raw[key]):
+            raise ValueError(f"{where}: {key} must be a non-empty string, got {raw[key]!r}")
     built = {name: _build(cls, raw.get(name), f"{where} [{name}]") for name, cls in SECTIONS.items()}
     cfg = RunConfig(
         name=raw.get("name", Path(name_or_path).stem),
@@ -240,26 +359,140 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
     return cfg
 
 
+def check_run_dir(run_dir: str | os.PathLike) -> Path:
+    """The run directory, created if needed; a ValueError naming it when it cannot be created or written."""
+    path = Path(run_dir).resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"run directory {path}: cannot be created or written ({e.strerror or e})") from None
+    return path
+
+
+# The range of every numeric setting, per section ("[mining.covisit]": a nested section); a tuple's range applies
+# to each of its values and a null (where the type allows one) is not checked. `check_config` enforces them.
+RANGES: dict[str, dict[str, str]] = {
+    "data": {
+        "seed": ">= 0",
+        "session_gap_s": ">= 1",
+        "positive_rating": "in (0, 5]",
+        "quality_in_content": "in [0, 1]",
+        "collab_in_content": "in [0, 1]",
+        "quality_in_frames": "in [0, 1]",
+    },
+    "validation": {"max_rejected_share": "in [0, 1]", "clock_skew_s": ">= 0"},
+    "mining": {
+        "top_k": ">= 1",
+        "heldout_top_k": ">= 1",
+        "q2i_min_clicks": ">= 1",
+        "history_len": ">= 1",
+        "max_samples_per_user": ">= 1",
+    },
+    "mining.positive": {
+        "click_weight": ">= 0",
+        "finish_weight": ">= 0",
+        "like_weight": ">= 0",
+        "share_weight": ">= 0",
+        "watch_weight": ">= 0",
+        "min_watch_ms": ">= 0",
+        "threshold": "> 0",
+    },
+    "mining.covisit": {"session_gap_s": ">= 1", "window": ">= 1", "max_gap_s": ">= 1", "decay_tau_s": "> 0"},
+    "mining.swing": {"alpha": "> 0", "max_items_per_user": ">= 1", "max_users_per_item": ">= 1", "seed": ">= 0"},
+    "embedding": {
+        "steps": ">= 0",
+        "batch_size": ">= 1",
+        "lr": "> 0",
+        "pretrained_lr_scale": ">= 0",
+        "keep_start_weight": ">= 0",
+        "refresh_every": ">= 1",
+        "checkpoint_every": ">= 1",
+        "holdout_frac": "in (0, 1)",
+        "word_queries": ">= 0",
+        "threads": ">= 1",
+        "seed": ">= 0",
+    },
+    "retrieval": {"two_tower_scale": "> 0", "max_queries": ">= 1", "n_boot": ">= 1"},
+    "features": {"sid_levels": ">= 1", "codebook_size": ">= 1", "batch_size": ">= 1"},
+    "ranker": {
+        "epochs": ">= 1",
+        "batch_size": ">= 1",
+        "embedding_dim": ">= 1",
+        "sparse_lr": "> 0",
+        "dense_lr": "> 0",
+        "threads": ">= 1",
+        "lgbm_threads": ">= 1",
+        "item_id_dropout": "in [0, 1)",
+        "max_train_rows": ">= 1",
+        "recent_len": ">= 1",
+        "sail_dims": ">= 0",  # 0: the whole vector
+        "valid_days": ">= 1",
+        "test_days": ">= 1",
+        "n_boot": ">= 1",
+        "seed": ">= 0",
+    },
+    "ab": {"days": ">= 1", "n_boot": ">= 1", "seed": ">= 0"},
+}
+
+
+def _in_range(x: float, spec: str) -> bool:
+    """`x` within a RANGES spec: '>= a', '> a', or an interval 'in [a, b)' (brackets: inclusive or not)."""
+    if spec.startswith(">="):
+        return x >= float(spec[2:])
+    if spec.startswith(">"):
+        return x > float(spec[1:])
+    lo_b, body, hi_b = spec[3], spec[4:-1], spec[-1]
+    lo, hi = (float(s) for s in body.split(","))
+    return (x >= lo if lo_b == "[" else x > lo) and (x <= hi if hi_b == "]" else x < hi)
+
+
+def _section(cfg: RunConfig, name: str) -> Any:
+    obj = cfg
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_ranges(cfg: RunConfig, where: str) -> None:
+    for name, specs in RANGES.items():
+        section = _section(cfg, name)
+        for key, spec in specs.items():
+            value = getattr(section, key)
+            if value is None:
+                continue
+            values = value if isinstance(value, tuple) else (value,)
+            if not all(_in_range(v, spec) for v in values):
+                what = f"each of {key}" if isinstance(value, tuple) else key
+                raise ValueError(f"{where} [{name}]: {what} must be {spec}, got {value!r}")
+
+
 def check_config(cfg: RunConfig, where: str = "config") -> None:
     """Refuses settings that would only fail later, naming the section and the setting."""
+    from embedding.trainer import MODEL_PRESETS, resolve_model_config
+    from offline_eval.world import SIZES
     from recsys.features import INTERACTION_ARCHES, VARIANTS
 
+    _check_ranges(cfg, where)
     if cfg.data.source not in ("generated", "movielens"):
         raise ValueError(f"{where} [data]: source must be 'generated' or 'movielens', got {cfg.data.source!r}")
-    for key in ("quality_in_content", "collab_in_content", "quality_in_frames"):
-        if not 0.0 <= getattr(cfg.data, key) <= 1.0:
-            raise ValueError(f"{where} [data]: {key} must be in [0, 1], got {getattr(cfg.data, key)}")
+    if cfg.data.source == "generated" and cfg.data.size not in SIZES:
+        raise ValueError(f"{where} [data]: size must be one of {list(SIZES)}, got {cfg.data.size!r}")
     if cfg.mining.engine not in ("spark", "polars"):
         raise ValueError(f"{where} [mining]: engine must be 'spark' or 'polars', got {cfg.mining.engine!r}")
     try:
         mining_config(cfg, ".", ".")
     except ValueError as e:
         raise ValueError(f"{where} [mining]: {e}") from None
-    for key in ("top_k", "heldout_top_k", "q2i_min_clicks", "history_len", "max_samples_per_user"):
-        if int(getattr(cfg.mining, key)) < 1:
-            raise ValueError(f"{where} [mining]: {key} must be >= 1, got {getattr(cfg.mining, key)}")
-    if not 0.0 < cfg.embedding.holdout_frac < 1.0:
-        raise ValueError(f"{where} [embedding]: holdout_frac must be in (0, 1), got {cfg.embedding.holdout_frac}")
+    if not cfg.mining.miners:
+        raise ValueError(f"{where} [mining]: miners must name at least one of ['covisit', 'swing']")
+    if cfg.embedding.model not in MODEL_PRESETS:
+        try:
+            resolve_model_config(cfg.embedding.model)
+        except ValueError as e:
+            raise ValueError(f"{where} [embedding]: {e}") from None
     if cfg.data.source == "generated":  # the log's days are known now: check the time layout before any stage
         from jobs.timeline import build_timeline, log_span
 
@@ -273,21 +506,13 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
             )
         except ValueError as e:
             raise ValueError(f"{where} [embedding] / [ranker]: {e}") from None
-    if len(cfg.embedding.steps) != 4 or any(int(s) < 0 for s in cfg.embedding.steps):
-        raise ValueError(f"{where} [embedding]: steps needs four non-negative numbers (I, II, III, CRE)")
-    if int(cfg.embedding.word_queries) < 0:
-        raise ValueError(f"{where} [embedding]: word_queries must be >= 0, got {cfg.embedding.word_queries}")
     try:
         embedding_train_config(cfg)
     except ValueError as e:
         raise ValueError(f"{where} [embedding]: {e}") from None
-    if int(cfg.ranker.sail_dims) < 0:
-        raise ValueError(f"{where} [ranker]: sail_dims must be >= 0 (0: the whole vector), got {cfg.ranker.sail_dims}")
     bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
     if bad or not cfg.ranker.variants:
         raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
-    if not 0.0 <= cfg.ranker.item_id_dropout < 1.0:
-        raise ValueError(f"{where} [ranker]: item_id_dropout must be in [0, 1), got {cfg.ranker.item_id_dropout}")
     if cfg.ranker.interaction not in INTERACTION_ARCHES:
         raise ValueError(
             f"{where} [ranker]: interaction must be one of {INTERACTION_ARCHES}, got {cfg.ranker.interaction!r}"
@@ -336,6 +561,10 @@ class StageContext:
     def stage_dir(self, name: str) -> Path:
         """A finished upstream stage's output directory."""
         return self.run_dir / name
+
+    def resolve(self, recorded: str) -> Path:
+        """A path a stage recorded in its `stage.json` (relative to the run directory; an absolute one as is)."""
+        return self.run_dir / recorded
 
 
 @dataclass(frozen=True)
@@ -401,7 +630,11 @@ def _stage_validate(ctx: StageContext) -> dict[str, Any]:
         ctx.out,
         ValidationConfig(max_rejected_share=v.max_rejected_share, clock_skew_s=v.clock_skew_s),
     )
-    return {"rejected": {k: r.rejected for k, r in res.tables.items()}, "rejected_total": res.rejected_total}
+    return {
+        "rejected": {k: r.rejected for k, r in res.tables.items()},
+        "rejected_total": res.rejected_total,
+        "repaired": {k: r.repaired for k, r in res.tables.items() if r.repaired},
+    }
 
 
 def mining_config(cfg: RunConfig, data_dir: Path | str, out_dir: Path | str):
@@ -520,7 +753,7 @@ def _stage_train_embedding(ctx: StageContext) -> dict[str, Any]:
 
 def _train_stage_work(ctx: StageContext) -> Path:
     meta = json.loads((ctx.stage_dir("train_embedding") / "stage.json").read_text())
-    return Path(meta["metrics"]["work_dir"]) / "cache"
+    return ctx.resolve(meta["metrics"]["work_dir"]) / "cache"
 
 
 def _stage_eval_retrieval(ctx: StageContext) -> dict[str, Any]:
@@ -561,13 +794,14 @@ def _stage_embed(ctx: StageContext) -> dict[str, Any]:
     from embedding.batch_infer import BatchEmbedConfig, EmbedderSpec, embed_local
     from embedding.data import default_media_root
     from embedding.semantic_ids import BuildSidsConfig, run_build_sids
+    from embedding.trainer import checkpoint_version
     from jobs import contracts as K
     from jobs.io import read_table, write_table
 
     f = ctx.cfg.features
     validate = ctx.stage_dir("validate")
     model = ctx.stage_dir("train_embedding") / "model.safetensors"
-    version = f"sail-{_file_digest(model)}"
+    version = checkpoint_version(model)  # of the tensors and the model config, not of the file's bytes
     media = default_media_root(validate)
     spec = EmbedderSpec(
         "embedding.infer:sail_embedder",
@@ -610,16 +844,13 @@ def _stage_embed(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
-
-
 def _stage_export(ctx: StageContext) -> dict[str, Any]:
-    """Publishes the run's ITEM_FEATURES as a new version of the run's Feast repository (`export/feature_repo`)."""
+    """Publishes the run's ITEM_FEATURES as a new version of the run's Feast repository (`export/feature_repo`).
+
+    The repository is written in the stage's temporary folder, which is then renamed: it records only paths
+    relative to itself, and `publish_version` checks it (Feast online and point-in-time reads against the parquet
+    table, no file naming the temporary folder) on a copy at another path, as it will be read after the rename.
+    """
     from jobs.export_features import publish_version
 
     res = publish_version(ctx.stage_dir("embed") / "item_features", ctx.out / "feature_repo")
@@ -721,7 +952,7 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
     from recsys.serve import ServeConfig, load_ranker_arm
 
     samples_meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
-    features = Path(samples_meta["item_features"])
+    features = ctx.resolve(samples_meta["item_features"])
 
     def arm(name: str) -> Arm:
         if name == "logged":
@@ -794,9 +1025,126 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _stage_done(path: Path, want: str) -> bool:
+CODE_PACKAGES = ("jobs", "embedding", "recsys", "offline_eval")  # the project's packages (pyproject.toml)
+
+
+@functools.cache
+def code_hash() -> str:
+    """The hash of the project's code: every file of its packages (sources, shipped configs, schemas; not caches).
+
+    Computed from the files' contents, so it is the same in a git checkout (committed or with uncommitted
+    changes), an installed copy or an unpacked archive of one version of the code, and changes with any edit. It is
+    computed once per process: the code a run executes is the code it imported when it started.
+    """
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            rel = path.relative_to(root)
+            if not path.is_file() or "__pycache__" in rel.parts or path.suffix == ".pyc" or path.name.startswith("."):
+                continue
+            h.update(rel.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _reuse_problem(path: Path, want: str, parts: dict[str, Any]) -> str | None:
+    """None when stage directory `path` can be reused for the stage key `want` (the hash of `parts`); otherwise
+    why not, naming the file (one that no longer matches the `_SUCCESS` manifest) or what changed."""
+    if not path.exists():
+        return "no output yet"
+    problem = verify_manifest(path)
+    if problem:
+        return problem
     meta = path / "stage.json"
-    return is_complete(path) and meta.exists() and json.loads(meta.read_text()).get("config_hash") == want
+    try:
+        recorded = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return f"{meta}: not readable"
+    if recorded.get("config_hash") == want:
+        return None
+    old = recorded.get("key") or {}
+    if old.get("code") != parts["code"]:
+        return "the code changed"
+    changed = sorted(d for d, h in parts["upstream"].items() if (old.get("upstream") or {}).get(d) != h)
+    if changed:
+        return f"upstream stage(s) {', '.join(changed)} changed"
+    return "its settings changed"
+
+
+def _outputs_key(path: Path, want: str) -> str:
+    """What the stages reading `path` hash: its key and its manifest (a rerun of it reruns them)."""
+    return _hash({"key": want, "manifest": hashlib.sha256((path / SUCCESS).read_bytes()).hexdigest()})
+
+
+def _portable(obj: Any, run_dir: Path, tmp: Path, stage: str) -> Any:
+    """`obj` (a stage's metrics) with every path inside the run directory made relative to it (the stage's
+    temporary directory becomes the stage's name): the run directory can then be moved."""
+    if isinstance(obj, dict):
+        return {k: _portable(v, run_dir, tmp, stage) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_portable(v, run_dir, tmp, stage) for v in obj]
+    if isinstance(obj, str | os.PathLike):
+        text = os.fspath(obj)
+        for base, as_ in ((tmp, stage), (run_dir, "")):
+            prefix = str(base)
+            if text == prefix or text.startswith(prefix + os.sep):
+                return os.path.normpath(os.path.join(as_, os.path.relpath(text, prefix)))
+        return text if isinstance(obj, os.PathLike) else obj
+    return obj
+
+
+class RunDirLocked(RuntimeError):
+    """Another `sail run` holds the run directory (its message names the holder)."""
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        return f"pid {info['pid']} on host {info['host']}, started {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: Path) -> Iterator[None]:
+    """Holds an advisory lock on the run directory (`flock` on `<run_dir>/.lock`, which records pid, host and start
+    time) for the block; raises RunDirLocked naming the holder when another process holds it. The lock goes with
+    its process (a killed run leaves none behind); the file stays."""
+    path = run_dir / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirLocked(
+                f"run directory {run_dir} is in use by another sail run ({_lock_holder(path)}; lock {path})"
+            ) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(UTC).isoformat()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+_LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9A-Za-z]+")  # jobs.io's temporary names: .<name>.tmp-<id>, .old-<id>
+
+
+def _remove_leftovers(run_dir: Path) -> list[str]:
+    """Removes the temporary files and folders of killed writers from the run directory's top level and its work
+    folders (only while holding the run's lock: no writer is running); returns their paths, relative."""
+    found = [p for p in run_dir.iterdir() if _LEFTOVER.fullmatch(p.name)]
+    if (run_dir / "work").is_dir():
+        for dirpath, dirnames, filenames in os.walk(run_dir / "work"):
+            hits = [n for n in (*dirnames, *filenames) if _LEFTOVER.fullmatch(n)]
+            found += [Path(dirpath) / n for n in hits]
+            dirnames[:] = [d for d in dirnames if d not in hits]
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return sorted(str(p.relative_to(run_dir)) for p in found)
 
 
 @dataclass
@@ -827,9 +1175,8 @@ def _versions() -> dict[str, str]:
 
 def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str | None = None) -> RunResult:
     """Runs (or resumes) every stage of `cfg` (up to and including `until` when given); returns where the report
-    is and what each stage did."""
+    is and what each stage did. Raises RunDirLocked when another run holds the run directory."""
     from embedding.device import resolve_device
-    from jobs.machine import code_version
 
     try:  # before any stage: a run asking for CUDA on a machine without it fails now, not after mining
         resolve_device(cfg.embedding.device)
@@ -837,16 +1184,28 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str
         raise ValueError(f"[embedding] of run '{cfg.name}': {e}") from None
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    with lock_run_dir(run_dir):
+        leftovers = _remove_leftovers(run_dir)
+        if leftovers:
+            shown = ", ".join(leftovers[:3]) + (f" and {len(leftovers) - 3} more" if len(leftovers) > 3 else "")
+            echo(f"removed {len(leftovers)} temporary folder(s) an interrupted run left behind: {shown}")
+        return _run_stages(cfg, run_dir, echo, until)
+
+
+def _run_stages(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None], until: str | None) -> RunResult:
+    from jobs.machine import code_version
+
+    code = code_hash()
     write_json_atomic(
         run_dir / "run.json",
         {
-            "config": asdict(cfg),
+            "config": {**asdict(cfg), "run_dir": "."},  # paths in the run directory's files are relative to it
             "started": datetime.now(UTC).isoformat(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "versions": _versions(),
-            "code": code_version(),
+            "code": {**code_version(), "hash": code},
         },
     )
     stages: dict[str, dict[str, Any]] = {}
@@ -854,12 +1213,17 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str
     total = len(STAGES)
     t_run = time.perf_counter()
     for i, stage in enumerate(STAGES, 1):
-        want = _hash(
-            {"stage": stage.name, "settings": stage.settings(cfg), "upstream": {d: hashes[d] for d in stage.deps}}
-        )
-        hashes[stage.name] = want
+        parts = {
+            "stage": stage.name,
+            "settings": _hash(stage.settings(cfg)),
+            "code": code,
+            "upstream": {d: hashes[d] for d in stage.deps},
+        }
+        want = _hash(parts)
         path = run_dir / stage.name
-        if _stage_done(path, want):
+        problem = _reuse_problem(path, want, parts)
+        if problem is None:
+            hashes[stage.name] = _outputs_key(path, want)
             meta = json.loads((path / "stage.json").read_text())
             status = "not applicable" if meta.get("skipped") else "skipped"
             # seconds: what the stage took when it ran (timings.json then describes the outputs on disk)
@@ -869,6 +1233,8 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str
             if stage.name == until:
                 break
             continue
+        if path.exists():
+            echo(f"[{i}/{total}] {stage.name}: outputs not reusable, running again: {problem}")
         echo(f"[{i}/{total}] {stage.name}: running (log: {run_dir / 'logs' / (stage.name + '.log')})")
         handler = _file_logger(run_dir / "logs" / f"{stage.name}.log")
         logging.getLogger().addHandler(handler)
@@ -883,9 +1249,10 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str
                 except StageSkipped as why:
                     skipped, metrics = str(why), {"reason": str(why)}
                 seconds = time.perf_counter() - t0
+                metrics = _portable(metrics, run_dir, tmp, stage.name)
                 (tmp / "stage.json").write_text(
                     json.dumps(
-                        {"config_hash": want, "seconds": seconds, "skipped": skipped, "metrics": metrics},
+                        {"config_hash": want, "key": parts, "seconds": seconds, "skipped": skipped, "metrics": metrics},
                         indent=2,
                         default=str,
                     )
@@ -896,6 +1263,7 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        hashes[stage.name] = _outputs_key(path, want)
         if skipped:
             stages[stage.name] = {"status": "not applicable", "seconds": round(seconds, 2), "metrics": metrics}
             echo(f"[{i}/{total}] {stage.name}: not applicable ({skipped})")

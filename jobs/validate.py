@@ -1,30 +1,44 @@
 """Validation of a data set's log tables against the contracts, with a counted quarantine.
 
 `validate_dataset(data_dir, out_dir, cfg)` reads every log table (a missing or mistyped column is a
-`SchemaError` naming the column and the file), assigns each bad row one reason (the first rule it breaks, in
-the order of `REASONS`), writes the clean rows and a `quarantine/` table (table, source, reason, row as JSON),
-and a `validation.json` of counts. It raises `TooManyRejectedError` when any table's rejected share exceeds
-`ValidationConfig.max_rejected_share`.
+`SchemaError` naming the column and the file; an empty `items` or `interactions` table is an `EmptyTableError`
+naming it), assigns each bad row one reason (the first rule it breaks, in the order of `REASONS`), repairs what
+can be repaired in the rows it keeps (`REPAIRS`: free text that is not valid UTF-8, unsafe media references),
+writes the clean rows, a `quarantine/` table (table, source, reason, row as JSON: one row per rejected row and
+per dropped media reference) and a `validation.json` of counts. It raises `TooManyRejectedError` when any table's
+rejected share exceeds `ValidationConfig.max_rejected_share` (repairs do not count: their rows are kept).
+
+Bytes that are not valid UTF-8 in a string column never reach the clean tables: in free text (`TEXT_COLUMNS`:
+titles, OCR / ASR text, tags, categories, queries) they become U+FFFD and the row is kept (counted under
+`repaired["invalid_utf8"]`); in a media reference the reference is dropped (`unsafe_media_path`); in any other
+string column (event, request and search ids, surfaces) the row is rejected (`invalid_utf8`).
+
+Validation first removes what an earlier run published in `out_dir` (clean tables, quarantine, manifest and
+counts), so a run that fails leaves no `_SUCCESS` marker that later commands could mistake for clean data.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from jobs import contracts as K
-from jobs.io import read_table, write_json_atomic, write_table
+from jobs.io import SUCCESS, read_dataset_manifest, read_table, write_json_atomic, write_table
 from jobs.media import media_ref_problem
 
 REASONS: dict[str, str] = {
     "null_value": "a column the contract marks non-nullable is null",
-    "unsafe_media_path": "a media reference is absolute, contains '..', or is otherwise unsafe",
+    "invalid_utf8": "an id or surface column (not free text, not a media reference) holds bytes that are not UTF-8",
     "negative_duration": "a duration or watch time is negative (or an item's duration is not positive)",
     "out_of_range": "a value is outside its allowed range (propensity, position, counters)",
     "ts_in_future": "the timestamp is later than the data set's end plus the allowed clock skew",
@@ -35,9 +49,34 @@ REASONS: dict[str, str] = {
 }
 """Every rejection reason, in the order rules are applied (a row gets the first one it breaks)."""
 
+REPAIRS: dict[str, str] = {
+    "invalid_utf8": "free text held bytes that are not valid UTF-8: they were replaced by U+FFFD (one per value)",
+    "unsafe_media_path": (
+        "a media reference was absolute, held '..' or bytes that are not valid UTF-8, or was otherwise unsafe: "
+        "it was dropped (a cover or audio path set to null, a frame left out), the item kept (one per reference)"
+    ),
+}
+"""Every repair of a kept row, counted in `TableReport.repaired`; a repaired row is not a rejected one."""
+
+TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "items": ("category", "title", "ocr_text", "asr_text", "tags"),
+    "searches": ("query",),
+}
+"""Free-text columns per table: bytes that are not valid UTF-8 there are replaced, and the row kept."""
+
+MEDIA_COLUMNS = ("cover_path", "frame_paths", "audio_path")
+"""The catalogue's media references: an unsafe one is dropped, and the item kept."""
+
+REQUIRED_TABLES = ("items", "interactions")
+"""Tables that must hold rows: without them no later stage has anything to learn from."""
+
 
 class TooManyRejectedError(RuntimeError):
     """More rows were rejected than the configured share allows."""
+
+
+class EmptyTableError(ValueError):
+    """A required table (see REQUIRED_TABLES) has no rows, or none left after validation."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +92,8 @@ class TableReport:
     source: str
     rows_in: int
     rows_ok: int
-    rejected: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # reason (REASONS) -> rows rejected
+    repaired: dict[str, int] = field(default_factory=dict)  # repair (REPAIRS) -> values fixed in kept rows
 
     @property
     def rejected_share(self) -> float:
@@ -88,17 +128,6 @@ def _nulls(schema: K.TableSchema) -> pl.Expr:
     return pl.any_horizontal(cols) if cols else pl.lit(False)
 
 
-def _unsafe_media(df: pl.DataFrame) -> pl.Series:
-    """True where the cover, the audio or any frame reference is unsafe (a lexical check, no file access)."""
-    bad = [
-        any(media_ref_problem(r) for r in (cover, audio, *(frames or [])))
-        for cover, audio, frames in zip(
-            df["cover_path"].to_list(), df["audio_path"].to_list(), df["frame_paths"].to_list(), strict=True
-        )
-    ]
-    return pl.Series("_unsafe_media", bad, dtype=pl.Boolean)
-
-
 Rule = Callable[[pl.DataFrame, Context], pl.Expr | pl.Series | None]
 
 
@@ -126,7 +155,6 @@ def _item_rules(col: str = "item_id", ts: str | None = "ts") -> dict[str, Rule]:
 
 TABLE_RULES: dict[str, dict[str, Rule]] = {
     "items": {
-        "unsafe_media_path": lambda df, ctx: _unsafe_media(df),
         "negative_duration": _range(pl.col("duration_ms") <= 0),
         "ts_in_future": lambda df, ctx: pl.col("created_ts") > ctx.now,
     },
@@ -180,7 +208,11 @@ def assign_reasons(df: pl.DataFrame, schema: K.TableSchema, ctx: Context) -> pl.
             on="item_id",
             how="left",
         )
-    rules = {"null_value": lambda d, c: _nulls(schema), **TABLE_RULES.get(schema.name, {})}
+    rules: dict[str, Rule] = {
+        "null_value": lambda d, c: _nulls(schema),
+        "invalid_utf8": lambda d, c: pl.col(_INVALID_UTF8) if _INVALID_UTF8 in d.columns else None,
+        **TABLE_RULES.get(schema.name, {}),
+    }
     reason = pl.lit(None, dtype=pl.String)
     for name in reversed(list(REASONS)):  # build a when-chain whose first branch is the first reason
         if name not in rules:
@@ -206,48 +238,171 @@ def assign_reasons(df: pl.DataFrame, schema: K.TableSchema, ctx: Context) -> pl.
 
 def _quarantine_rows(bad: pl.DataFrame, table: str, source: str) -> pl.DataFrame:
     rows = bad.drop("_reason").to_dicts()
+    return _quarantine_frame(table, source, bad["_reason"].to_list(), rows)
+
+
+def _quarantine_frame(table: str, source: str, reasons: list[str], rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "table": [table] * len(rows),
             "source": [source] * len(rows),
-            "reason": bad["_reason"].to_list(),
+            "reason": reasons,
             "row_json": [json.dumps(r, default=str, sort_keys=True) for r in rows],
         },
         schema={"table": pl.String, "source": pl.String, "reason": pl.String, "row_json": pl.String},
     )
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Repairs of kept rows: text that is not valid UTF-8, unsafe media references
+# ------------------------------------------------------------------------------------------------------------
+
+_INVALID_UTF8 = "_invalid_utf8"  # per row: an id or surface column held bytes that are not valid UTF-8
+_REPAIRED_UTF8 = "_repaired_utf8"  # per row: free-text values whose invalid bytes were replaced by U+FFFD
+
+
+def _repair_chunk(chunk: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The chunk of a string or list<string> column with invalid UTF-8 replaced by U+FFFD, and per row whether
+    it held any (the fast path, for a chunk that validates, copies nothing)."""
+    try:
+        chunk.validate(full=True)
+        return chunk, np.zeros(len(chunk), dtype=bool)
+    except pa.ArrowInvalid:
+        pass
+
+    def decode(b: bytes | None) -> tuple[str | None, bool]:
+        if b is None:
+            return None, False
+        try:
+            return b.decode("utf-8"), False
+        except UnicodeDecodeError:
+            return b.decode("utf-8", errors="replace"), True
+
+    values: list[Any] = []
+    bad = np.zeros(len(chunk), dtype=bool)
+    if pa.types.is_list(chunk.type):
+        for i, row in enumerate(chunk.cast(pa.list_(pa.binary())).to_pylist()):
+            if row is None:
+                values.append(None)
+                continue
+            decoded = [decode(b) for b in row]
+            values.append([v for v, _ in decoded])
+            bad[i] = any(flag for _, flag in decoded)
+    else:
+        for i, b in enumerate(chunk.view(pa.binary()).to_pylist()):
+            value, bad[i] = decode(b)
+            values.append(value)
+    return pa.array(values, type=chunk.type), bad
+
+
+def repair_utf8(table: pa.Table, schema: K.TableSchema) -> pl.DataFrame:
+    """The table as polars, with every byte sequence that is not valid UTF-8 replaced by U+FFFD, and two helper
+    columns: `_invalid_utf8` (an id or surface column held such bytes: the row is rejected) and `_repaired_utf8`
+    (how many free-text values were repaired; media references are judged afterwards by `drop_unsafe_media`)."""
+    invalid = np.zeros(table.num_rows, dtype=bool)
+    repaired = np.zeros(table.num_rows, dtype=np.int64)
+    text = TEXT_COLUMNS.get(schema.name, ())
+    for c in schema:
+        if c.dtype not in ("string", "list<string>"):
+            continue
+        col = table.column(c.name)
+        parts = [_repair_chunk(chunk) for chunk in col.chunks]
+        bad = np.concatenate([b for _, b in parts]) if parts else np.zeros(0, dtype=bool)
+        if not bad.any():
+            continue
+        fixed = pa.chunked_array([a for a, _ in parts], type=col.type)
+        table = table.set_column(table.schema.get_field_index(c.name), table.schema.field(c.name), fixed)
+        if c.name in text:
+            repaired += bad
+        elif c.name not in MEDIA_COLUMNS:
+            invalid |= bad
+    return pl.from_arrow(table).with_columns(
+        pl.Series(_INVALID_UTF8, invalid, dtype=pl.Boolean), pl.Series(_REPAIRED_UTF8, repaired, dtype=pl.Int64)
+    )
+
+
+def drop_unsafe_media(items: pl.DataFrame, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Items without their unsafe media references (a cover or audio path set to null, a frame left out of
+    `frame_paths`), and one quarantine row (reason `unsafe_media_path`) per dropped reference.
+
+    A lexical check (`jobs.media.media_ref_problem`), no file access: the item and its events are kept.
+    """
+    dropped: list[dict[str, Any]] = []
+
+    def keep(item_id: int, column: str, ref: str | None) -> bool:
+        problem = media_ref_problem(ref)
+        if problem:
+            dropped.append({"item_id": item_id, "column": column, "ref": ref, "problem": problem})
+        return problem is None
+
+    ids = items["item_id"].to_list()
+    cover = [r if keep(i, "cover_path", r) else None for i, r in zip(ids, items["cover_path"].to_list(), strict=True)]
+    audio = [r if keep(i, "audio_path", r) else None for i, r in zip(ids, items["audio_path"].to_list(), strict=True)]
+    frames = [
+        [r for r in refs if keep(i, "frame_paths", r)] if refs is not None else None
+        for i, refs in zip(ids, items["frame_paths"].to_list(), strict=True)
+    ]
+    if not dropped:
+        return items, _quarantine_frame("items", source, [], [])
+    items = items.with_columns(
+        pl.Series("cover_path", cover, dtype=pl.String),
+        pl.Series("audio_path", audio, dtype=pl.String),
+        pl.Series("frame_paths", frames, dtype=pl.List(pl.String)),
+    )
+    return items, _quarantine_frame("items", source, ["unsafe_media_path"] * len(dropped), dropped)
+
+
 def split_valid(
     df: pl.DataFrame, schema: K.TableSchema, ctx: Context, source: str
 ) -> tuple[pl.DataFrame, pl.DataFrame, TableReport]:
-    """(valid rows, quarantine rows, report) for one table."""
+    """(valid rows, quarantine rows, report) for one table (as read by `repair_utf8`, or any frame of its columns).
+
+    Rows are judged first; the repairs (REPAIRS) are then applied to, and counted on, the rows that are kept.
+    """
+    helpers = [c for c in (_INVALID_UTF8, _REPAIRED_UTF8) if c in df.columns]
     judged = assign_reasons(df, schema, ctx)
     good = judged.filter(pl.col("_reason").is_null()).drop("_reason")
-    bad = judged.filter(pl.col("_reason").is_not_null())
+    bad = judged.filter(pl.col("_reason").is_not_null()).drop(helpers)
     counts = dict(sorted(bad.group_by("_reason").len().iter_rows())) if bad.height else {}
-    report = TableReport(schema.name, source, rows_in=df.height, rows_ok=good.height, rejected=counts)
-    return good, _quarantine_rows(bad, schema.name, source), report
+    repaired: dict[str, int] = {}
+    if _REPAIRED_UTF8 in good.columns and good[_REPAIRED_UTF8].sum():
+        repaired["invalid_utf8"] = int(good[_REPAIRED_UTF8].sum())
+    good = good.drop(helpers)
+    quarantine = [_quarantine_rows(bad, schema.name, source)]
+    if schema.name == "items":
+        good, refs = drop_unsafe_media(good, source)
+        if refs.height:
+            repaired["unsafe_media_path"] = refs.height
+        quarantine.append(refs)
+    report = TableReport(
+        schema.name, source, df.height, good.height, rejected=counts, repaired=dict(sorted(repaired.items()))
+    )
+    return good, pl.concat(quarantine), report
 
 
 def _read(path: Path, schema: K.TableSchema) -> pl.DataFrame:
-    return pl.from_arrow(read_table(path, schema))
+    return repair_utf8(read_table(path, schema), schema)
 
 
 def _manifest_now(data_dir: Path) -> datetime | None:
-    manifest = data_dir / "manifest.json"
-    if not manifest.exists():
+    manifest = read_dataset_manifest(data_dir) or {}
+    now = manifest.get("now")
+    if not now:
         return None
-    now = json.loads(manifest.read_text()).get("now")
-    return datetime.fromisoformat(now).astimezone(UTC) if now else None
+    try:
+        return datetime.fromisoformat(now).astimezone(UTC)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{data_dir / 'manifest.json'}: 'now' is not an ISO timestamp ({exc})") from None
 
 
 def _write_manifest(data_dir: Path, out_dir: Path, now: datetime, reports: dict[str, TableReport]) -> None:
-    """Copies the source manifest, pointing its media root at the source's media (validation copies no media)."""
-    src = data_dir / "manifest.json"
-    manifest = json.loads(src.read_text()) if src.exists() else {"dataset": "unknown"}
+    """Copies the source manifest, pointing its media root at the source's media (validation copies no media):
+    relative to `out_dir` when the media lie beside it (a run directory moves with its data), else absolute."""
+    manifest = read_dataset_manifest(data_dir) or {"dataset": "unknown"}
     media = dict(manifest.get("media") or {})
     if media.get("root"):
-        media["root"] = str((data_dir / media["root"]).resolve())
+        root, home = (data_dir / media["root"]).resolve(), out_dir.resolve().parent
+        media["root"] = os.path.relpath(root, out_dir.resolve()) if root.is_relative_to(home) else str(root)
     manifest.update(
         media=media,
         now=now.isoformat(),
@@ -257,20 +412,51 @@ def _write_manifest(data_dir: Path, out_dir: Path, now: datetime, reports: dict[
     write_json_atomic(out_dir / "manifest.json", manifest)
 
 
+_PUBLISHED = (*K.LOG_TABLES, "quarantine")
+"""The tables validation writes in its output directory (beside validation.json and manifest.json)."""
+
+
+def _unpublish(data_dir: Path, out_dir: Path) -> None:
+    """Removes what an earlier validation wrote in `out_dir` (each table's `_SUCCESS` marker first), so that a run
+    that fails leaves nothing a later command would take for clean data."""
+    src = data_dir.resolve()
+    for name in _PUBLISHED:
+        if src.is_relative_to((out_dir / name).resolve()) or src == out_dir.resolve():
+            raise ValueError(f"validation output {out_dir} overlaps its input {data_dir}: choose another --out")
+    for name in _PUBLISHED:
+        table = out_dir / name
+        if table.is_dir():
+            (table / SUCCESS).unlink(missing_ok=True)
+            shutil.rmtree(table)
+    for name in ("manifest.json", "validation.json"):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _check_required(tables: dict[str, pl.DataFrame], data_dir: Path, what: str, hint: str) -> None:
+    empty = [name for name in REQUIRED_TABLES if tables[name].height == 0]
+    if empty:
+        raise EmptyTableError(
+            "; ".join(f"table {name!r} ({data_dir / name}) has {what}" for name in empty) + f". {hint}"
+        )
+
+
 def validate_dataset(
     data_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ValidationConfig = ValidationConfig()
 ) -> ValidationResult:
     """Validates every log table of `data_dir`; writes clean tables, `quarantine/` and `validation.json`."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    _unpublish(data_dir, out_dir)
     now = cfg.now or _manifest_now(data_dir) or datetime.now(UTC)
     skew = timedelta(seconds=cfg.clock_skew_s)
+    raw = {name: _read(data_dir / name, K.ALL_TABLES[name]) for name in K.LOG_TABLES}
+    _check_required(raw, data_dir, "no rows", "A data set needs items and interactions; nothing was validated.")
     reports: dict[str, TableReport] = {}
     quarantined: list[pl.DataFrame] = []
 
     clean: dict[str, pl.DataFrame] = {}
     items_src = data_dir / "items"
     ctx = Context(now=now + skew, catalogue_start=None, skew=skew, items=None)
-    clean["items"], q, reports["items"] = split_valid(_read(items_src, K.ITEMS), K.ITEMS, ctx, str(items_src))
+    clean["items"], q, reports["items"] = split_valid(raw.pop("items"), K.ITEMS, ctx, str(items_src))
     quarantined.append(q)
     items = clean["items"]
     start = items["created_ts"].min() if items.height else None
@@ -280,7 +466,7 @@ def validate_dataset(
             continue
         schema = K.ALL_TABLES[name]
         src = data_dir / name
-        clean[name], q, reports[name] = split_valid(_read(src, schema), schema, ctx, str(src))
+        clean[name], q, reports[name] = split_valid(raw.pop(name), schema, ctx, str(src))
         quarantined.append(q)
 
     # The quarantine and the counts are written whatever happens, so a failed run can be inspected.
@@ -302,6 +488,7 @@ def validate_dataset(
             f"rejected share above the limit {cfg.max_rejected_share:.2%} — {detail}. "
             f"Rejected rows are in {out_dir / 'quarantine'}; raise validation.max_rejected_share to accept them."
         )
+    _check_required(clean, data_dir, "no valid rows left", f"Rejected rows are in {out_dir / 'quarantine'}.")
     for name, df in clean.items():
         write_table(df.to_arrow(), K.ALL_TABLES[name], out_dir / name)
     _write_manifest(data_dir, out_dir, now, reports)

@@ -44,6 +44,7 @@ def summarise_dataset(valid_dir: str | os.PathLike) -> dict[str, Any]:
         "log_end": str(imps["ts"].max()) if imps.height else None,
         "rows": {name: int(t["rows_ok"]) for name, t in validation["tables"].items()},
         "rejected": {name: t["rejected"] for name, t in validation["tables"].items()},
+        "repaired": {name: t.get("repaired") or {} for name, t in validation["tables"].items()},
         "users": int(imps["user_id"].n_unique()) if imps.height else 0,
         "items": items.height,
         "cold_start_items": cold,
@@ -70,6 +71,7 @@ def render_html(summary: dict[str, Any], title: str) -> str:
     lt = [(k, fmt(v)) for k, v in summary["lifetime"].items()]
     rows = [(k, v) for k, v in summary["rows"].items()]
     rejected = [(k, v or "none") for k, v in summary["rejected"].items()]
+    repaired = [(k, v or "none") for k, v in (summary.get("repaired") or {}).items()]
     mining = summary.get("mining")
     mining_html = f"<h2>Mined pairs</h2>{_table(list(mining.items()))}" if mining else ""
     return f"""<!doctype html>
@@ -82,6 +84,7 @@ th,td{{border:1px solid #ccc;padding:.3em .8em;text-align:left}}th{{background:#
 <h2>Data set</h2>{_table(overview)}
 <h2>Rows kept after validation</h2>{_table(rows)}
 <h2>Rows quarantined, by reason</h2>{_table(rejected)}
+<h2>Values repaired in kept rows (media references dropped, text bytes replaced)</h2>{_table(repaired)}
 <h2>Engagement</h2>{_table(rates)}
 {mining_html}
 <h2>Lifetime proxies from the logs</h2>

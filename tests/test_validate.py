@@ -2,13 +2,14 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from jobs import contracts as K
 from jobs.io import SchemaError, read_table
-from jobs.validate import REASONS, TooManyRejectedError, ValidationConfig, validate_dataset
+from jobs.validate import REASONS, REPAIRS, TooManyRejectedError, ValidationConfig, validate_dataset
 
 T0 = datetime(2026, 1, 10, tzinfo=UTC)  # catalogue start
 NOW = datetime(2026, 2, 1, tzinfo=UTC)  # end of the data
@@ -67,14 +68,15 @@ def _write(path, schema, rows):
 
 @pytest.fixture
 def dataset(tmp_path):
-    """A hand-built data set: 3 good items + 2 bad, 4 good impressions + one of each bad kind."""
+    """A hand-built data set: 3 good items + 2 with an unsafe media reference, 5 good impressions + one of each
+    bad kind."""
     d = tmp_path / "raw"
     items = [
         _item(1),
         _item(2, created=T0 + timedelta(days=5)),
         _item(3),
-        _item(4, cover_path="/etc/passwd"),  # unsafe_media_path
-        _item(5, frame_paths=["ok.png", "../../x.png"]),  # unsafe_media_path
+        _item(4, cover_path="/etc/passwd"),  # unsafe_media_path: the cover is dropped, the item kept
+        _item(5, frame_paths=["ok.png", "../../x.png"]),  # unsafe_media_path: one frame is dropped, the item kept
     ]
     ts = T0 + timedelta(days=10)
     imps = [
@@ -89,7 +91,7 @@ def dataset(tmp_path):
         _imp("e8", 1, NOW + timedelta(days=1)),  # ts_in_future
         _imp("e9", 1, T0 - timedelta(days=3)),  # ts_before_catalogue
         _imp("e10", 99, ts),  # unknown_item_id
-        _imp("e11", 4, ts),  # unknown_item_id: its item was quarantined
+        _imp("e11", 4, ts),  # valid: its item lost only its unsafe cover
         _imp("e12", 2, T0 + timedelta(days=1)),  # ts_before_item_created (item 2 created on day 5)
     ]
     _write(d / "items", K.ITEMS, items)
@@ -134,7 +136,8 @@ def test_each_bad_row_gets_its_reason(dataset, tmp_path):
     out = tmp_path / "valid"
     res = validate_dataset(dataset, out, ValidationConfig(max_rejected_share=1.0))
 
-    assert res.tables["items"].rejected == {"unsafe_media_path": 2}
+    assert res.tables["items"].rejected == {}
+    assert res.tables["items"].repaired == {"unsafe_media_path": 2}
     assert res.tables["interactions"].rejected == {
         "duplicate_key": 1,
         "null_value": 1,
@@ -142,20 +145,29 @@ def test_each_bad_row_gets_its_reason(dataset, tmp_path):
         "out_of_range": 1,
         "ts_in_future": 1,
         "ts_before_catalogue": 1,
-        "unknown_item_id": 2,
+        "unknown_item_id": 1,
         "ts_before_item_created": 1,
     }
     assert res.tables["feed_requests"].rejected == {"out_of_range": 1}
-    assert res.tables["interactions"].rows_ok == 4
+    assert res.tables["interactions"].rows_ok == 5
 
     clean = pl.from_arrow(read_table(out / "interactions", K.INTERACTIONS))
-    assert clean["event_id"].to_list() == ["e1", "e2", "e3", "e4"]
+    assert clean["event_id"].to_list() == ["e1", "e2", "e3", "e4", "e11"]
+    items = pl.from_arrow(read_table(out / "items", K.ITEMS)).sort("item_id")
+    assert items["item_id"].to_list() == [1, 2, 3, 4, 5]
+    assert items["cover_path"].to_list()[3:] == [None, "items/5/cover.png"]
+    assert items["frame_paths"].to_list()[3:] == [["items/4/f0.png"], ["ok.png"]]
     # the earliest copy of the duplicate is the one kept
     assert clean.filter(pl.col("event_id") == "e4")["ts"].item() == T0 + timedelta(days=10, hours=1)
 
     q = pl.from_arrow(read_table(out / "quarantine", K.QUARANTINE))
-    assert q.height == 2 + 9 + 1
-    assert set(q["reason"]) <= set(REASONS)
+    assert q.height == 2 + 8 + 1  # two dropped media references, 8 impressions, 1 feed request
+    assert set(q["reason"]) <= set(REASONS) | set(REPAIRS)
+    refs = [json.loads(r) for r in q.filter(pl.col("reason") == "unsafe_media_path")["row_json"]]
+    assert sorted((r["item_id"], r["column"], r["ref"]) for r in refs) == [
+        (4, "cover_path", "/etc/passwd"),
+        (5, "frame_paths", "../../x.png"),
+    ]
     row = json.loads(q.filter(pl.col("reason") == "negative_duration")["row_json"].item())
     assert row["event_id"] == "e6" and row["watch_ms"] == -5
     assert q.filter(pl.col("table") == "items")["source"].unique().item().endswith("raw/items")
@@ -163,13 +175,15 @@ def test_each_bad_row_gets_its_reason(dataset, tmp_path):
     summary = json.loads((out / "validation.json").read_text())
     assert summary["tables"]["interactions"]["rows_in"] == 13
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["media"]["root"] == str((dataset / "media").resolve())
-    assert manifest["counts"]["interactions"] == 4
+    # the media lie beside the output: a relative root, so the two can move together
+    assert not Path(manifest["media"]["root"]).is_absolute()
+    assert (out / manifest["media"]["root"]).resolve() == (dataset / "media").resolve()
+    assert manifest["counts"]["interactions"] == 5
 
 
 def test_run_fails_when_the_rejected_share_passes_the_limit(dataset, tmp_path):
     out = tmp_path / "valid"
-    with pytest.raises(TooManyRejectedError, match=r"interactions: 9 of 13 rows .*raw/interactions"):
+    with pytest.raises(TooManyRejectedError, match=r"interactions: 8 of 13 rows .*raw/interactions"):
         validate_dataset(dataset, out, ValidationConfig(max_rejected_share=0.5))
     # the quarantine is kept for inspection, but no clean table is published
     assert (out / "quarantine" / "_SUCCESS").exists()

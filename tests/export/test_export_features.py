@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -16,6 +17,7 @@ from jobs.export_features import (
     VersionExistsError,
     check_online_offline,
     feature_view_name,
+    get_historical_item_features,
     get_online_item_features,
     main,
     publish_version,
@@ -128,3 +130,50 @@ def test_cli_export(tmp_path, capsys, caplog):
     assert said and "sail_item_v5" in said[0] and "\x1b" not in said[0]
     assert "Materializing" not in printed.err
     assert_online_equals(tmp_path / "repo", "v5", emb, codes)
+
+
+def test_an_entity_row_before_its_item_s_feature_row_comes_back_with_nulls(tmp_path):
+    t, emb, codes = features("v1", seed=4)
+    repo = tmp_path / "repo"
+    publish_version(t, repo)
+    # Given five entity rows: four after their item's feature row, one a day before it, plus extra columns
+    day = timedelta(days=1)
+    entity_df = pd.DataFrame(
+        {
+            "item_id": [503, 500, 529, 500, 511],
+            "event_timestamp": [TS + day, TS + day, TS, TS + day, TS - day],
+            "label": [1, 0, 1, 1, 0],
+        }
+    )
+    # When reading them offline: five rows out, in order, with their columns
+    got = get_historical_item_features(repo, entity_df)
+    assert len(got) == 5 and got["item_id"].tolist() == [503, 500, 529, 500, 511]
+    assert got["label"].tolist() == [1, 0, 1, 1, 0]
+    for i, item in enumerate([503, 500, 529, 500]):
+        np.testing.assert_array_equal(np.asarray(got["embedding"][i], np.float32), emb[item - 500])
+        assert [got["sid_1"][i], got["sid_2"][i]] == codes[item - 500].tolist()
+        assert got["model_version"][i] == "v1"
+    # Then the row timed before its item's feature row has null features
+    assert got["embedding"][4] is None and got["model_version"][4] is None
+    assert pd.isna(got["sid_1"][4]) and pd.isna(got["sid_2"][4])
+    with pytest.raises(ValueError, match="event_timestamp"):
+        get_historical_item_features(repo, entity_df.drop(columns="event_timestamp"))
+
+
+def test_a_repository_naming_its_own_absolute_path_is_not_published(tmp_path, monkeypatch):
+    import jobs.export_features as ef
+
+    repo = tmp_path / "repo"
+    real = ef.feast_objects
+
+    def absolute_source(version, levels):
+        entity, source, view = real(version, levels)
+        source.file_options.uri = str(repo.resolve() / source.path)  # the FileSource names where the repository is now
+        return entity, source, view
+
+    monkeypatch.setattr(ef, "feast_objects", absolute_source)
+    t, _, _ = features("v1", seed=6)
+    with pytest.raises(RuntimeError, match=r"moved copy.*'absolute_path_mentions': \['data/registry.db'\]"):
+        publish_version(t, repo)
+    # Nothing points at the version and it is not recorded as published
+    assert read_current(repo) is None and not (repo / "versions" / "sail_item_v1.json").exists()
