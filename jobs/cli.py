@@ -14,7 +14,7 @@ sail train-embedding --data DIR --pairs DIR --out DIR [--model tiny|minilm|cpu_d
 sail eval-retrieval --data DIR --pairs DIR --out DIR [--sail DIR] [...]
 sail report compare RUN_A RUN_B [--json]
 sail build-ranking-data --data DIR --out DIR [--item-features DIR | --standin]
-sail train-ranker --samples DIR --out DIR --variant control|emb|sid|both|all --trainer torchrec|lgbm|all
+sail train-ranker --samples DIR --out DIR --variant control|emb|sid|both|placebo|all --trainer torchrec|lgbm|all
 
 `sail COMMAND -h` prints a command's options.
 """

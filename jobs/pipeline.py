@@ -157,7 +157,9 @@ class FeaturesSection:
 class RankerSection:
     variants: tuple[str, ...] = ("control", "emb", "sid", "both")
     trainers: tuple[str, ...] = ("torchrec", "lgbm")
-    epochs: int = 2
+    epochs: int = 2  # TorchRec: at most this many epochs; the best one on the valid days is kept
+    patience: int = 1  # TorchRec: stop after this many epochs in a row without a better validation AUC
+    seeds: int = 1  # TorchRec: models per variant (seeds seed .. seed + n - 1); their probabilities are averaged
     batch_size: int = 2048
     embedding_dim: int = 16
     sparse_lr: float = 0.05
@@ -419,6 +421,8 @@ RANGES: dict[str, dict[str, str]] = {
     "features": {"sid_levels": ">= 1", "codebook_size": ">= 1", "batch_size": ">= 1"},
     "ranker": {
         "epochs": ">= 1",
+        "patience": ">= 1",
+        "seeds": ">= 1",
         "batch_size": ">= 1",
         "embedding_dim": ">= 1",
         "sparse_lr": "> 0",
@@ -524,6 +528,8 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         arms = [a for a in (cfg.ab.control, cfg.ab.treatment) if a != "logged"]
         if cfg.ab.treatment == "logged":
             raise ValueError(f"{where} [ab]: treatment must be a ranker variant, not 'logged'")
+        if "placebo" in arms:
+            raise ValueError(f"{where} [ab]: the placebo variant is a check of the ranker, not an A/B arm")
         missing = [a for a in arms if a not in cfg.ranker.variants or "torchrec" not in cfg.ranker.trainers]
         if missing:
             raise ValueError(
@@ -904,6 +910,7 @@ def ranker_train_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return {
         "ranker": RankerConfig(embedding_dim=r.embedding_dim, interaction=r.interaction),
         "epochs": r.epochs,
+        "patience": r.patience,
         "batch_size": r.batch_size,
         "sparse_lr": r.sparse_lr,
         "dense_lr": r.dense_lr,
@@ -933,11 +940,16 @@ def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
         f"Item features: the run's SAIL model ({meta['feature_version']}, {meta['embedding_dim']} dims), "
         f"test period from {meta['test_start']}."
     )
-    res = run_variants(samples, ctx.work, list(r.variants), list(r.trainers), train_kwargs, lgbm_kwargs, r.n_boot, note)
+    res = run_variants(
+        samples, ctx.work, list(r.variants), list(r.trainers), train_kwargs, lgbm_kwargs, r.n_boot, note, r.seeds
+    )
     shutil.copy2(res.results_json, ctx.out / "results.json")
     shutil.copy2(res.results_md, ctx.out / "results.md")
     for key, scores in res.runs.items():  # scores and trained variants (the A/B arms load them from here)
-        shutil.copytree(scores.parent, ctx.out / key, ignore=shutil.ignore_patterns(".*"))
+        shutil.copytree(ctx.work / key, ctx.out / key, ignore=shutil.ignore_patterns(".*"))
+        if scores.parent.name == "ensemble":  # `<key>/scores.npz` is what was evaluated: the seeds' mean
+            (ctx.out / key / "scores.npz").replace(ctx.out / key / "scores-seed0.npz")
+            shutil.copy2(scores, ctx.out / key / "scores.npz")
     return {"runs": sorted(res.runs), "samples": str(samples)}
 
 

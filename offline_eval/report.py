@@ -42,7 +42,7 @@ from offline_eval.ope import OPEResult
 SCHEMA_RESOURCE = "summary.schema.json"
 SCHEMA_VERSION = 1
 CALIBRATION_BUCKETS = 10  # quantile buckets of the calibration tables computed from ranker scores
-VARIANT_ORDER = ("control", "emb", "sid", "both")
+VARIANT_ORDER = ("control", "emb", "sid", "both", "placebo")
 TASK_ORDER = ("click", "finish")
 RANKER_METRICS = ("auc", "gauc_impressions", "gauc_positives", "ne")
 SIMULATED_NOTE = (

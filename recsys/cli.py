@@ -1,7 +1,7 @@
 """Entry points of the ranking stage (wired into `sail` by jobs.cli; also `python -m recsys.cli SUBCOMMAND`).
 
 sail build-ranking-data --data DIR --out DIR [--item-features DIR | --standin] [--recent-len L] ...
-sail train-ranker --samples DIR --out DIR [--variant control|emb|sid|both|all] [--trainer torchrec|lgbm|all] ...
+sail train-ranker --samples DIR --out DIR [--variant control|emb|sid|both|placebo|all] [--trainer torchrec|lgbm|all] ...
 
 `train-ranker` runs under torchrun unchanged (`torchrun --nproc_per_node 2 -m recsys.cli train-ranker ...`):
 every rank trains, rank 0 evaluates and writes results.json and results.md.
@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from jobs.io import write_json_atomic
 from recsys.features import VARIANTS
 
 
@@ -68,6 +71,42 @@ def main_build_ranking_data(argv: Sequence[str]) -> int:
     return 0
 
 
+AVERAGED = ("valid_click", "valid_finish", "test_click", "test_finish")
+"""The probability arrays of a scores.npz that a seed ensemble averages; every other array must agree."""
+
+
+def average_scores(members: Sequence[Path], out_dir: Path) -> Path:
+    """Writes `out_dir/scores.npz` with the mean probabilities of the members' scores.npz (the same rows in the
+    same order; labels, users, items and slices are checked equal) and `out_dir/train.json` naming the members
+    and the epoch each chose; returns the scores path."""
+    loaded = [dict(np.load(m)) for m in members]
+    first = loaded[0]
+    for m, other in zip(members[1:], loaded[1:], strict=True):
+        if set(other) != set(first):
+            raise ValueError(f"{m} holds arrays {sorted(other)}, {members[0]} holds {sorted(first)}")
+        for key in set(first) - set(AVERAGED):
+            if not np.array_equal(first[key], other[key]):
+                raise ValueError(f"{m}: array {key!r} differs from {members[0]}'s: not the same rows")
+    arrays = {**first, **{k: np.mean([x[k] for x in loaded], axis=0) for k in AVERAGED if k in first}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".scores.tmp.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(out_dir / "scores.npz")
+    info = []
+    for m in members:
+        t = json.loads((m.parent / "train.json").read_text())
+        info.append(
+            {
+                "dir": m.parent.name,
+                "seed": t["config"]["seed"],
+                "selected_epoch": t["selected_epoch"],
+                "epochs_trained": t["epochs_trained"],
+            }
+        )
+    write_json_atomic(out_dir / "train.json", {"members": info})
+    return out_dir / "scores.npz"
+
+
 @dataclass(frozen=True)
 class VariantsResult:
     results_json: Path | None
@@ -84,8 +123,14 @@ def run_variants(
     lgbm_kwargs: dict,
     n_boot: int = 500,
     note: str = "",
+    seeds: int = 1,
 ) -> VariantsResult:
-    """Trains every (trainer, variant) the same way; rank 0 evaluates them side by side."""
+    """Trains every (trainer, variant) the same way; rank 0 evaluates them side by side.
+
+    seeds > 1: every TorchRec variant trains that many models (seeds `seed`, `seed + 1`, ...; the first in the
+    variant's directory, the others in `seed-<k>/` below it) and is evaluated on their averaged probabilities
+    (`ensemble/scores.npz`): one model's result also carries the luck of its initialisation and data order, which
+    on the demo moves test AUC by about as much as the features under test. LightGBM is deterministic."""
     from recsys.distributed import init_distributed, shutdown
     from recsys.lgbm import LgbmConfig, train_lgbm
     from recsys.train import TrainConfig, train_ranker
@@ -95,12 +140,16 @@ def run_variants(
     try:
         for v in variants:
             if "torchrec" in trainers:
-                res = train_ranker(
-                    TrainConfig(samples_dir=samples_dir, out_dir=out_dir / "torchrec" / v, variant=v, **train_kwargs)
-                )
-                runs[f"torchrec/{v}"] = out_dir / "torchrec" / v / "scores.npz"
+                base, members = out_dir / "torchrec" / v, []
+                for k in range(seeds):
+                    vdir = base if k == 0 else base / f"seed-{k}"
+                    kw = {**train_kwargs, "seed": train_kwargs.get("seed", 0) + k}
+                    res = train_ranker(TrainConfig(samples_dir=samples_dir, out_dir=vdir, variant=v, **kw))
+                    members.append(vdir / "scores.npz")
+                    if env.rank == 0:
+                        print(f"torchrec/{v} seed {kw['seed']}: {res.steps} steps, {res.examples_per_s:.0f} ex/s")
                 if env.rank == 0:
-                    print(f"torchrec/{v}: {res.steps} steps, {res.examples_per_s:.0f} examples/s", flush=True)
+                    runs[f"torchrec/{v}"] = members[0] if seeds == 1 else average_scores(members, base / "ensemble")
         if env.rank == 0 and "lgbm" in trainers:
             for v in variants:
                 runs[f"lgbm/{v}"] = train_lgbm(
@@ -112,7 +161,6 @@ def run_variants(
         shutdown(env)
     if rank != 0:
         return VariantsResult(None, None, runs)
-    from jobs.io import write_json_atomic
     from recsys.evaluate import evaluate_runs, markdown_table
 
     results = evaluate_runs(runs, n_boot=n_boot, title="## Ranker: test-period metrics", note=note)
@@ -130,7 +178,9 @@ def main_train_ranker(argv: Sequence[str]) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
     p.add_argument("--trainer", choices=["torchrec", "lgbm", "all"], default="all")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=2, help="TorchRec: at most this many (the best on valid is kept)")
+    p.add_argument("--seeds", type=int, default=1, help="TorchRec: models per variant, probabilities averaged")
+    p.add_argument("--patience", type=int, default=1, help="TorchRec: epochs without a better valid AUC, then stop")
     p.add_argument("--batch-size", type=int, default=2048, help="global batch (split across torchrun ranks)")
     p.add_argument("--embedding-dim", type=int, default=16)
     p.add_argument(
@@ -156,6 +206,7 @@ def main_train_ranker(argv: Sequence[str]) -> int:
     train_kwargs = {
         "ranker": RankerConfig(embedding_dim=args.embedding_dim, interaction=args.interaction),
         "epochs": args.epochs,
+        "patience": args.patience,
         "batch_size": args.batch_size,
         "sparse_lr": args.sparse_lr,
         "dense_lr": args.dense_lr,
@@ -166,7 +217,11 @@ def main_train_ranker(argv: Sequence[str]) -> int:
         "item_id_dropout": args.item_id_dropout,
     }
     lgbm_kwargs = {"threads": args.threads, "seed": args.seed, "max_train_rows": args.max_train_rows}
-    res = run_variants(args.samples, args.out, variants, trainers, train_kwargs, lgbm_kwargs, args.n_boot, args.note)
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    res = run_variants(
+        args.samples, args.out, variants, trainers, train_kwargs, lgbm_kwargs, args.n_boot, args.note, args.seeds
+    )
     if res.results_md is not None:
         print(res.results_md.read_text())
         print(f"results: {res.results_json}")

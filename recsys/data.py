@@ -21,7 +21,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from jobs.io import read_table
-from recsys.features import RANKING_SAMPLES_EXT, FeatureSpec, feature_spec
+from recsys.features import RANKING_SAMPLES_EXT, WITH_SIDS, FeatureSpec, feature_spec
 from recsys.model import RankerBatch
 
 MAX_POSITION = 63  # positions beyond this share one row
@@ -255,7 +255,7 @@ class Encoder:
         vocabs = {k: np.asarray(v, dtype=np.int64) for k, v in d["vocabs"].items()}
         levels = sum(k.startswith("sid_l") for k in vocabs)
         variant = d["variant"]
-        spec = feature_spec(variant, levels) if variant in ("sid", "both") else feature_spec(variant)
+        spec = feature_spec(variant, levels) if variant in WITH_SIDS else feature_spec(variant)
         return Encoder(
             spec=spec,
             vocabs=vocabs,
@@ -286,9 +286,73 @@ class EncodedSplits:
     test: Encoded
 
 
+PLACEBO_SEED = 20_241_206
+"""Seed of the placebo variant's random item vectors and codes."""
+
+
+def _item_generator(item: int, seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, int(item) & 0xFFFFFFFF, (int(item) >> 32) & 0xFFFFFFFF])
+
+
+def placebo_features(table: pa.Table, seed: int = PLACEBO_SEED) -> pa.Table:
+    """The samples with random SAIL features of the same shape: the placebo variant's input.
+
+    Every item gets one random unit vector (as wide as the SAIL vectors) and one random code per semantic-ID
+    level (uniform over the level's codes in the table), drawn from the item id, so an item keeps them across
+    rows and splits as it keeps its real ones. Rows without a vector or codes stay without; `user_hist_sim` is
+    recomputed as the cosine between the target's random vector and the sum of its recent items' random vectors
+    (null where the real one is null). Nothing about the items' content or behaviour is left in these columns.
+    """
+    n = table.num_rows
+    emb_values, emb_offsets = _list_column(table, "sail_embedding")
+    dim = int(np.diff(emb_offsets).max()) if n else 0
+    sid_values, sid_offsets = _list_column(table, "semantic_ids")
+    levels = int(np.diff(sid_offsets).max()) if n else 0
+    codes = _fixed_list(table, "semantic_ids", levels, -1).astype(np.int64) if levels else np.zeros((n, 0), np.int64)
+    sizes = [int(codes[:, lv].max()) + 1 for lv in range(levels)]
+    targets = table.column("item_id").to_numpy().astype(np.int64)
+    recent, rec_offsets = _list_column(table, "user_recent_items")
+    items = np.unique(np.concatenate([targets, recent.astype(np.int64)]))
+    vectors = np.zeros((items.size, dim), np.float32)
+    item_codes = np.zeros((items.size, levels), np.int64)
+    for k, item in enumerate(items):
+        rng = _item_generator(item, seed)
+        v = rng.standard_normal(dim)
+        vectors[k] = v / max(np.linalg.norm(v), 1e-12)
+        item_codes[k] = [rng.integers(0, size) for size in sizes]
+    row = np.searchsorted(items, targets)
+    has_vec = np.diff(emb_offsets) > 0
+    has_sid = np.diff(sid_offsets) > 0
+    emb_type = table.schema.field("sail_embedding").type
+    sid_type = table.schema.field("semantic_ids").type
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors[row].ravel(), pa.float32()), dim) if dim else None
+    sid = pa.FixedSizeListArray.from_arrays(pa.array(item_codes[row].ravel()), levels) if levels else None
+    columns = {}
+    if emb is not None:
+        columns["sail_embedding"] = pc.if_else(pa.array(has_vec), emb.cast(emb_type), pa.nulls(n, emb_type))
+    if sid is not None:
+        columns["semantic_ids"] = pc.if_else(pa.array(has_sid), sid.cast(sid_type), pa.nulls(n, sid_type))
+    if dim:
+        sums = np.add.reduceat(
+            np.concatenate([vectors[np.searchsorted(items, recent.astype(np.int64))], np.zeros((1, dim))]),
+            np.minimum(rec_offsets[:-1], recent.size),
+        )
+        sums[np.diff(rec_offsets) == 0] = 0.0
+        norms = np.linalg.norm(sums, axis=1)
+        sim = np.where(norms > 0, np.einsum("ij,ij->i", vectors[row], sums) / np.maximum(norms, 1e-12), 0.0)
+        real = table.column("user_hist_sim")
+        columns["user_hist_sim"] = pc.if_else(pc.is_valid(real), pa.array(sim.astype(np.float32)), real)
+    for name, col in columns.items():
+        table = table.set_column(table.schema.get_field_index(name), name, col)
+    return table
+
+
 def load_encoded_splits(samples_dir: str | Path, spec: FeatureSpec, max_train_rows: int | None = None) -> EncodedSplits:
-    """Reads the samples, fits the encoder on the (optionally truncated) training split, encodes all three."""
+    """Reads the samples, fits the encoder on the (optionally truncated) training split, encodes all three (the
+    placebo variant's SAIL columns are replaced by `placebo_features` first)."""
     table = load_samples(samples_dir)
+    if spec.variant == "placebo":
+        table = placebo_features(table)
     train_t = split_of(table, "train")
     if max_train_rows is not None:
         train_t = train_t.slice(0, max_train_rows)

@@ -216,6 +216,17 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     return path if (path / "_SUCCESS").exists() else None
 
 
+def selected_checkpoint(ckpt_root: Path) -> Path | None:
+    """The checkpoint model selection chose (`selected`, written by `recsys.train`), else the newest; or None."""
+    pointer = ckpt_root / "selected"
+    if pointer.exists():
+        path = ckpt_root / pointer.read_text().strip()
+        if not (path / "_SUCCESS").exists():
+            raise FileNotFoundError(f"{pointer} names {path.name}, which is not a complete checkpoint")
+        return path
+    return latest_checkpoint(ckpt_root)
+
+
 def load_checkpoint(path: Path, dmp: nn.Module, dense_opt: torch.optim.Optimizer, env: DistEnv) -> dict[str, Any]:
     """Restores this rank's tensors (in place) and the dense optimizer; returns the checkpoint's meta."""
     meta = json.loads((path / "meta.json").read_text())

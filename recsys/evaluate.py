@@ -15,6 +15,7 @@ of cold). Both are reported with their sizes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,12 @@ def markdown_table(results: dict) -> str:
     for sl, tasks in results.get("undefined", {}).items():
         for task, why in tasks.items():
             lines.append(f"| {sl} | {task} | all | all | — | not reported: {why} | | | |")
+    if results.get("selection"):
+        lines += ["", "Model selection on the valid days (test metrics come from the chosen model only)", ""]
+        lines += ["| trainer | variant | chosen on valid |", "|---|---|---|"]
+        for name, sel in results["selection"].items():
+            trainer, variant = name.split("/")
+            lines.append(f"| {trainer} | {variant} | {_selection_text(sel)} |")
     lines += ["", "Paired differences treatment - control (user-level bootstrap 95% interval; NE: lower is better)", ""]
     lines += ["| slice | task | trainer | comparison | AUC | GAUC (imp.) | GAUC (pos.) | NE |", "|" + "---|" * 8]
     for name, cmp in results.get("differences", {}).items():
@@ -212,6 +219,29 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_selection(train_json: Path) -> dict[str, Any]:
+    """What the valid split chose for one trained model (from its train.json): the TorchRec epoch (of those
+    trained) or the LightGBM boosting rounds per task; {} when the file is absent."""
+    if not train_json.exists():
+        return {}
+    info = json.loads(train_json.read_text())
+    if "members" in info:  # a seed ensemble (recsys.cli.average_scores)
+        return {"members": info["members"]}
+    if "selected_epoch" in info:
+        return {"selected_epoch": info["selected_epoch"], "epochs_trained": info["epochs_trained"]}
+    return {k: v for k, v in info.items() if k.endswith("_best_iteration")}
+
+
+def _selection_text(sel: dict[str, Any]) -> str:
+    if "members" in sel:
+        return "mean of " + ", ".join(
+            f"seed {m['seed']}: epoch {m['selected_epoch']} of {m['epochs_trained']}" for m in sel["members"]
+        )
+    if "selected_epoch" in sel:
+        return f"epoch {sel['selected_epoch']} of {sel['epochs_trained']}"
+    return ", ".join(f"{k.removesuffix('_best_iteration')} {v} rounds" for k, v in sel.items()) or "—"
+
+
 def evaluate_runs(
     runs: dict[str, Path], n_boot: int = 500, seed: int = 0, title: str = "", note: str = ""
 ) -> dict[str, Any]:
@@ -221,6 +251,7 @@ def evaluate_runs(
     results: dict[str, Any] = {"title": title, "note": note, "n_boot": n_boot, "models": {}, "differences": {}}
     for name, s in scores.items():
         results["models"][name] = evaluate_model(s, n_boot, seed)
+    results["selection"] = {name: model_selection(p.parent / "train.json") for name, p in runs.items()}
     undefined = undefined_metrics(next(iter(scores.values()))) if scores else {}
     if undefined:  # the same labels for every model
         results["undefined"] = undefined

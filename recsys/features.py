@@ -8,7 +8,10 @@ Variants (one config, four wirings):
 - control: ids, context and counters only;
 - emb: + the frozen SAIL embedding of the target item (dense, through a projection) and `user_hist_sim`;
 - sid: + the semantic-ID levels of the target item as trainable sparse features;
-- both: emb + sid.
+- both: emb + sid;
+- placebo: wired as both, but every item's SAIL vector is a random unit vector and its semantic IDs random codes
+  (same shapes, the same items without features, `user_hist_sim` recomputed from the random vectors; see
+  `recsys.data.placebo_features`). It guards the injection itself: its AUC must stay within noise of control.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Literal
 
 from jobs.contracts import RANKING_SAMPLES_EXT  # noqa: F401 - re-exported for recsys modules
 
-Variant = Literal["control", "emb", "sid", "both"]
-VARIANTS: tuple[Variant, ...] = ("control", "emb", "sid", "both")
+Variant = Literal["control", "emb", "sid", "both", "placebo"]
+VARIANTS: tuple[Variant, ...] = ("control", "emb", "sid", "both", "placebo")
+WITH_SIDS: tuple[Variant, ...] = ("sid", "both", "placebo")
+WITH_EMBEDDING: tuple[Variant, ...] = ("emb", "both", "placebo")
 
 
 SPLITS = ("train", "valid", "test")
@@ -68,6 +73,6 @@ def feature_spec(variant: Variant, sid_levels: int = 3) -> FeatureSpec:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     return FeatureSpec(
         variant=variant,
-        sid_levels=sid_levels if variant in ("sid", "both") else 0,
-        use_embedding=variant in ("emb", "both"),
+        sid_levels=sid_levels if variant in WITH_SIDS else 0,
+        use_embedding=variant in WITH_EMBEDDING,
     )

@@ -55,7 +55,7 @@ from safetensors.torch import load_file
 from jobs.contracts import ITEM_FEATURES
 from jobs.io import read_table, table_files
 from recsys.data import Encoded, Encoder, make_batch
-from recsys.distributed import latest_checkpoint
+from recsys.distributed import selected_checkpoint
 from recsys.features import TASKS, FeatureSpec
 from recsys.model import RankerConfig, SailRanker, build_ranker
 
@@ -143,7 +143,8 @@ def merge_checkpoint(ckpt: Path, world_size: int) -> dict[str, torch.Tensor]:
 
 
 def load_trained_ranker(variant_dir: str | Path, threads: int | None = 1) -> TrainedRanker:
-    """Loads a variant directory of `sail train-ranker` (latest checkpoint, encoder.json, train.json) for inference.
+    """Loads a variant directory of `sail train-ranker` (the checkpoint chosen on valid, encoder.json, train.json)
+    for inference.
 
     Only safetensors and JSON are read (no pickled code); no process group is needed.
     """
@@ -155,9 +156,9 @@ def load_trained_ranker(variant_dir: str | Path, threads: int | None = 1) -> Tra
     for name, what in (("encoder.json", "the vocabularies"), ("train.json", "the model config")):
         if not (vdir / name).is_file():
             raise FileNotFoundError(f"{vdir} has no {name} ({what}); is it a variant directory of sail train-ranker?")
-    ckpt = latest_checkpoint(vdir / "checkpoints")
+    ckpt = selected_checkpoint(vdir / "checkpoints")
     if ckpt is None:
-        raise FileNotFoundError(f"{vdir / 'checkpoints'} holds no complete checkpoint (no 'latest' with _SUCCESS)")
+        raise FileNotFoundError(f"{vdir / 'checkpoints'} holds no complete checkpoint (no 'selected' or 'latest')")
     encoder = Encoder.load(vdir / "encoder.json")
     config = json.loads((vdir / "train.json").read_text())["config"]
     meta = json.loads((ckpt / "meta.json").read_text())

@@ -1,10 +1,17 @@
 """Training one ranker variant: single process or torchrun, through DistributedModelParallel, with resume.
 
 `train_ranker(cfg)` fits the encoder on the train split, builds the variant's model with its tables on "meta",
-shards it (table-wise, fused row-wise Adagrad for the tables, Adam for the dense arches), trains for `epochs`
-passes over the train split in a seeded order, checkpoints every `ckpt_every` steps and at the end, and scores
-the valid and test splits. A rerun with the same output directory resumes from the latest checkpoint: the data
-order is a function of (seed, epoch), so a resumed run takes the same steps as an uninterrupted one.
+shards it (table-wise, fused row-wise Adagrad for the tables, Adam for the dense arches), trains for at most
+`epochs` passes over the train split in a seeded order, checkpoints every `ckpt_every` steps and at every epoch's
+end, and scores the valid and test splits. A rerun with the same output directory resumes from the latest
+checkpoint: the data order is a function of (seed, epoch), so a resumed run takes the same steps as an
+uninterrupted one.
+
+Model selection uses the valid split only: after every epoch the model scores the valid split, and the epoch
+with the best validation AUC (mean over the tasks; logloss where a task's AUC is undefined) is the model whose
+test scores are written, whose item table is exported and which `checkpoints/selected` points at (what
+`recsys.serve` loads). Training stops early once `patience` epochs in a row have not improved on the best one.
+The validation history and the selected epoch are recorded in `train.json`.
 
 Every rank takes a contiguous 1 / world slice of each global batch (batch_size is global): with the loss a mean
 over the local rows, DDP's gradient averaging and TorchRec's gradient division in the embedding all-to-all give
@@ -24,6 +31,8 @@ import torch
 import torch.distributed as dist
 
 from jobs.faults import RANKER_FAULT_ENV, kill_after_step
+from jobs.io import write_json_atomic
+from offline_eval.metrics import auc
 from recsys.data import Encoded, load_encoded_splits, make_batch
 from recsys.distributed import (
     DistEnv,
@@ -37,7 +46,7 @@ from recsys.distributed import (
     shard_model,
     shutdown,
 )
-from recsys.features import Variant, feature_spec
+from recsys.features import TASKS, Variant, feature_spec
 from recsys.model import ITEM_TABLE, RankerConfig, RankerTrain, build_ranker
 
 FAULT_ENV = RANKER_FAULT_ENV  # test hook: SIGKILL this process right after that global step
@@ -49,7 +58,8 @@ class TrainConfig:
     out_dir: Path  # this variant's outputs (checkpoints/, encoder.json, scores, metrics, item table)
     variant: Variant = "control"
     ranker: RankerConfig = field(default_factory=RankerConfig)
-    epochs: int = 2  # passes over the train split
+    epochs: int = 2  # at most this many passes over the train split (the best epoch on valid is kept)
+    patience: int = 1  # stop once this many epochs in a row have not beaten the best validation score
     batch_size: int = 2048  # global batch (split evenly across ranks)
     sparse_lr: float = 0.05  # fused row-wise Adagrad of the tables
     dense_lr: float = 2e-3  # Adam of the dense arches
@@ -78,6 +88,8 @@ class TrainResult:
 def _check_world(cfg: TrainConfig, env: DistEnv) -> int:
     if not 0.0 <= cfg.item_id_dropout < 1.0:
         raise ValueError(f"item_id_dropout must be in [0, 1), got {cfg.item_id_dropout}")
+    if cfg.epochs < 1 or cfg.patience < 1:
+        raise ValueError(f"epochs and patience must be >= 1, got {cfg.epochs} and {cfg.patience}")
     if cfg.batch_size % env.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {env.world_size}")
     return cfg.batch_size // env.world_size
@@ -106,6 +118,37 @@ def score(dmp: torch.nn.Module, enc: Encoded, spec, env: DistEnv, batch_size: in
 
 def _fault(step: int) -> None:
     kill_after_step(FAULT_ENV, step)
+
+
+def validation_score(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The model-selection score of one epoch on the valid split: the mean over tasks of the AUC (higher is
+    better); a task whose valid labels are one class contributes minus its logloss instead."""
+    per_task = {}
+    for j, task in enumerate(TASKS):
+        y, p = labels[:, j], np.clip(probs[:, j].astype(np.float64), 1e-7, 1 - 1e-7)
+        if 0 < y.sum() < len(y):
+            per_task[f"{task}_auc"] = auc(y, p)
+        else:
+            per_task[f"{task}_logloss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    vals = [v if k.endswith("_auc") else -v for k, v in per_task.items()]
+    return {"score": float(np.mean(vals)) if vals else 0.0, **per_task}
+
+
+def select_epoch(history: dict[int, dict[str, float]]) -> int:
+    """The epoch with the highest validation score (the earliest on a tie)."""
+    return max(sorted(history), key=lambda e: history[e]["score"])
+
+
+def _stopped_early(history: dict[int, dict[str, float]], patience: int) -> bool:
+    return bool(history) and max(history) - select_epoch(history) >= patience
+
+
+def _score_epoch(dmp: torch.nn.Module, valid: Encoded, spec, env: DistEnv, batch_size: int, step: int) -> dict:
+    return {"step": step, **validation_score(score(dmp, valid, spec, env, batch_size), valid.labels)}
+
+
+def _epoch_checkpoint(ckpt_root: Path, step: int) -> Path:
+    return ckpt_root / f"step-{step:08d}"
 
 
 def train_ranker(cfg: TrainConfig) -> TrainResult:
@@ -145,15 +188,22 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         encoder.save(cfg.out_dir / "encoder.json")
 
+    if len(splits.valid) == 0:
+        raise ValueError(f"{cfg.samples_dir}: the valid split has no rows; the epoch is chosen on it")
     n_batches = len(train) // cfg.batch_size
     if n_batches == 0:
         raise ValueError(f"the train split has {len(train)} rows, fewer than one batch of {cfg.batch_size}")
     total = cfg.epochs * n_batches
     meta = {"variant": cfg.variant, "seed": cfg.seed, "batch_size": cfg.batch_size}
+    history_path = ckpt_root / "validation.json"  # epoch -> validation score, kept beside the checkpoints
+    history = {int(k): v for k, v in json.loads(history_path.read_text()).items()} if history_path.exists() else {}
+    history = {e: v for e, v in history.items() if e * n_batches <= step}  # only epochs this state has passed
+    if step and step % n_batches == 0 and step // n_batches not in history:  # killed before scoring that epoch
+        history[step // n_batches] = _score_epoch(dmp, splits.valid, spec, env, cfg.eval_batch_size, step)
     losses: list[float] = []
     t0 = time.perf_counter()
     trained = 0
-    while step < total:
+    while step < total and not _stopped_early(history, cfg.patience):
         epoch, b = divmod(step, n_batches)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train))
         rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -170,12 +220,24 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
         step += 1
         trained += cfg.batch_size
         losses.append(float(loss.detach()))
-        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < total:
+        if step % n_batches == 0:  # an epoch's end: checkpoint, then score the valid split
+            save_checkpoint(ckpt_root, step, dmp, dense_opt, env, meta)
+            history[step // n_batches] = _score_epoch(dmp, splits.valid, spec, env, cfg.eval_batch_size, step)
+            if env.rank == 0:
+                write_json_atomic(history_path, history)
+        elif cfg.ckpt_every and step % cfg.ckpt_every == 0:
             save_checkpoint(ckpt_root, step, dmp, dense_opt, env, meta)
         _fault(step)
     seconds = time.perf_counter() - t0
-    if resumed_from < total:
-        save_checkpoint(ckpt_root, step, dmp, dense_opt, env, meta)
+    if not history:
+        raise RuntimeError(f"{cfg.out_dir}: training ended without a scored epoch (resumed from step {step})")
+    best = select_epoch(history)
+    if history[best]["step"] != step:  # an earlier epoch was better on valid: its weights make the scores
+        load_checkpoint(_epoch_checkpoint(ckpt_root, history[best]["step"]), dmp, dense_opt, env)
+    if env.rank == 0:
+        pointer = ckpt_root / ".selected.tmp"
+        pointer.write_text(_epoch_checkpoint(ckpt_root, history[best]["step"]).name)
+        pointer.replace(ckpt_root / "selected")
 
     scores = {s: score(dmp, e, spec, env, cfg.eval_batch_size) for s, e in evals.items()}
     if cfg.export_item_table:
@@ -204,6 +266,10 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
             "steps": step,
             "resumed_from": resumed_from,
+            "epochs_trained": max(history),
+            "selected_epoch": best,
+            "selected_step": history[best]["step"],
+            "validation": {str(e): v for e, v in sorted(history.items())},
             "world_size": env.world_size,
             "train_rows": len(train),
             "seconds": seconds,

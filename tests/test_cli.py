@@ -153,6 +153,6 @@ def test_a_training_command_prints_its_progress_without_library_chatter(tmp_path
         [sys.executable, "-m", "jobs.cli", *argv, "--trainer", "torchrec"], cwd=root, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "torchrec/control:" in proc.stdout + proc.stderr
+    assert "torchrec/control seed 0:" in proc.stdout + proc.stderr
     for chatter in ("Successfully loaded", "planner", "DeprecationWarning", "FutureWarning", "SplitTableBatched"):
         assert chatter not in proc.stderr, chatter

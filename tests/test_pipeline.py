@@ -9,6 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from jobs import pipeline
@@ -46,7 +48,7 @@ def test_shipped_configs_load():
         ("name: x\ndata: {source: csv}\n", "source must be 'generated' or 'movielens'"),
         ("name: x\ndata: {quality_in_content: 1.5}\n", r"\[data\]: quality_in_content must be in \[0, 1\], got 1.5"),
         ("name: x\nmining: {engine: hive}\n", r"\[mining\]: engine must be 'spark' or 'polars'"),
-        ("name: x\nembedding: {steps: [1, 2]}\n", r"\[embedding\]: steps needs four"),
+        ("name: x\nembedding: {steps: [1, 2]}\n", r"\[embedding\]: steps must be a list of 4 integers, got \[1, 2\]"),
         ("name: x\nembedding: {word_queries: -1}\n", r"\[embedding\]: word_queries must be >= 0"),
         ("name: x\nembedding: {content_similarity: bm25}\n", r"\[embedding\]: content_similarity must be one of"),
         ("name: x\nembedding: {precision: fp16}\n", r"\[embedding\]: precision must be one of .*'fp16'"),
@@ -191,6 +193,40 @@ def test_no_ranker_sample_sees_a_feature_computed_from_its_own_time_or_later(smo
     assert with_feature.num_rows > 0.9 * samples.num_rows
     for item, ts in zip(with_feature["item_id"].to_pylist(), with_feature["ts"].to_pylist(), strict=True):
         assert cutoff <= valid_from[item] <= ts
+
+
+def test_the_samples_features_are_what_feast_returns_for_the_same_rows(smoke_run):
+    """The Spark point-in-time join of the ranking samples against Feast's own get_historical_features on the
+    repository the export stage wrote: the same rows, the same vectors (the configured Matryoshka prefix,
+    re-normalised), the same semantic IDs, nulls where Feast has no row yet."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    from jobs.export_features import get_historical_item_features
+    from jobs.io import read_table
+    from recsys.features import RANKING_SAMPLES_EXT
+
+    run_dir, _ = smoke_run
+    samples = read_table(run_dir / "ranking_samples" / "ranking_samples_ext", RANKING_SAMPLES_EXT)
+    rows = samples.take(np.random.default_rng(0).choice(samples.num_rows, 300, replace=False))
+    entity = pd.DataFrame({"item_id": rows["item_id"].to_pylist(), "event_timestamp": rows["ts"].to_pylist()})
+    feast = get_historical_item_features(run_dir / "export" / "feature_repo", entity)
+    assert len(feast) == rows.num_rows
+    dims = pipeline.load_config("smoke").ranker.sail_dims
+    levels = sorted(c for c in feast.columns if c.startswith("sid_"))
+    both = 0
+    pairs = zip(rows["sail_embedding"].to_pylist(), rows["semantic_ids"].to_pylist(), strict=True)
+    for i, (vec, sids) in enumerate(pairs):
+        want = feast["embedding"].iloc[i]
+        assert (vec is None) == (want is None), i
+        if vec is None:
+            continue
+        head = np.asarray(want, dtype=np.float64)[: dims or None]
+        np.testing.assert_allclose(vec, head / np.linalg.norm(head), atol=1e-6)
+        assert sids == [int(feast[c].iloc[i]) for c in levels]
+        both += 1
+    assert both > 0.9 * rows.num_rows
+    assert pc.all(pc.equal(rows["item_id"], pa.array(feast["item_id"]))).as_py()
 
 
 def test_the_time_layout_is_checked_before_any_stage(tmp_path):
