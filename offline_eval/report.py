@@ -241,12 +241,6 @@ def fmt_headline(h: Mapping[str, Any]) -> tuple[str, str]:
     return value, interval
 
 
-def _comparison_label(comparison: str) -> str:
-    """'both-control' -> '+both vs control'."""
-    variant, sep, base = comparison.rpartition("-")
-    return f"{plots.variant_label(variant)} vs {base}" if sep else comparison
-
-
 def _esc(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
@@ -435,6 +429,13 @@ SLICE_DEFINITIONS = (
 )
 
 
+def _comparisons(differences: Mapping[str, Any], trainer: str, variants: Sequence[str]) -> list[str]:
+    """The trainer's comparisons ('both-control', ...) in the order of their treatment variant."""
+    names = [name.split("/", 1)[1] for name in differences if name.split("/", 1)[0] == trainer]
+    rank = {v: j for j, v in enumerate(variants)}
+    return sorted(names, key=lambda c: rank.get(c.rpartition("-")[0], len(rank)))
+
+
 def _ranker_html(ranker: Mapping[str, Any]) -> str:
     models = ranker["models"]
     trainers, variants, tasks = ranker_layout(ranker)
@@ -456,6 +457,16 @@ def _ranker_html(ranker: Mapping[str, Any]) -> str:
                 f"{t}: AUC on all, cold and new items per variant",
             )
         )
+        comparisons = _comparisons(ranker.get("differences") or {}, t, variants[t])
+        if comparisons:
+            out.append(
+                _figure(
+                    plots.plot_ranker_differences(ranker["differences"], t, comparisons, tasks),
+                    "ranker",
+                    f"{t}: paired AUC and GAUC (impression-weighted) differences, treatment - control, on all test "
+                    "items, with 95% intervals",
+                )
+            )
     rows = []
     for sl in plots.SLICE_LABEL:
         for task in tasks:
@@ -478,7 +489,7 @@ def _ranker_html(ranker: Mapping[str, Any]) -> str:
                     m = cmp.get(sl, {}).get(task)
                     if m:
                         rows.append(
-                            [sl, task, trainer, _comparison_label(comparison)]
+                            [sl, task, trainer, plots.comparison_label(comparison)]
                             + [fmt_interval(m.get(k), _fmt_diff) for k in RANKER_METRICS]
                         )
         out += [

@@ -24,6 +24,11 @@ def check_torchrec() -> None:
         )
     if not torch.__version__.startswith("2.13.0"):
         _fail(f"torch {torch.__version__} is installed; the project pins 2.13.0 (CPU build)")
+    if torch.version.cuda is not None:
+        _fail(
+            f"torch {torch.__version__} is a CUDA build (CUDA {torch.version.cuda}); the project pins the CPU build: "
+            "run `.venv/bin/pip uninstall -y torch` and `bash scripts/setup.sh` again."
+        )
     ebc = EmbeddingBagCollection(
         tables=[EmbeddingBagConfig(name="t", embedding_dim=4, num_embeddings=10, feature_names=["f"])],
         device=torch.device("cpu"),

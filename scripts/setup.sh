@@ -5,9 +5,9 @@
 #
 # Environment:
 #   PYTHON                 interpreter to build the venv with (default: python3.11, then python3)
-#   SAIL_TORCH_INDEX_URL   extra pip index holding the CPU wheels of torch 2.13.0 and fbgemm-gpu-cpu 1.8.0,
-#                          e.g. https://download.pytorch.org/whl/cpu on a machine whose default index only
-#                          serves CUDA builds of torch. Unset: the default pip configuration is used.
+#   SAIL_TORCH_INDEX_URL   extra pip index holding the CPU wheels of torch 2.13.0+cpu and fbgemm-gpu-cpu 1.8.0.
+#                          Unset: the configured pip indexes are tried first, then the official CPU wheel index
+#                          https://download.pytorch.org/whl/cpu (scripts/install_torch_cpu.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -35,7 +35,7 @@ pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null
 [ "$pyver" = "3.11" ] || die "Python 3.11 is required (torch, fbgemm and torchrec wheels are pinned for cp311); '$py' is $pyver. Set PYTHON=/path/to/python3.11."
 
 # --- idempotence: skip when nothing that shapes the venv changed -----------------------------------------
-want=$(cat pyproject.toml requirements.lock scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements.lock scripts/setup.sh scripts/install_torch_cpu.sh | sha256sum | cut -d' ' -f1)
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   "$venv/bin/python" scripts/check_env.py --quick && { echo "setup: .venv is up to date"; exit 0; }
   echo "setup: .venv failed its check; rebuilding"
@@ -43,12 +43,9 @@ fi
 
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv" || die "could not create $venv (is the python3.11-venv package installed?)"
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
-index_args=()
-[ -n "${SAIL_TORCH_INDEX_URL:-}" ] && index_args=(--extra-index-url "$SAIL_TORCH_INDEX_URL")
-
 echo "setup: installing torch 2.13.0 (CPU) and fbgemm-gpu-cpu 1.8.0"
-"${pip[@]}" "${index_args[@]}" -c requirements.lock torch==2.13.0 fbgemm-gpu-cpu==1.8.0 \
-  || die "torch==2.13.0 / fbgemm-gpu-cpu==1.8.0 did not install. Outside a machine that serves the CPU wheels, set SAIL_TORCH_INDEX_URL to an index that holds them (see README)."
+# The configured pip indexes, else https://download.pytorch.org/whl/cpu; SAIL_TORCH_INDEX_URL overrides both.
+bash scripts/install_torch_cpu.sh "$venv/bin/python"
 # torchrec declares a dependency on the CUDA fbgemm-gpu; --no-deps keeps the CPU build in place.
 echo "setup: installing torchrec 1.8.0 without its declared dependencies"
 "${pip[@]}" --no-deps torchrec==1.8.0 || die "torchrec==1.8.0 did not install"

@@ -281,7 +281,7 @@ def test_every_figure_decodes_and_each_present_section_has_its_figures(full):
     assert trainers == {"torchrec", "lgbm"}
     assert per_section == {
         "retrieval": 1,  # Recall@K bars
-        "ranker": 2 * len(trainers),  # AUC / GAUC by variant, and the cold-start slices, per trainer
+        "ranker": 3 * len(trainers),  # per trainer: AUC / GAUC by variant, the cold-start slices, the differences
         "calibration": 1,  # control vs +both: scores were given for torchrec only
         "ab": 2,  # lifts, daily DAU / cumulative active days
     }
@@ -449,7 +449,7 @@ def test_the_report_renders_in_headless_chromium(full, tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     dom = _parse(run.stdout)
-    assert len(dom.images) == n_images == 8
+    assert len(dom.images) == n_images == 10
     assert f'data-decoded="{n_images}"' in run.stdout and 'data-broken="0"' in run.stdout
 
 
