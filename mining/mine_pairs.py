@@ -17,8 +17,8 @@ table, in positives and q2i), positives, swing_edges (Spark), i2i, q2i, seq2item
 
 Spark master: `--master` when given; otherwise `local[*]` when run directly (or through `sail`), and whatever
 `spark-submit --master ...` says when launched by spark-submit (detected by the PYSPARK_GATEWAY_PORT variable
-spark-submit sets). On a cluster, ship the packages with `--py-files` (a zip of them, see docs/CLUSTER.md) and use paths every
-executor can reach.
+spark-submit sets). On a cluster, ship the packages with `--py-files` (a zip of them, see docs/CLUSTER.md) and use
+paths every executor can reach.
 """
 
 from __future__ import annotations
