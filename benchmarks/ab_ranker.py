@@ -48,11 +48,11 @@ from offline_eval.ab_sim import (  # noqa: E402
     ScoringContext,
     run_ab,
 )
-from offline_eval.world import WorldConfig  # noqa: E402
-from offline_eval.world.policy import Availability, sample_candidates  # noqa: E402
-from offline_eval.world.rng import stream  # noqa: E402
-from recsys.serve import RankerScorer, load_ranker_arm  # noqa: E402
+from offline_eval.serve import RankerScorer, load_ranker_arm  # noqa: E402
 from recsys.standin import STANDIN_VERSION  # noqa: E402
+from sources.world import WorldConfig  # noqa: E402
+from sources.world.policy import Availability, sample_candidates  # noqa: E402
+from sources.world.rng import stream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("lt7", "lt14", "dau_share", "clicks_per_active_day", "watch_s_per_active_day", "satisfaction")
@@ -164,7 +164,7 @@ def markdown(report: dict) -> str:
         "",
         f"World: `{r['world']['size']}`, seed {r['world']['seed']}; A/B: {r['ab_config']['days']} days, salt "
         f"`{r['ab_config']['salt']}`, {r['ab_config']['n_boot']} bootstrap resamples, 50/50 split. Scorer: "
-        "`recsys.serve.RankerScorer` (click head; position 0, hour 12, counters from the log and the platform). "
+        "`offline_eval.serve.RankerScorer` (click head; position 0, hour 12, counters from the log and the platform). "
         f"Machine: {r['machine']['cores']} cores, load average at start {load}.",
         "",
         "### Steps and wall times",
@@ -217,7 +217,7 @@ def markdown(report: dict) -> str:
         "",
     ]
     lines += [
-        "Serving-time differences from the training rows (see `recsys/serve.py`): every candidate is scored at "
+        "Serving-time differences from the training rows (see `offline_eval/serve.py`): every candidate is scored at "
         "position 0 and hour 12; during the experiment the users' recent items hold the simulator's positives "
         "(click and finish or like) of earlier days instead of every click before the request; the ranker's id "
         "tables are frozen at the end of its training period (day 21 of 28) while the logged policy updates its "

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe_machine  # noqa: E402
+from core.contracts import ITEMS  # noqa: E402
+from core.io import write_table  # noqa: E402
 from embedding.batch_infer import BatchEmbedConfig, EmbedderSpec, embed_local, embed_spark, read_embeddings  # noqa: E402
-from jobs.contracts import ITEMS  # noqa: E402
-from jobs.io import write_table  # noqa: E402
 
 TS = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         report["local"] = local.report
         print(f"local: {local.report['items_per_s']:.0f} items/s ({local.report['seconds']:.1f} s)", flush=True)
 
-        from jobs.spark_session import build_spark
+        from core.spark_session import build_spark
 
         t0 = time.perf_counter()
         spark = build_spark(app_name="bench-embed", master=args.master, shuffle_partitions=4)

@@ -124,9 +124,9 @@ def rho_row(size: str, seed: int, rho: float, sample: np.ndarray) -> dict:
     """Features of the sampled items of the world at `rho` and every probe's R^2."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from offline_eval.world import WorldConfig
-    from offline_eval.world.catalogue import build_catalogue, item_texts
-    from offline_eval.world.media import render_media
+    from sources.world import WorldConfig
+    from sources.world.catalogue import build_catalogue, item_texts
+    from sources.world.media import render_media
 
     cfg = WorldConfig.for_size(size, seed=seed, collab_in_content=rho)
     t0 = time.perf_counter()
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=int, default=1500, help="items whose media are rendered and probed")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    from offline_eval.world import WorldConfig
+    from sources.world import WorldConfig
 
     n_items = WorldConfig.for_size(args.size, seed=args.seed).n_items
     sample = np.sort(np.random.default_rng(args.seed).choice(n_items, min(args.sample, n_items), replace=False))

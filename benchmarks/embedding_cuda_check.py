@@ -97,9 +97,9 @@ def markdown(out: dict) -> str:
 
 def mine_world(world: Path, out: Path, holdout_frac: float = 0.5) -> Path:
     """The world's pairs in the period layout (polars), unless `out` already holds them."""
-    from jobs.mine_pairs import log_time_range, run_periods
-    from jobs.mining_config import MiningConfig
-    from jobs.timeline import embedding_cutoff
+    from core.timeline import embedding_cutoff
+    from mining.mine_pairs import log_time_range, run_periods
+    from mining.mining_config import MiningConfig
 
     if not (out / "mining.json").exists():
         cfg = MiningConfig(data_dir=str(world), out_dir=str(out), engine="polars")
@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     # the trained bf16 model's item embeddings: GPU fp32 / bf16 against the CPU
+    from core import contracts as K
+    from core.io import read_table
     from embedding.infer import ItemEncoder
-    from jobs import contracts as K
-    from jobs.io import read_table
 
     items = read_table(args.world / "items", K.ITEMS).slice(0, 256)
     media = args.world / "media"

@@ -73,8 +73,9 @@ def bench(
 ) -> dict:
     from embedding.device import autocast, resolve_device
     from embedding.infer import embed_item_inputs
+    from embedding.model import build_embedding_model
     from embedding.preprocess import build_tokenizer, collate_items
-    from embedding.trainer import SailTrain, TrainBatch, TrainConfig, build_embedding_model
+    from embedding.trainer import SailTrain, TrainBatch, TrainConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -195,14 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-peer", action="store_true", help="leave out the MiniLM forward-only peer rows")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "embedding_throughput.json")
     args = p.parse_args(argv)
+    from core import contracts as K
+    from core.io import read_table
     from embedding.config import ModelConfig
     from embedding.data import build_item_store
-    from jobs import contracts as K
-    from jobs.io import read_table
 
     world = args.world
     if world is None:
-        from offline_eval.world import WorldConfig, generate_world
+        from sources.world import WorldConfig, generate_world
 
         world = Path(tempfile.mkdtemp()) / "tiny"
         generate_world(WorldConfig.for_size("tiny", seed=7), world)

@@ -63,11 +63,11 @@ def validation_view(run_dir: Path, out: Path, holdout_frac: float) -> tuple[Path
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from jobs import contracts as K
-    from jobs.io import is_complete, read_table, write_json_atomic, write_table
-    from jobs.mine_pairs import log_time_range
+    from core import contracts as K
+    from core.io import is_complete, read_table, write_json_atomic, write_table
+    from core.timeline import embedding_cutoff
     from jobs.pipeline import run_cutoff
-    from jobs.timeline import embedding_cutoff
+    from mining.mine_pairs import log_time_range
 
     cutoff = run_cutoff(run_dir)
     src, view = run_dir / "validate", out / "data"
@@ -81,7 +81,7 @@ def validation_view(run_dir: Path, out: Path, holdout_frac: float) -> tuple[Path
     manifest = json.loads((src / "manifest.json").read_text())
     if not is_complete(view / "items"):
         if manifest.get("content_cutoff") and manifest.get("dataset") == "movielens":
-            from jobs.adapters.movielens import adapt_movielens
+            from sources.movielens import adapt_movielens
 
             again = adapt_movielens(
                 manifest["source"],
@@ -104,8 +104,8 @@ def validation_view(run_dir: Path, out: Path, holdout_frac: float) -> tuple[Path
 
 def mine_view(cfg, view: Path, out: Path, val_cutoff) -> Path:
     """The view's pairs in the period layout, cut at the validation cutoff."""
-    from jobs.mine_pairs import run_periods
     from jobs.pipeline import mining_config
+    from mining.mine_pairs import run_periods
 
     pairs = out / "pairs"
     meta = pairs / "mining.json"

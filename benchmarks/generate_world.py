@@ -29,7 +29,7 @@ from benchmarks.machine import describe_machine  # noqa: E402
 
 def _child(size: str, seed: int, out: str) -> None:
     sys.path.insert(0, str(ROOT))
-    from offline_eval.world import WorldConfig, generate_world
+    from sources.world import WorldConfig, generate_world
 
     result = generate_world(WorldConfig.for_size(size, seed=seed), Path(out))
     print(

@@ -1,10 +1,10 @@
-"""What every benchmark records beside its figures: the machine description (lives in `jobs.machine`), and the
+"""What every benchmark records beside its figures: the machine description (lives in `core.machine`), and the
 writer of a result file with its Markdown twin."""
 
 import json
 from pathlib import Path
 
-from jobs.machine import describe_machine
+from core.machine import describe_machine
 
 __all__ = ["describe_machine", "write_results"]
 

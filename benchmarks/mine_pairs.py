@@ -5,7 +5,7 @@
 
 For each size a synthetic log is generated with numpy (Zipf item popularity, heavy-tailed (Pareto) user
 activity, sessions with exponential gaps, ~35-40% positive impressions, searches = 10% of the interactions),
-then each engine runs `python -m jobs.mine_pairs` in a subprocess with the default mining config. Reported per
+then each engine runs `python -m mining.mine_pairs` in a subprocess with the default mining config. Reported per
 (size, engine): wall time of the whole process, mining time (`mining.json`'s seconds; for Spark also without the
 session start) and the seconds of each of its phases, events/s, and peak RSS of the process tree (the Python
 process plus the Spark JVM and any other children), sampled every 0.2 s with psutil (or /proc). Derived: the
@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe_machine  # noqa: E402
-from jobs import contracts as K  # noqa: E402
-from jobs.io import write_table  # noqa: E402
-from jobs.spark_session import local_shuffle_partitions  # noqa: E402
+from core import contracts as K  # noqa: E402
+from core.io import write_table  # noqa: E402
+from core.spark_session import local_shuffle_partitions  # noqa: E402
 
 START = datetime(2025, 3, 3, tzinfo=UTC)
 DAYS = 30
@@ -164,7 +164,7 @@ def tree_rss(pid: int) -> int:
 
 
 def run_engine(engine: str, data: Path, out: Path, spark_args: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "jobs.mine_pairs", "--engine", engine, "--data", str(data), "--out", str(out)]
+    cmd = [sys.executable, "-m", "mining.mine_pairs", "--engine", engine, "--data", str(data), "--out", str(out)]
     if engine == "spark":
         cmd += spark_args
     peak = 0
@@ -250,7 +250,7 @@ def _setup(args: argparse.Namespace, **fields) -> tuple[list[str], list[str], Pa
 
 def mine_dataset(args: argparse.Namespace) -> int:
     """Each engine `--repeat` times over the existing data set `--data`; one result per run."""
-    from jobs.mine_pairs import scan_contract_table
+    from mining.mine_pairs import scan_contract_table
 
     for table in ("interactions", "searches"):
         if not (args.data / table).is_dir():

@@ -63,8 +63,8 @@ def truth_item_features(items: pa.Table, truth: pa.Table, hidden: bool, codebook
 
 
 def main(argv=None) -> int:
-    from jobs.contracts import ITEM_FEATURES, ITEM_TRUTH, ITEMS
-    from jobs.io import read_table, write_table
+    from core.contracts import ITEM_FEATURES, ITEM_TRUTH, ITEMS
+    from core.io import read_table, write_table
     from jobs.pipeline import load_config, ranker_train_kwargs
     from recsys.samples import SamplesConfig, run
 

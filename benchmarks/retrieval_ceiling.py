@@ -187,8 +187,8 @@ def main(argv=None) -> int:
         read_table,
         score_method,
     )
-    from jobs.mine_pairs import scan_contract_table
     from jobs.pipeline import embedding_train_config, load_config
+    from mining.mine_pairs import scan_contract_table
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", type=Path, required=True, help="a finished `sail run` directory of a generated world")

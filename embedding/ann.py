@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from jobs.io import atomic_dir, write_json_atomic
+from core.io import atomic_dir, write_json_atomic
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"

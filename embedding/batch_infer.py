@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from jobs.contracts import ITEM_EMBEDDINGS, ITEMS
-from jobs.io import read_table, write_json_atomic, write_table
-from jobs.media import UnsafeMediaPath, read_media
+from core.contracts import ITEM_EMBEDDINGS, ITEMS
+from core.io import read_table, write_json_atomic, write_table
+from core.media import UnsafeMediaPath, read_media
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ def embed_spark(cfg: BatchEmbedConfig, spark) -> BatchEmbedResult:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from jobs.spark_io import read_contract_table, write_contract_table
+    from core.spark_io import read_contract_table, write_contract_table
 
     t0 = time.perf_counter()
     items = read_contract_table(spark, cfg.items_dir, ITEMS)
@@ -421,7 +421,7 @@ def run_batch_embed(cfg: BatchEmbedConfig, spark=None) -> BatchEmbedResult:
     if cfg.engine != "spark":
         raise ValueError(f"engine must be 'spark' or 'local', got {cfg.engine!r}")
     if spark is None:
-        from jobs.spark_session import build_spark
+        from core.spark_session import build_spark
 
         spark = build_spark(app_name="sail-embed")
     return embed_spark(cfg, spark)
@@ -522,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     spark = None
     if cfg.engine == "spark":
-        from jobs.spark_session import build_spark
+        from core.spark_session import build_spark
 
         spark = build_spark(app_name="sail-embed", master=args.master or None)
     res = run_batch_embed(cfg, spark)

@@ -3,7 +3,7 @@
 Notation: N catalogue items, P pairs of a source, L history length, d_id collaborative factor dim.
 
 Nothing here mines: `load_pairs(data_dir, pairs_dir)` reads what the mine stage wrote with its configured engine
-(`jobs.mine_pairs.run_periods`): the TRAIN period's i2i and q2i pairs, the HELD-OUT period's co-visitation pairs
+(`mining.mine_pairs.run_periods`): the TRAIN period's i2i and q2i pairs, the HELD-OUT period's co-visitation pairs
 (evaluation only) and the whole log's SEQ2ITEM samples split at the embedding cutoff (`split_ts`).
 
 `build_training_data(prepared, store, cfg)` turns them into `PairSource`s, each a set of (query, target[, score]) rows
@@ -45,11 +45,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from core import contracts as K
+from core.io import is_complete, read_table
 from embedding.config import PreprocessConfig
 from embedding.preprocess import ItemInputs, Preprocessor, build_text
-from jobs import contracts as K
-from jobs.io import is_complete, read_table
-from jobs.mining_config import PositiveConfig
+from mining.mining_config import PositiveConfig
 
 QueryKind = Literal["item", "text", "history", "id"]
 
@@ -88,7 +88,7 @@ class DataConfig:
 
 @dataclass
 class PreparedData:
-    """A validated data set and the pairs mined from it at the embedding cutoff (`jobs.mine_pairs.run_periods`)."""
+    """A validated data set and the pairs mined from it at the embedding cutoff (`mining.mine_pairs.run_periods`)."""
 
     data_dir: Path  # items/, interactions/, searches/
     pairs_dir: Path  # train/, heldout/, full/, mining.json
@@ -115,7 +115,7 @@ class PreparedData:
 
 def load_pairs(data_dir: str | os.PathLike, pairs_dir: str | os.PathLike) -> PreparedData:
     """The mine stage's output for `data_dir`. Raises FileNotFoundError naming what is missing (and how to make it)."""
-    from jobs.mine_pairs import PERIOD_TABLES
+    from mining.mine_pairs import PERIOD_TABLES
 
     data_dir, pairs_dir = Path(data_dir), Path(pairs_dir)
     meta_path = pairs_dir / "mining.json"
@@ -519,8 +519,8 @@ def positive_matrix(
     import polars as pl
     import scipy.sparse as sp
 
-    from jobs import mining_polars as M
-    from jobs.mine_pairs import scan_contract_table
+    from mining import mining_polars as M
+    from mining.mine_pairs import scan_contract_table
 
     lf = scan_contract_table(interactions_dir, K.INTERACTIONS).pipe(M.flag_interaction_rejects).pipe(M.drop_rejected)
     pos = (
@@ -567,7 +567,7 @@ def load_item_id_table(path: str | os.PathLike) -> ItemIdTable:
     the ranking model's exported item-embedding table (ITEM_EMBEDDINGS works as is)."""
     import pyarrow.parquet as pq
 
-    from jobs.io import table_files
+    from core.io import table_files
 
     t = pa.concat_tables([pq.read_table(f, columns=["item_id", "embedding"]) for f in table_files(path)])
     v = np.asarray(t["embedding"].to_pylist(), dtype=np.float32)

@@ -27,6 +27,7 @@ import pyarrow as pa
 import torch
 import torch.nn as nn
 
+from embedding.checkpoint import load_embedding_model
 from embedding.config import ModelConfig, PreprocessConfig
 from embedding.device import autocast, check_precision, resolve_device
 from embedding.preprocess import ItemInputs, Preprocessor, Tokenizer, build_tokenizer, collate_items
@@ -108,8 +109,6 @@ class ItemEncoder:
         device: str = "cpu",
         precision: str = "fp32",
     ) -> ItemEncoder:
-        from embedding.trainer import load_embedding_model
-
         torch.set_num_threads(threads)
         loaded = load_embedding_model(path)
         return cls(loaded.model, loaded.cfg, media_root, loaded.use_audio, batch_size, threads, device, precision)

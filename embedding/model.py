@@ -35,10 +35,7 @@ the prefixes z[:, :d] for each d in `matryoshka_dims`, each re-normalised.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -291,40 +288,74 @@ def init_text_residual(model: SailEmbeddingModel, sentence_vectors: torch.Tensor
 
 
 # --------------------------------------------------------------------------------------------------------
-# Checkpoints: safetensors only (no pickled code is ever executed on load)
+# The concatenation variant (no LLM fuser)
 # --------------------------------------------------------------------------------------------------------
 
-_FORMAT = "sail-embedding-v1"
+
+class ConcatFusionModel(nn.Module):
+    """Ablation / CLIP-style variant: the same towers, no LLM fuser.
+
+    pooled text (B, Dt) ++ pooled resampler tokens (B, Dv) ++ audio (B, Da) -> Linear -> (B, D), L2-normalised,
+    Matryoshka prefixes re-normalised. The task is ignored (one tower for items and queries).
+    """
+
+    def __init__(self, text_tower, vision_encoder, resampler, audio_encoder, matryoshka_dims: tuple[int, ...]) -> None:
+        super().__init__()
+        d = matryoshka_dims[-1]
+        self.matryoshka_dims = tuple(matryoshka_dims)
+        self.text_tower = text_tower
+        self.vision_encoder = vision_encoder
+        self.resampler = resampler
+        self.audio_encoder = audio_encoder
+        width = text_tower.hidden_size + vision_encoder.hidden_size + audio_encoder.hidden_size
+        self.fuse = nn.Linear(width, d)
+        self.visual_head = nn.Linear(vision_encoder.hidden_size, d)
+        self.text_head = nn.Linear(text_tower.hidden_size, d)
+        self.cfg: ModelConfig | None = None
+
+    def forward(self, batch: ItemBatch, task: str) -> EmbeddingOutput:
+        """ItemBatch of B items -> EmbeddingOutput (gate fixed at 1: the concatenation is the embedding)."""
+        b = len(batch)
+        text_valid = batch.attention_mask.bool() & batch.has_text.unsqueeze(1)  # (B, L)
+        text = masked_mean(self.text_tower(batch.input_ids, batch.attention_mask, batch.texts), text_valid, 1)
+        q, dv = self.resampler.latents.shape
+        if batch.has_vision.any():
+            patches, patch_mask = self.vision_encoder(batch.frames, batch.frame_mask)
+            vision = self.resampler(patches, patch_mask).mean(1) * batch.has_vision.unsqueeze(1)  # (B, Dv)
+        else:
+            vision = text.new_zeros(b, dv)
+        if batch.has_audio.any():
+            audio = self.audio_encoder(batch.audio, batch.audio_chunk_mask, batch.audio_frames)  # (B, Da)
+        else:
+            audio = text.new_zeros(b, self.audio_encoder.hidden_size)
+        final = l2_normalize(self.fuse(torch.cat([text, vision, audio], dim=1)))  # (B, D)
+        visual = l2_normalize(self.visual_head(vision)) * batch.has_vision.unsqueeze(1)
+        text_emb = l2_normalize(self.text_head(text)) * batch.has_text.unsqueeze(1)
+        return EmbeddingOutput(
+            matryoshka={d: l2_normalize(final[:, :d]) for d in self.matryoshka_dims},
+            fused=final,
+            visual=visual,
+            text=text_emb,
+            gate=torch.ones(b, device=final.device),
+            has_vision=batch.has_vision,
+            has_text=batch.has_text,
+        )
 
 
-def save_model(model: SailEmbeddingModel, path: str | os.PathLike) -> Path:
-    """Write the weights (and the model's config, as JSON metadata) to `path` as safetensors, atomically."""
-    from safetensors.torch import save_model as st_save_model
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": _FORMAT}
-    if model.cfg is not None:
-        metadata["config"] = json.dumps(model.cfg.to_dict())
-    tmp = path.with_name(path.name + ".tmp")
-    st_save_model(model, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
-
-
-def load_model(path: str | os.PathLike, cfg: ModelConfig | None = None) -> SailEmbeddingModel:
-    """A model rebuilt from `cfg` (default: the config stored in the checkpoint) with the saved weights (strict)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_model as st_load_model
-
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-    if metadata.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a {_FORMAT} checkpoint (metadata {metadata})")
-    if cfg is None:
-        if "config" not in metadata:
-            raise ValueError(f"{path} stores no config; pass cfg")
-        cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
-    model = build_model(cfg, load_weights=False)
-    st_load_model(model, str(path), strict=True)
+def build_concat_model(cfg: ModelConfig, load_weights: bool = True) -> ConcatFusionModel:
+    vision = build_vision_encoder(cfg.vision, cfg.preprocess, load_weights)
+    model = ConcatFusionModel(
+        text_tower=build_text_tower(cfg.text, load_weights),
+        vision_encoder=vision,
+        resampler=PerceiverResampler(
+            vision.hidden_size, cfg.vision.num_latents, cfg.vision.num_heads, cfg.vision.resampler_layers
+        ),
+        audio_encoder=build_audio_encoder(cfg.audio, cfg.preprocess),
+        matryoshka_dims=cfg.matryoshka_dims,
+    )
+    model.cfg = cfg
     return model
+
+
+def build_embedding_model(cfg: ModelConfig, fuser: bool = True, load_weights: bool = True) -> nn.Module:
+    return build_model(cfg, load_weights) if fuser else build_concat_model(cfg, load_weights)

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from core.media import UnsafeMediaPath, read_media
 from embedding.config import PreprocessConfig, TextTowerConfig, resolve_load_dir
-from jobs.media import UnsafeMediaPath, read_media
 
 TEXT_FIELDS = (("title", "title"), ("ocr_text", "ocr"), ("asr_text", "asr"), ("tags", "tags"))
 """(ITEMS column, tag written before its text), in the order they are joined."""

@@ -19,7 +19,7 @@ normalised query; items without training pairs cannot be scored -> empty lists, 
 text-only (mean-pooled, frozen); a content-only two-tower contrastive model (ConcatFusionModel, stages I-II data, no
 collaborative data, no hard negatives); SAIL stages I-III; SAIL + CRE. Embedding methods retrieve with faiss
 `IndexFlatIP` over the whole catalogue (the query item itself excluded). Intervals: percentile bootstrap with
-`offline_eval.bootstrap.cluster_bootstrap`, resampling anchors (i2i tasks) or users (q2i, seq2item).
+`core.bootstrap.cluster_bootstrap`, resampling anchors (i2i tasks) or users (q2i, seq2item).
 
 Paired comparisons: every method answers the same queries, so "SAIL + CRE minus column X" (and "SAIL stages I-III
 minus MiniLM") is the mean of per-query differences, with a cluster-bootstrap interval over the same clusters; far
@@ -45,10 +45,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import contracts as K
+from core.io import read_table, write_json_atomic
 from embedding.data import ItemStore, PreparedData, TrainingData
 from embedding.trainer import TrainConfig
-from jobs import contracts as K
-from jobs.io import read_table, write_json_atomic
 
 TASKS = ("i2i_coengagement", "i2i_content", "q2i", "cold_start_i2i", "seq2item")
 TASK_K = {"i2i_coengagement": 50, "i2i_content": 50, "q2i": 50, "cold_start_i2i": 50, "seq2item": 25}
@@ -118,7 +118,7 @@ def normalise_queries(queries: list[str]) -> list[str]:
     """The miners' query normalisation (so held-out queries match the train-period q2i keys)."""
     import polars as pl
 
-    from jobs.mining_polars import normalize_query
+    from mining.mining_polars import normalize_query
 
     return pl.DataFrame({"q": queries}).select(normalize_query(pl.col("q"))).to_series().to_list()
 
@@ -303,7 +303,7 @@ def score_method(
     method, benchmarks: dict[str, Benchmark], n_boot: int, seed: int, per_query: dict[str, np.ndarray] | None = None
 ) -> dict[str, dict[str, float]]:
     """{task: {recall, low, high, queries}}; `per_query` (when given) receives each task's per-query recalls."""
-    from offline_eval.bootstrap import cluster_bootstrap
+    from core.bootstrap import cluster_bootstrap
 
     out = {}
     for task, b in benchmarks.items():
@@ -324,7 +324,7 @@ def paired_differences(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{"A - B": {task: {diff, low, high, queries}}}: the mean per-query recall difference of column A over column B
     on the same queries, with a cluster-bootstrap interval (the benchmark's clusters)."""
-    from offline_eval.bootstrap import cluster_bootstrap
+    from core.bootstrap import cluster_bootstrap
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for a, b in pairs:
@@ -357,10 +357,10 @@ def minilm_method(store: ItemStore, batch_size: int = 128) -> EmbeddingMethod:
 def model_method(
     path: Path, store: ItemStore, batch_size: int = 64, device: str = "cpu", precision: str = "fp32"
 ) -> EmbeddingMethod:
+    from embedding.checkpoint import load_embedding_model
     from embedding.device import resolve_device
     from embedding.infer import embed_item_inputs
     from embedding.preprocess import ItemInputs, build_tokenizer
-    from embedding.trainer import load_embedding_model
 
     lm = load_embedding_model(path)
     model = lm.model.to(resolve_device(device))

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from jobs.contracts import ITEM_FEATURES
-from jobs.io import atomic_dir, write_json_atomic, write_table
+from core.contracts import ITEM_FEATURES
+from core.io import atomic_dir, write_json_atomic, write_table
 
 log = logging.getLogger(__name__)
 

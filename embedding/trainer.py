@@ -34,7 +34,6 @@ Notation: B pairs per batch (per rank: B / world), N hard negatives per query, D
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -50,28 +49,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from core.faults import EMBEDDING_FAULT_ENV, kill_after_step
+from core.progress import progress
 from embedding.balancing import StochasticSpecialisationSampler, source_weights
+from embedding.checkpoint import save_embedding_model
 from embedding.config import ModelConfig
 from embedding.data import DataConfig, PairSource, TrainingData
 from embedding.device import autocast, check_device, check_precision, resolve_device
 from embedding.losses import CoSENTLoss, InfoNCELoss, MatryoshkaLoss, MICLLoss, TemperatureBank
-from embedding.model import EmbeddingOutput, build_model
+from embedding.model import EmbeddingOutput, build_embedding_model
 from embedding.negatives import HardNegativeMiner, SourceEmbeddings
 from embedding.preprocess import ItemBatch, ItemInputs, build_text, build_tokenizer, collate_items
 from embedding.towers import (
-    PerceiverResampler,
-    build_audio_encoder,
-    build_text_tower,
-    build_vision_encoder,
     l2_normalize,
     masked_mean,
 )
-from jobs.faults import EMBEDDING_FAULT_ENV, kill_after_step
-from jobs.progress import progress
-
-FORMAT_SAIL = "sail-embedding-v1"
-FORMAT_CONCAT = "sail-concat-v1"
-
 
 # --------------------------------------------------------------------------------------------------------
 # Config
@@ -121,7 +113,7 @@ class TrainConfig:
     stop_after: int | None = None  # stop after this many global steps, as if killed (tests); None: run to the end
     embed_batch_size: int = 64  # items per forward when embedding (balancing, mining, inference)
     probe_batches: int = 2  # fixed batches per source whose loss is measured at each stage's start and end
-    progress: bool = True  # progress: a bar on a terminal, a line every 30 s elsewhere (jobs.progress)
+    progress: bool = True  # progress: a bar on a terminal, a line every 30 s elsewhere (core.progress)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
@@ -163,163 +155,6 @@ def resolve_model_config(spec: str, cfg: TrainConfig | None = None) -> ModelConf
     if cfg is not None and mc.text.freeze:
         mc = dataclasses.replace(mc, text=dataclasses.replace(mc.text, cache_size=cfg.text_cache_size))
     return mc
-
-
-# --------------------------------------------------------------------------------------------------------
-# The concatenation variant (no LLM fuser)
-# --------------------------------------------------------------------------------------------------------
-
-
-class ConcatFusionModel(nn.Module):
-    """Ablation / CLIP-style variant: the same towers, no LLM fuser.
-
-    pooled text (B, Dt) ++ pooled resampler tokens (B, Dv) ++ audio (B, Da) -> Linear -> (B, D), L2-normalised,
-    Matryoshka prefixes re-normalised. The task is ignored (one tower for items and queries).
-    """
-
-    def __init__(self, text_tower, vision_encoder, resampler, audio_encoder, matryoshka_dims: tuple[int, ...]) -> None:
-        super().__init__()
-        d = matryoshka_dims[-1]
-        self.matryoshka_dims = tuple(matryoshka_dims)
-        self.text_tower = text_tower
-        self.vision_encoder = vision_encoder
-        self.resampler = resampler
-        self.audio_encoder = audio_encoder
-        width = text_tower.hidden_size + vision_encoder.hidden_size + audio_encoder.hidden_size
-        self.fuse = nn.Linear(width, d)
-        self.visual_head = nn.Linear(vision_encoder.hidden_size, d)
-        self.text_head = nn.Linear(text_tower.hidden_size, d)
-        self.cfg: ModelConfig | None = None
-
-    def forward(self, batch: ItemBatch, task: str) -> EmbeddingOutput:
-        """ItemBatch of B items -> EmbeddingOutput (gate fixed at 1: the concatenation is the embedding)."""
-        b = len(batch)
-        text_valid = batch.attention_mask.bool() & batch.has_text.unsqueeze(1)  # (B, L)
-        text = masked_mean(self.text_tower(batch.input_ids, batch.attention_mask, batch.texts), text_valid, 1)
-        q, dv = self.resampler.latents.shape
-        if batch.has_vision.any():
-            patches, patch_mask = self.vision_encoder(batch.frames, batch.frame_mask)
-            vision = self.resampler(patches, patch_mask).mean(1) * batch.has_vision.unsqueeze(1)  # (B, Dv)
-        else:
-            vision = text.new_zeros(b, dv)
-        if batch.has_audio.any():
-            audio = self.audio_encoder(batch.audio, batch.audio_chunk_mask, batch.audio_frames)  # (B, Da)
-        else:
-            audio = text.new_zeros(b, self.audio_encoder.hidden_size)
-        final = l2_normalize(self.fuse(torch.cat([text, vision, audio], dim=1)))  # (B, D)
-        visual = l2_normalize(self.visual_head(vision)) * batch.has_vision.unsqueeze(1)
-        text_emb = l2_normalize(self.text_head(text)) * batch.has_text.unsqueeze(1)
-        return EmbeddingOutput(
-            matryoshka={d: l2_normalize(final[:, :d]) for d in self.matryoshka_dims},
-            fused=final,
-            visual=visual,
-            text=text_emb,
-            gate=torch.ones(b, device=final.device),
-            has_vision=batch.has_vision,
-            has_text=batch.has_text,
-        )
-
-
-def build_concat_model(cfg: ModelConfig, load_weights: bool = True) -> ConcatFusionModel:
-    vision = build_vision_encoder(cfg.vision, cfg.preprocess, load_weights)
-    model = ConcatFusionModel(
-        text_tower=build_text_tower(cfg.text, load_weights),
-        vision_encoder=vision,
-        resampler=PerceiverResampler(
-            vision.hidden_size, cfg.vision.num_latents, cfg.vision.num_heads, cfg.vision.resampler_layers
-        ),
-        audio_encoder=build_audio_encoder(cfg.audio, cfg.preprocess),
-        matryoshka_dims=cfg.matryoshka_dims,
-    )
-    model.cfg = cfg
-    return model
-
-
-def build_embedding_model(cfg: ModelConfig, fuser: bool = True, load_weights: bool = True) -> nn.Module:
-    return build_model(cfg, load_weights) if fuser else build_concat_model(cfg, load_weights)
-
-
-def save_embedding_model(model: nn.Module, path: str | os.PathLike, use_audio: bool = True) -> Path:
-    """Weights + config (+ variant, audio flag) as safetensors metadata, written atomically. A fuser model stays
-    loadable by `embedding.model.load_model`."""
-    from safetensors.torch import save_model as st_save_model
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = FORMAT_CONCAT if isinstance(model, ConcatFusionModel) else FORMAT_SAIL
-    metadata = {"format": fmt, "config": json.dumps(model.cfg.to_dict()), "use_audio": json.dumps(use_audio)}
-    tmp = path.with_name(path.name + ".tmp")
-    st_save_model(model, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
-
-
-@dataclass
-class LoadedModel:
-    model: nn.Module
-    cfg: ModelConfig
-    use_audio: bool
-    fuser: bool
-
-
-def load_embedding_model(path: str | os.PathLike) -> LoadedModel:
-    """Either variant from a safetensors file written by `save_embedding_model` (or `embedding.model.save_model`)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_model as st_load_model
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    fmt = meta.get("format")
-    if fmt not in (FORMAT_SAIL, FORMAT_CONCAT):
-        raise ValueError(f"{path} is not an embedding-model checkpoint (format {fmt!r})")
-    cfg = ModelConfig.from_dict(json.loads(meta["config"]))
-    model = build_embedding_model(cfg, fuser=fmt == FORMAT_SAIL, load_weights=False)
-    st_load_model(model, str(path), strict=True)
-    model.eval()
-    return LoadedModel(model, cfg, json.loads(meta.get("use_audio", "true")), fmt == FORMAT_SAIL)
-
-
-MODEL_METADATA = ("format", "config", "use_audio")  # the checkpoint metadata that defines the model
-
-
-def checkpoint_version(path: str | os.PathLike) -> str:
-    """`sail-<digest>`: the model version of an embedding checkpoint (safetensors).
-
-    SHA-256 over the canonical JSON (sorted keys) of the model-defining metadata (`MODEL_METADATA`), then every
-    tensor sorted by name: its name, dtype, shape and raw bytes. Equal weights and config give one version whatever
-    order the writer put the metadata keys or the tensors in; a single changed bit gives another.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        if size < 8 or 8 + n > size:
-            raise ValueError(f"{path}: not a safetensors file (header length {n}, file size {size})")
-        header = json.loads(fh.read(n))
-        meta = header.pop("__metadata__", None) or {}
-
-        def parsed(v: str) -> Any:
-            try:
-                return json.loads(v)
-            except ValueError:
-                return v
-
-        h = hashlib.sha256()
-        defining = json.dumps({k: parsed(meta[k]) for k in MODEL_METADATA if k in meta}, sort_keys=True).encode()
-        h.update(len(defining).to_bytes(8, "little") + defining)
-        for name in sorted(header):
-            info = header[name]
-            start, end = info["data_offsets"]
-            h.update(json.dumps([name, info["dtype"], info["shape"], end - start]).encode())
-            fh.seek(8 + n + start)
-            left = end - start
-            while left:
-                block = fh.read(min(left, 1 << 20))
-                if not block:
-                    raise ValueError(f"{path}: truncated (tensor {name!r} ends past the end of the file)")
-                h.update(block)
-                left -= len(block)
-    return f"sail-{h.hexdigest()[:12]}"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -748,7 +583,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         from safetensors.torch import save_file
 
-        from jobs.io import atomic_dir
+        from core.io import atomic_dir
 
         path = self.ckpt_root / f"step-{self.step:07d}"
         with atomic_dir(path) as tmp:
@@ -918,7 +753,7 @@ class Trainer:
             data_summary=self.data.summary(),
         )
         if self.rank == 0:
-            from jobs.io import write_json_atomic
+            from core.io import write_json_atomic
 
             write_json_atomic(
                 self.out_dir / "train.json",
@@ -959,9 +794,9 @@ def load_training_data(
 ) -> TrainingData:
     """Read the mined pairs, preprocess the catalogue (rank 0 first, the others then hit its cache) and build the
     sources."""
+    from core import contracts as K
+    from core.io import read_table
     from embedding.data import build_item_store, build_training_data, load_pairs
-    from jobs import contracts as K
-    from jobs.io import read_table
 
     rank, _ = _dist()
     prepared = load_pairs(data_dir, pairs_dir)
@@ -986,7 +821,7 @@ def train(
 ) -> TrainResult:
     """Train (or resume) the staged model on a data set directory and its mined pairs; outputs under `out_dir`.
 
-    `pairs_dir`: the mine stage's period layout (`jobs.mine_pairs.run_periods`); `work_dir` caches the preprocessed
+    `pairs_dir`: the mine stage's period layout (`mining.mine_pairs.run_periods`); `work_dir` caches the preprocessed
     catalogue (default `<out_dir>/work`); `data` reuses already built TrainingData (several variants in one process),
     in which case `pairs_dir` is not read.
     """

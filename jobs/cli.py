@@ -72,7 +72,7 @@ def main_run(argv: Sequence[str]) -> int:
 
 
 def main_generate(argv: Sequence[str]) -> int:
-    from offline_eval.world import SIZES, WorldConfig, generate_world
+    from sources.world import SIZES, WorldConfig, generate_world
 
     p = argparse.ArgumentParser(prog="sail generate", description="Write the generated short-video world.")
     p.add_argument("--size", choices=list(SIZES), default="tiny")
@@ -85,8 +85,8 @@ def main_generate(argv: Sequence[str]) -> int:
 
 
 def main_adapt_movielens(argv: Sequence[str]) -> int:
-    from jobs.adapters.movielens import adapt_movielens
     from jobs.pipeline import default_movielens_dir
+    from sources.movielens import adapt_movielens
 
     p = argparse.ArgumentParser(prog="sail adapt-movielens", description="Map MovieLens into the contracts.")
     p.add_argument("--src", type=Path, default=None, help="MovieLens folder (default: $SAIL_MOVIELENS_DIR or shared)")
@@ -115,7 +115,7 @@ def main_adapt_movielens(argv: Sequence[str]) -> int:
 
 
 def main_validate(argv: Sequence[str]) -> int:
-    from jobs.validate import ValidationConfig, validate_dataset
+    from sources.validate import ValidationConfig, validate_dataset
 
     p = argparse.ArgumentParser(prog="sail validate", description="Validate a data set; quarantine bad rows.")
     p.add_argument("--data", required=True, type=Path, help="data set directory (one folder per log table)")
@@ -151,11 +151,11 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "generate": main_generate,
     "adapt-movielens": main_adapt_movielens,
     "validate": main_validate,
-    "mine-pairs": _lazy("jobs.mine_pairs:main"),
+    "mine-pairs": _lazy("mining.mine_pairs:main"),
     "embed": _lazy("embedding.batch_infer:main"),
     "build-sids": _lazy("embedding.semantic_ids:main"),
     "build-ann": _lazy("embedding.ann:main"),
-    "export": _lazy("jobs.export_features:main"),
+    "export": _lazy("export.export_features:main"),
     "train-embedding": _lazy("embedding.cli:main_train"),
     "eval-retrieval": _lazy("embedding.cli:main_eval"),
     "build-ranking-data": _lazy("recsys.cli:main_build_ranking_data"),
@@ -222,10 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.captureWarnings(True)  # library warnings become "py.warnings" records: kept in the stage logs
         for handler in console:
             handler.addFilter(_for_console)
-    from jobs.io import SchemaError
-    from jobs.media import UnsafeMediaPath
+    from core.io import SchemaError
+    from core.media import UnsafeMediaPath
     from jobs.pipeline import RunDirLocked, StageFailed
-    from jobs.validate import TooManyRejectedError
+    from sources.validate import TooManyRejectedError
 
     try:
         return COMMANDS[argv[0]](argv[1:])

@@ -5,7 +5,7 @@ Stages, in order (each writes `<run_dir>/<stage>/`):
     data -> validate -> mine -> train_embedding -> eval_retrieval -> embed -> export -> ranking_samples
          -> ranker -> ab -> report
 
-Each stage's directory is finished by a `_SUCCESS` marker holding the manifest of its files (`jobs.io.build_manifest`)
+Each stage's directory is finished by a `_SUCCESS` marker holding the manifest of its files (`core.io.build_manifest`)
 and a `stage.json` holding the stage's key: the hash of its own section, of the project's code (`code_hash`) and of
 its upstream stages' keys and manifests, so a changed setting, new code or a rerun upstream stage reruns that stage
 and everything after it. A stage whose key matches and whose files still match its manifest is skipped, so a run
@@ -50,8 +50,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from jobs.io import SUCCESS, atomic_dir, verify_manifest, write_json_atomic
-from jobs.mining_config import PositiveConfig
+from core.io import SUCCESS, atomic_dir, verify_manifest, write_json_atomic
+from mining.mining_config import PositiveConfig
 
 log = logging.getLogger("sail")
 
@@ -126,7 +126,7 @@ class EmbeddingSection:
     keep_start_weight: float = 0.0  # pretrained start: weight of the pull back to each item's start embedding
     refresh_every: int = 30  # stage-III steps between hard-negative refreshes
     checkpoint_every: int = 50  # steps between checkpoints (a killed run resumes from the last one)
-    holdout_frac: float = 0.5  # share of the log's last days held out from embedding training (jobs.timeline)
+    holdout_frac: float = 0.5  # share of the log's last days held out from embedding training (core.timeline)
     word_queries: int = 4  # stage I pseudo-queries per item (title / tag words -> item); 0: none
     content_similarity: str = "tfidf"  # stage I-III content neighbours: "tfidf" (title words + tags, lexical) or
     # "minilm" (the packaged MiniLM's sentence vectors: semantic)
@@ -476,8 +476,8 @@ def _check_ranges(cfg: RunConfig, where: str) -> None:
 def check_config(cfg: RunConfig, where: str = "config") -> None:
     """Refuses settings that would only fail later, naming the section and the setting."""
     from embedding.trainer import MODEL_PRESETS, resolve_model_config
-    from offline_eval.world import SIZES
     from recsys.features import INTERACTION_ARCHES, VARIANTS
+    from sources.world import SIZES
 
     _check_ranges(cfg, where)
     if cfg.data.source not in ("generated", "movielens"):
@@ -498,7 +498,7 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         except ValueError as e:
             raise ValueError(f"{where} [embedding]: {e}") from None
     if cfg.data.source == "generated":  # the log's days are known now: check the time layout before any stage
-        from jobs.timeline import build_timeline, log_span
+        from core.timeline import build_timeline, log_span
 
         world = _world(cfg.data)
         try:
@@ -589,7 +589,7 @@ def default_movielens_dir() -> Path:
 
 
 def _world(d: DataConfig):
-    from offline_eval.world import WorldConfig
+    from sources.world import WorldConfig
 
     return WorldConfig.for_size(
         d.size,
@@ -603,12 +603,12 @@ def _world(d: DataConfig):
 def _stage_data(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     if cfg.data.source == "generated":
-        from offline_eval.world import generate_world
+        from sources.world import generate_world
 
         res = generate_world(_world(cfg.data), ctx.out, progress=True)
         return {"counts": res.counts}
-    from jobs.adapters.movielens import RATINGS_COLUMNS, adapt_movielens, read_source_csv
-    from jobs.timeline import embedding_cutoff
+    from core.timeline import embedding_cutoff
+    from sources.movielens import RATINGS_COLUMNS, adapt_movielens, read_source_csv
 
     src = Path(cfg.data.movielens_dir) if cfg.data.movielens_dir else default_movielens_dir()
     ts = read_source_csv(src / "ratings.csv", RATINGS_COLUMNS)["timestamp"]
@@ -628,7 +628,7 @@ def _stage_data(ctx: StageContext) -> dict[str, Any]:
 
 
 def _stage_validate(ctx: StageContext) -> dict[str, Any]:
-    from jobs.validate import ValidationConfig, validate_dataset
+    from sources.validate import ValidationConfig, validate_dataset
 
     v = ctx.cfg.validation
     res = validate_dataset(
@@ -644,8 +644,8 @@ def _stage_validate(ctx: StageContext) -> dict[str, Any]:
 
 
 def mining_config(cfg: RunConfig, data_dir: Path | str, out_dir: Path | str):
-    """The `jobs.mine_pairs` configuration of a run's [mining] section."""
-    from jobs.mining_config import CovisitConfig, MiningConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
+    """The `mining.mine_pairs` configuration of a run's [mining] section."""
+    from mining.mining_config import CovisitConfig, MiningConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
 
     m = cfg.mining
     return MiningConfig(
@@ -670,8 +670,8 @@ def _stage_mine(ctx: StageContext) -> dict[str, Any]:
     """Every pair the embedding stages read, mined once with the configured engine at the embedding cutoff (the
     last `embedding.holdout_frac` of the log's days are held out): the training period's i2i and q2i pairs, the
     held-out period's co-visitation pairs (the retrieval table's ground truth) and seq2item split at the cutoff."""
-    from jobs.mine_pairs import log_time_range, run_periods
-    from jobs.timeline import embedding_cutoff
+    from core.timeline import embedding_cutoff
+    from mining.mine_pairs import log_time_range, run_periods
 
     data = ctx.stage_dir("validate")
     first, last = log_time_range(data)
@@ -793,16 +793,16 @@ def _stage_embed(ctx: StageContext) -> dict[str, Any]:
     Each item's feature row becomes valid at the later of the item's creation and the embedding cutoff: the vector
     is a function of the item's content (which exists from upload) and of a model trained on events before the
     cutoff, which exists only from the cutoff on. So no impression is ever joined with a feature computed from
-    behaviour at or after its own time (the ranker trains and tests after the cutoff; see `jobs.timeline`).
+    behaviour at or after its own time (the ranker trains and tests after the cutoff; see `core.timeline`).
     """
     import pyarrow as pa
 
+    from core import contracts as K
+    from core.io import read_table, write_table
     from embedding.batch_infer import BatchEmbedConfig, EmbedderSpec, embed_local
+    from embedding.checkpoint import checkpoint_version
     from embedding.data import default_media_root
     from embedding.semantic_ids import BuildSidsConfig, run_build_sids
-    from embedding.trainer import checkpoint_version
-    from jobs import contracts as K
-    from jobs.io import read_table, write_table
 
     f = ctx.cfg.features
     validate = ctx.stage_dir("validate")
@@ -857,16 +857,16 @@ def _stage_export(ctx: StageContext) -> dict[str, Any]:
     relative to itself, and `publish_version` checks it (Feast online and point-in-time reads against the parquet
     table, no file naming the temporary folder) on a copy at another path, as it will be read after the rename.
     """
-    from jobs.export_features import publish_version
+    from export.export_features import publish_version
 
     res = publish_version(ctx.stage_dir("embed") / "item_features", ctx.out / "feature_repo")
     return {"version": res.version, "feature_view": res.feature_view, "rows": res.rows, "check": res.check}
 
 
 def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
-    """Point-in-time ranking samples; the ranker's train split starts at the embedding cutoff (`jobs.timeline`)."""
-    from jobs.mine_pairs import log_time_range
-    from jobs.timeline import build_timeline
+    """Point-in-time ranking samples; the ranker's train split starts at the embedding cutoff (`core.timeline`)."""
+    from core.timeline import build_timeline
+    from mining.mine_pairs import log_time_range
     from recsys.samples import SamplesConfig, run
 
     r = ctx.cfg.ranker
@@ -961,7 +961,7 @@ def _stage_ab(ctx: StageContext) -> dict[str, Any]:
         raise StageSkipped("the A/B simulation needs the generated world's user model (data.source: generated)")
     from offline_eval.ab_sim import ABConfig, Arm, LoggedPolicyScorer, run_ab
     from offline_eval.report import ab_result_to_dict
-    from recsys.serve import ServeConfig, load_ranker_arm
+    from offline_eval.serve import ServeConfig, load_ranker_arm
 
     samples_meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
     features = ctx.resolve(samples_meta["item_features"])
@@ -1037,7 +1037,8 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-CODE_PACKAGES = ("jobs", "embedding", "recsys", "offline_eval")  # the project's packages (pyproject.toml)
+# the project's packages (pyproject.toml), bottom layer first
+CODE_PACKAGES = ("core", "sources", "mining", "embedding", "export", "recsys", "offline_eval", "jobs")
 
 
 @functools.cache
@@ -1139,7 +1140,7 @@ def lock_run_dir(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-_LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9A-Za-z]+")  # jobs.io's temporary names: .<name>.tmp-<id>, .old-<id>
+_LEFTOVER = re.compile(r"\..+\.(tmp|old)-[0-9A-Za-z]+")  # core.io's temporary names: .<name>.tmp-<id>, .old-<id>
 
 
 def _remove_leftovers(run_dir: Path) -> list[str]:
@@ -1205,7 +1206,7 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str
 
 
 def _run_stages(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None], until: str | None) -> RunResult:
-    from jobs.machine import code_version
+    from core.machine import code_version
 
     code = code_hash()
     write_json_atomic(

@@ -9,7 +9,7 @@ How a run works (all seeded):
 3. **Serving.** For `days` simulated days, every active user has sessions of feed requests (as in the log);
    the candidate set of each request comes from the platform's retrieval (or the arm's own `recall`), the arm's
    scorer gives each candidate a logit, and a slate of K is drawn by Plackett-Luce from softmax(logit / T_arm)
-   (T small: close to greedy). The response model (`offline_eval.world.response`) draws clicks, watch time,
+   (T small: close to greedy). The response model (`sources.world.response`) draws clicks, watch time,
    likes, shares and each user-day's satisfaction; whether a user comes back the next day depends on it.
 4. **Metrics per arm.** LT7 / LT14 (`offline_eval.lifetime`: active days in t0..t0+w-1 for a user active on
    experiment day t0, fully observed windows only), DAU share (active users / arm users, per day), clicks, watch
@@ -34,22 +34,22 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from offline_eval.bootstrap import Interval, mean_interval, two_sample_lift
+from core.bootstrap import Interval, mean_interval, two_sample_lift
 from offline_eval.lifetime import compute_lt
-from offline_eval.world import response
-from offline_eval.world.catalogue import build_catalogue, item_texts, world_vocabulary
-from offline_eval.world.config import WorldConfig
-from offline_eval.world.policy import (
+from sources.world import response
+from sources.world.catalogue import build_catalogue, item_texts, world_vocabulary
+from sources.world.config import WorldConfig
+from sources.world.policy import (
     Availability,
     plackett_luce_slates,
     policy_logits,
     sample_candidates,
     softmax_propensities,
 )
-from offline_eval.world.rng import stream
-from offline_eval.world.search import SearchIndex
-from offline_eval.world.simulate import Simulator
-from offline_eval.world.users import build_population
+from sources.world.rng import stream
+from sources.world.search import SearchIndex
+from sources.world.simulate import Simulator
+from sources.world.users import build_population
 
 RECENT = 10
 """Recent positive items kept per user (most recent last) for scorers."""

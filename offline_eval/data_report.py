@@ -14,8 +14,8 @@ from typing import Any
 
 import polars as pl
 
-from jobs import contracts as K
-from jobs.io import read_table, write_json_atomic
+from core import contracts as K
+from core.io import read_table, write_json_atomic
 from offline_eval.lifetime import summarise_lt
 
 

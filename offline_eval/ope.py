@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from jobs import contracts as K
-from jobs.io import read_table
-from offline_eval.bootstrap import Interval, mean_interval
+from core import contracts as K
+from core.bootstrap import Interval, mean_interval
+from core.io import read_table
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(user_ids (R,), candidate item ids (R, W) with -1 padding) -> logits (R, W)."""

@@ -7,11 +7,11 @@
 `retrieval`, `ranker`, `ab`, `headline` and `reference` sections when their stage ran (null or absent
 otherwise). `ab` is `ab_result_to_dict(ABResult)` (plus `ope_result_to_dict` per arm under `ab.ope`). With
 `ranker_scores` ({"trainer/variant": scores.npz}) the report adds `ranker_calibration`, computed from the test
-scores with `offline_eval.metrics.calibration`.
+scores with `core.metrics.calibration`.
 
 The HTML has no external resource: figures are matplotlib PNGs inlined as base64 `data:` URIs, styles are
 inline, and every piece of text is escaped. A section without data is left out with a one-line note. Each file is
-written through a temporary file and an atomic rename (`jobs.io`), so a crash leaves the previous file or the
+written through a temporary file and an atomic rename (`core.io`), so a crash leaves the previous file or the
 new one, never half of one.
 """
 
@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from jobs.io import write_json_atomic, write_text_atomic
+from core.bootstrap import Interval
+from core.io import write_json_atomic, write_text_atomic
 from offline_eval import report_plots as plots
 from offline_eval.ab_sim import ABResult
-from offline_eval.bootstrap import Interval
 from offline_eval.ope import OPEResult
 
 SCHEMA_RESOURCE = "summary.schema.json"
@@ -118,7 +118,7 @@ def compute_ranker_calibration(
     scores: Mapping[str, str | os.PathLike], n_buckets: int = CALIBRATION_BUCKETS
 ) -> dict[str, dict[str, Any]]:
     """{"trainer/variant": {task: calibration table}} from each model's test scores (quantile buckets)."""
-    from offline_eval.metrics import calibration
+    from core.metrics import calibration
     from recsys.evaluate import load_scores
 
     out: dict[str, dict[str, Any]] = {}
@@ -507,7 +507,7 @@ def _calibration_html(summary: Mapping[str, Any], tasks: Sequence[str] | None) -
     out = [
         _p(
             f"Test scores in {CALIBRATION_BUCKETS} quantile buckets: mean predicted probability against the observed "
-            "rate per bucket (offline_eval.metrics.calibration). Ratio = sum(p) / sum(y); ECE = count-weighted "
+            "rate per bucket (core.metrics.calibration). Ratio = sum(p) / sum(y); ECE = count-weighted "
             "mean |predicted - observed|."
         )
     ]

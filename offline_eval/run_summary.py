@@ -79,7 +79,7 @@ def headline_figures(ranker: dict | None, ab: dict | None, retrieval: dict | Non
 
 def build_run_summary(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """The `summary` of a run directory whose data, validate and mine stages finished (later ones optional)."""
-    from jobs.machine import describe_machine
+    from core.machine import describe_machine
     from offline_eval.data_report import summarise_dataset, summarise_mining
 
     run_dir = Path(run_dir)

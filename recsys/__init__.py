@@ -4,6 +4,6 @@ the LightGBM baseline, and the test-period evaluation.
 
 Modules: samples (Spark job), features (extended sample contract, variant specs), standin (content-only stand-in
 for the SAIL feature export), data (encoding, batches), model (arches, RankerTrain, build_ranker), distributed
-(DMP, plan, checkpoints, item-table export), train, lgbm, evaluate, serve (a trained variant as an A/B arm),
-synthetic (fast fixtures), cli.
+(DMP, plan, checkpoints, item-table export), train, lgbm, evaluate, synthetic (fast fixtures), cli. A trained
+variant is served as an A/B arm by `offline_eval.serve`.
 """

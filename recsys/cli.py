@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.io import write_json_atomic
+from core.io import write_json_atomic
 from recsys.features import VARIANTS
 
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import torch
 from torchrec import KeyedJaggedTensor
 
-from jobs.io import read_table
+from core.io import read_table
 from recsys.features import RANKING_SAMPLES_EXT, WITH_SIDS, FeatureSpec, feature_spec
 from recsys.model import RankerBatch
 

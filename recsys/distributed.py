@@ -37,7 +37,7 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-from jobs.io import atomic_dir
+from core.io import atomic_dir
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ a cold-start slice than on the other impressions (`slice_gains`). JSON + a Markd
 Every model (TorchRec variants, LightGBM variants) writes `scores.npz` with the same arrays
 (`test_click`, `test_finish`, `test_label_click`, `test_label_finish`, `test_user`, `test_item`, `test_cold`,
 `test_new`),
-so they are evaluated by the same code. The metric definitions are offline_eval.metrics'; the intervals are
-offline_eval.bootstrap's cluster bootstrap over users.
+so they are evaluated by the same code. The metric definitions are core.metrics'; the intervals are
+core.bootstrap's cluster bootstrap over users.
 
 Slices: "all"; "cold": test impressions of items with no impression in the ranker's training window (their item-id
 rows never trained: `Encoded.cold`); "new": items created within the test window (`Encoded.new`, mostly a subset
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_eval.bootstrap import (
+from core.bootstrap import (
     Interval,
     PairedDiff,
     cluster_bootstrap,
@@ -30,7 +30,7 @@ from offline_eval.bootstrap import (
     paired_gauc_diff,
     slice_gain_difference,
 )
-from offline_eval.metrics import auc, normalized_entropy
+from core.metrics import auc, normalized_entropy
 from recsys.features import TASKS
 
 METRICS = ("auc", "gauc_impressions", "gauc_positives", "ne")

@@ -2,7 +2,7 @@
 
 The extended table `RANKING_SAMPLES_EXT` is RANKING_SAMPLES plus the columns the ranker and the LightGBM baseline
 use (calendar day, counters from earlier days, SAIL features joined point-in-time). Its first columns are exactly
-RANKING_SAMPLES', so `jobs.io.conform(table, RANKING_SAMPLES)` turns it into the core contract.
+RANKING_SAMPLES', so `core.io.conform(table, RANKING_SAMPLES)` turns it into the core contract.
 
 Variants (one config, four wirings):
 - control: ids, context and counters only;
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from jobs.contracts import RANKING_SAMPLES_EXT  # noqa: F401 - re-exported for recsys modules
+from core.contracts import RANKING_SAMPLES_EXT  # noqa: F401 - re-exported for recsys modules
 
 Variant = Literal["control", "emb", "sid", "both", "placebo"]
 VARIANTS: tuple[Variant, ...] = ("control", "emb", "sid", "both", "placebo")

@@ -28,7 +28,7 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.contracts import INTERACTIONS, ITEM_FEATURES, ITEMS, RANKING_SAMPLES
+from core.contracts import INTERACTIONS, ITEM_FEATURES, ITEMS, RANKING_SAMPLES
 from recsys.features import RANKING_SAMPLES_EXT
 
 
@@ -303,10 +303,10 @@ def split_days(first: dt.date, last: dt.date, valid_days: int, test_days: int) -
 
 def run(cfg: SamplesConfig, spark: SparkSession | None = None) -> SamplesResult:
     """Reads the logs (and the feature table), builds the samples and writes both outputs atomically."""
-    from jobs.spark_io import read_contract_table, write_contract_table
+    from core.spark_io import read_contract_table, write_contract_table
 
     if spark is None:
-        from jobs.spark_session import build_spark
+        from core.spark_session import build_spark
 
         spark = build_spark("sail-ranking-samples", master=cfg.master, shuffle_partitions=cfg.shuffle_partitions)
     interactions = read_contract_table(spark, cfg.data_dir / "interactions", INTERACTIONS)

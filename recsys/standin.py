@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.contracts import ITEM_FEATURES, ITEMS
-from jobs.io import read_table, write_table
+from core.contracts import ITEM_FEATURES, ITEMS
+from core.io import read_table, write_table
 
 STANDIN_VERSION = "standin-tfidf-svd-v0"
 

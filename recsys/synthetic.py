@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jobs.io import write_table
+from core.io import write_table
 from recsys.features import RANKING_SAMPLES_EXT
 
 

@@ -10,7 +10,7 @@ uninterrupted one.
 Model selection uses the valid split only: after every epoch the model scores the valid split, and the epoch
 with the best validation AUC (mean over the tasks; logloss where a task's AUC is undefined) is the model whose
 test scores are written, whose item table is exported and which `checkpoints/selected` points at (what
-`recsys.serve` loads). Training stops early once `patience` epochs in a row have not improved on the best one.
+`offline_eval.serve` loads). Training stops early once `patience` epochs in a row have not improved on the best one.
 The validation history and the selected epoch are recorded in `train.json`.
 
 Every rank takes a contiguous 1 / world slice of each global batch (batch_size is global): with the loss a mean
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from jobs.faults import RANKER_FAULT_ENV, kill_after_step
-from jobs.io import write_json_atomic
-from offline_eval.metrics import auc
+from core.faults import RANKER_FAULT_ENV, kill_after_step
+from core.io import write_json_atomic
+from core.metrics import auc
 from recsys.data import Encoded, load_encoded_splits, make_batch
 from recsys.distributed import (
     DistEnv,

@@ -13,7 +13,7 @@ def spark():
     """A `local[2]` SparkSession with few shuffle partitions and the UI off, stopped at the end of the run."""
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.fail("Java 17+ is required for the Spark tests (PySpark 4); run scripts/setup.sh for the check")
-    from jobs.spark_session import build_spark
+    from core.spark_session import build_spark
 
     session = build_spark(app_name="sail-tests", master="local[2]", shuffle_partitions=4, ui=False)
     yield session
@@ -28,10 +28,10 @@ TINY_HOLDOUT_FRAC = 0.5
 def tiny_world_and_work(tmp_path_factory):
     """The tiny generated world (seed 7), a cache directory for preprocessing, and its pairs mined (polars) at the
     smoke config's embedding cutoff in the period layout; made once per run."""
-    from jobs.mine_pairs import log_time_range, run_periods
-    from jobs.mining_config import CovisitConfig, MiningConfig, Q2IConfig, SwingConfig
-    from jobs.timeline import embedding_cutoff
-    from offline_eval.world import WorldConfig, generate_world
+    from core.timeline import embedding_cutoff
+    from mining.mine_pairs import log_time_range, run_periods
+    from mining.mining_config import CovisitConfig, MiningConfig, Q2IConfig, SwingConfig
+    from sources.world import WorldConfig, generate_world
 
     base = tmp_path_factory.mktemp("sail_tiny")
     world, work, pairs = base / "world", base / "work", base / "pairs"

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from jobs.io import read_table
+from core.io import read_table
 from offline_eval.ab_sim import (
     ABConfig,
     ABSimulator,
@@ -16,8 +16,8 @@ from offline_eval.ab_sim import (
     run_aa_check,
     run_ab,
 )
-from offline_eval.world import WorldConfig, generate_world
-from offline_eval.world.simulate import USER_STATE_END
+from sources.world import WorldConfig, generate_world
+from sources.world.simulate import USER_STATE_END
 
 TINY = WorldConfig.for_size("tiny", seed=7)
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from offline_eval.bootstrap import (
+from core.bootstrap import (
     Interval,
     cluster_bootstrap,
     delong_components,
@@ -18,7 +18,7 @@ from offline_eval.bootstrap import (
     paired_gauc_diff,
     slice_gain_difference,
 )
-from offline_eval.metrics import auc, gauc, logloss, normalized_entropy
+from core.metrics import auc, gauc, logloss, normalized_entropy
 
 
 def _auc_world(rng: np.random.Generator, n_users: int, per_user: int, shift: float = 1.0):
@@ -259,7 +259,7 @@ def test_delong_identical_models_and_bad_input():
 
 
 def test_ratio_mean_and_two_sample_lift_hand_case():
-    from offline_eval.bootstrap import mean_interval, two_sample_lift
+    from core.bootstrap import mean_interval, two_sample_lift
 
     # control: users with (num, den) (4, 2), (2, 2) -> 6 / 4 = 1.5 ; treatment: (3, 1), (6, 3) -> 9 / 4 = 2.25
     c = (np.array([4.0, 2.0]), np.array([2.0, 2.0]))
@@ -274,7 +274,7 @@ def test_ratio_mean_and_two_sample_lift_hand_case():
 
 
 def test_two_sample_lift_covers_the_true_lift():
-    from offline_eval.bootstrap import two_sample_lift
+    from core.bootstrap import two_sample_lift
 
     rng = np.random.default_rng(0)
     covered = 0

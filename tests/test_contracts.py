@@ -4,7 +4,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from jobs import contracts as K
+from core import contracts as K
 
 
 def test_every_log_table_is_a_contract():

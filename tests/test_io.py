@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import contracts as K
-from jobs.io import SchemaError, atomic_dir, is_complete, read_table, write_table, write_text_atomic
+from core import contracts as K
+from core.io import SchemaError, atomic_dir, is_complete, read_table, write_table, write_text_atomic
 
 
 def _activity(n: int) -> pa.Table:

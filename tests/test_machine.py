@@ -1,6 +1,6 @@
 """The machine description benchmarks record: CPU generation and SIMD extensions parsed from /proc/cpuinfo."""
 
-from jobs.machine import cpu_info, describe_machine
+from core.machine import cpu_info, describe_machine
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from jobs.media import UnsafeMediaPath, media_ref_problem, read_media, resolve_media_path
+from core.media import UnsafeMediaPath, media_ref_problem, read_media, resolve_media_path
 
 
 @pytest.mark.parametrize(
@@ -54,18 +54,18 @@ def test_media_store_files_and_on_demand_agree(tmp_path):
     """An on-demand store renders the same bytes the tiny world wrote as files."""
     import json
 
-    from jobs.media import MediaStore
-    from offline_eval.world import WorldConfig, generate_world
+    from core.media import MediaStore
+    from sources.world import WorldConfig, generate_world, render_from_config
 
     cfg = WorldConfig.for_size("tiny", seed=3, n_items=40, n_users=20, days=2)
     generate_world(cfg, tmp_path / "w")
     files = MediaStore.from_data_dir(tmp_path / "w")
     manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
-    on_demand = MediaStore("on_demand", world_config=manifest["config"])
+    on_demand = MediaStore("on_demand", world_config=manifest["config"], renderer=render_from_config)
     import polars as pl
 
-    from jobs import contracts as K
-    from jobs.io import read_table
+    from core import contracts as K
+    from core.io import read_table
 
     items = pl.from_arrow(read_table(tmp_path / "w" / "items", K.ITEMS)).head(3)
     for row in items.iter_rows(named=True):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, ndcg_score, roc_auc_score
 
-from offline_eval.metrics import (
+from core.metrics import (
     auc,
     average_ranks,
     calibration,

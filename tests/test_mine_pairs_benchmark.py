@@ -14,8 +14,8 @@ from benchmarks.mine_pairs import main  # noqa: E402
 
 
 def test_data_mode_mines_the_given_data_set_with_each_run_recorded(tmp_path):
-    from jobs.mine_pairs import run
-    from jobs.mining_config import MiningConfig
+    from mining.mine_pairs import run
+    from mining.mining_config import MiningConfig
 
     data = make_dataset(tmp_path, COVISIT_ROWS, Q2I_ROWS)
     ref = run(MiningConfig(data_dir=str(data), out_dir=str(tmp_path / "ref"), engine="polars")).counts["pairs"]

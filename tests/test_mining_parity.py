@@ -15,12 +15,12 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
-from jobs import contracts as K
-from jobs import mining_polars as MP
-from jobs import mining_spark as MS
-from jobs.io import read_table, write_table
-from jobs.mine_pairs import run
-from jobs.mining_config import CovisitConfig, MiningConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
+from core import contracts as K
+from core.io import read_table, write_table
+from mining import mining_polars as MP
+from mining import mining_spark as MS
+from mining.mine_pairs import run
+from mining.mining_config import CovisitConfig, MiningConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
 
 pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("interpreted_stages")]
 
@@ -171,7 +171,7 @@ def test_seq2item_matches(engines):
 
 
 def test_the_runs_of_both_engines_write_the_same_tables(spark, tmp_path):
-    """`jobs.mine_pairs.run` end to end: polars and Spark write the same tables and counts."""
+    """`mining.mine_pairs.run` end to end: polars and Spark write the same tables and counts."""
     inter, searches = random_log()
     data = tmp_path / "data"
     write_table(inter, K.INTERACTIONS, data / "interactions")

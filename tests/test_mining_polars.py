@@ -37,10 +37,10 @@ from test_mining_spark import (
     make_dataset,
 )
 
-from jobs import contracts as K
-from jobs import mining_polars as M
-from jobs.io import SchemaError
-from jobs.mining_config import MiningConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig
+from core import contracts as K
+from core.io import SchemaError
+from mining import mining_polars as M
+from mining.mining_config import MiningConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig
 
 
 def lf(rows, schema=K.INTERACTIONS) -> pl.LazyFrame:
@@ -127,8 +127,8 @@ def test_interaction_rejections_are_counted():
 
 
 def test_run_polars_writes_tables_with_counts(tmp_path):
-    from jobs.io import read_table
-    from jobs.mine_pairs import run
+    from core.io import read_table
+    from mining.mine_pairs import run
 
     data = make_dataset(tmp_path, COVISIT_ROWS + BAD_ROWS[1:], Q2I_ROWS)
     res = run(MiningConfig(data_dir=str(data), out_dir=str(tmp_path / "out"), engine="polars", covisit=COVISIT_CFG))
@@ -142,7 +142,7 @@ def test_run_polars_writes_tables_with_counts(tmp_path):
 
 
 def test_missing_column_is_a_clear_error(tmp_path):
-    from jobs.mine_pairs import scan_contract_table
+    from mining.mine_pairs import scan_contract_table
 
     path = tmp_path / "searches"
     path.mkdir()
@@ -153,7 +153,7 @@ def test_missing_column_is_a_clear_error(tmp_path):
 
 
 def test_cli_main_runs_polars(tmp_path, capsys):
-    from jobs.mine_pairs import main
+    from mining.mine_pairs import main
 
     data = make_dataset(tmp_path, COVISIT_ROWS, Q2I_ROWS)
     out = tmp_path / "out"

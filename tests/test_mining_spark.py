@@ -17,10 +17,10 @@ from pyspark.sql import Row
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from jobs import contracts as K
-from jobs import mining_spark as M
-from jobs.io import SchemaError
-from jobs.mining_config import CovisitConfig, MiningConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
+from core import contracts as K
+from core.io import SchemaError
+from mining import mining_spark as M
+from mining.mining_config import CovisitConfig, MiningConfig, PositiveConfig, Q2IConfig, Seq2ItemConfig, SwingConfig
 
 pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("interpreted_stages")]
 
@@ -372,8 +372,8 @@ def make_dataset(tmp_path, interactions, searches):
 
 
 def test_run_spark_writes_tables_atomically_with_counts(spark, tmp_path):
-    from jobs.io import read_table
-    from jobs.mine_pairs import run
+    from core.io import read_table
+    from mining.mine_pairs import run
 
     # Given: the co-visitation rows plus malformed rows, and the q2i searches
     data = make_dataset(tmp_path, COVISIT_ROWS + BAD_ROWS[1:], Q2I_ROWS)
@@ -397,7 +397,7 @@ def test_run_spark_writes_tables_atomically_with_counts(spark, tmp_path):
 
 
 def test_missing_column_is_a_clear_error(spark, tmp_path):
-    from jobs.spark_io import read_contract_table
+    from core.spark_io import read_contract_table
 
     path = tmp_path / "interactions"
     path.mkdir()
@@ -408,7 +408,7 @@ def test_missing_column_is_a_clear_error(spark, tmp_path):
 
 
 def test_wrong_type_names_the_column(spark, tmp_path):
-    from jobs.spark_io import read_contract_table
+    from core.spark_io import read_contract_table
 
     path = tmp_path / "searches"
     rows = [search("cats", 1, True)]
@@ -422,8 +422,8 @@ def test_wrong_type_names_the_column(spark, tmp_path):
 
 
 def test_write_contract_table_replaces_atomically(spark, tmp_path):
-    from jobs.io import read_table
-    from jobs.spark_io import write_contract_table
+    from core.io import read_table
+    from core.spark_io import write_contract_table
 
     out = tmp_path / "q2i_pairs"
     df = spark.createDataFrame(

@@ -16,17 +16,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from jobs import contracts as K
-from jobs.io import read_table
-from jobs.mine_pairs import run
-from jobs.mining_config import MiningConfig
+from core import contracts as K
+from core.io import read_table
+from mining.mine_pairs import run
+from mining.mining_config import MiningConfig
 
 MARGIN = 0.07  # mined mean cosine must beat random pairs by this much (measured: +0.11 covisit, +0.14 Swing)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from offline_eval.world import WorldConfig, generate_world
+    from sources.world import WorldConfig, generate_world
 
     out = tmp_path_factory.mktemp("world")
     generate_world(WorldConfig.for_size("tiny", seed=7, write_media=False), out)

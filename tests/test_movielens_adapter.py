@@ -1,4 +1,4 @@
-"""Tests of the MovieLens adapter (jobs.adapters.movielens).
+"""Tests of the MovieLens adapter (sources.movielens).
 
 The small fixture's expected values are worked out by hand below, not from the code. The round trip on the
 real ml-latest-small files skips where the folder is absent (set SAIL_MOVIELENS_DIR to point elsewhere).
@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from jobs.adapters import AdaptResult, adapt_movielens
-from jobs.contracts import FEED_REQUESTS, INTERACTIONS, ITEMS, SEARCHES, USER_ACTIVITY
-from jobs.io import read_table
+from core.contracts import FEED_REQUESTS, INTERACTIONS, ITEMS, SEARCHES, USER_ACTIVITY
+from core.io import read_table
+from sources.movielens import AdaptResult, adapt_movielens
 
 UTC = dt.UTC
 
@@ -173,9 +173,9 @@ def test_small_interactions(small):
 def test_low_ratings_are_not_positives_for_the_miners_and_the_threshold_is_a_setting(tmp_path):
     import polars as pl
 
-    from jobs import mining_polars as M
-    from jobs.mine_pairs import scan_contract_table
-    from jobs.mining_config import PositiveConfig
+    from mining import mining_polars as M
+    from mining.mine_pairs import scan_contract_table
+    from mining.mining_config import PositiveConfig
 
     src = write_fixture(tmp_path)
 

@@ -52,7 +52,7 @@ def test_zero_propensity_logged_action_is_refused():
 
 
 def test_the_generated_worlds_logs_form_a_valid_bandit(tmp_path):
-    from offline_eval.world import WorldConfig, generate_world
+    from sources.world import WorldConfig, generate_world
 
     generate_world(WorldConfig.for_size("tiny", seed=7, n_users=60, days=3), tmp_path / "w")
     bandit = load_logged_bandit(tmp_path / "w")

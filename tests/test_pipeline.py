@@ -142,9 +142,9 @@ def test_smoke_config_runs_every_stage_end_to_end(smoke_run):
 def test_the_stages_hand_each_other_one_model_version(smoke_run):
     """embed -> export -> ranking samples all carry the version of the model the run trained."""
 
-    from jobs import contracts as K
-    from jobs.export_features import read_current
-    from jobs.io import read_table
+    from core import contracts as K
+    from core.io import read_table
+    from export.export_features import read_current
 
     run_dir, _ = smoke_run
     version = json.loads((run_dir / "embed" / "stage.json").read_text())["metrics"]["model_version"]
@@ -172,8 +172,8 @@ def test_no_ranker_sample_sees_a_feature_computed_from_its_own_time_or_later(smo
 
     import pyarrow.compute as pc
 
-    from jobs import contracts as K
-    from jobs.io import read_table
+    from core import contracts as K
+    from core.io import read_table
     from recsys.features import RANKING_SAMPLES_EXT
 
     run_dir, _ = smoke_run
@@ -202,8 +202,8 @@ def test_the_samples_features_are_what_feast_returns_for_the_same_rows(smoke_run
     import pandas as pd
     import pyarrow.compute as pc
 
-    from jobs.export_features import get_historical_item_features
-    from jobs.io import read_table
+    from core.io import read_table
+    from export.export_features import get_historical_item_features
     from recsys.features import RANKING_SAMPLES_EXT
 
     run_dir, _ = smoke_run
@@ -341,7 +341,7 @@ def _comparable(summary: dict) -> dict:
 
 @pytest.mark.slow
 def test_killed_during_embedding_training_the_rerun_ends_with_the_unbroken_summary(smoke_run, tmp_path):
-    from jobs.faults import EMBEDDING_FAULT_ENV
+    from core.faults import EMBEDDING_FAULT_ENV
 
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "jobs.cli", "run", "--config", "smoke", "--run-dir", str(run_dir)]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 
-from jobs.progress import PlainProgress, progress
+from core.progress import PlainProgress, progress
 
 
 def test_plain_progress_writes_whole_lines_at_most_every_interval_and_the_last_one(monkeypatch):
     now = [0.0]
-    monkeypatch.setattr("jobs.progress.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("core.progress.time.monotonic", lambda: now[0])
     out = io.StringIO()
     bar = PlainProgress(6, desc="train-embedding", every_s=30, stream=out)
     bar.set_description("stage I")

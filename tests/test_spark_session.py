@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from jobs import contracts as K
+from core import contracts as K
 
 
 def test_session_round_trips_a_contract_table(spark):

@@ -7,9 +7,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from jobs import contracts as K
-from jobs.io import SchemaError, read_table
-from jobs.validate import REASONS, REPAIRS, TooManyRejectedError, ValidationConfig, validate_dataset
+from core import contracts as K
+from core.io import SchemaError, read_table
+from sources.validate import REASONS, REPAIRS, TooManyRejectedError, ValidationConfig, validate_dataset
 
 T0 = datetime(2026, 1, 10, tzinfo=UTC)  # catalogue start
 NOW = datetime(2026, 2, 1, tzinfo=UTC)  # end of the data

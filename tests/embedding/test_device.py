@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from embedding.checkpoint import load_embedding_model
 from embedding.config import ModelConfig
 from embedding.device import autocast, check_precision, resolve_device
 from embedding.infer import ItemEncoder, embed_item_inputs
 from embedding.model import build_model
 from embedding.preprocess import ItemInputs, build_tokenizer, collate_items, log_mel_chunks
-from embedding.trainer import SailTrain, TrainBatch, TrainConfig, load_embedding_model, read_metrics, train
+from embedding.trainer import SailTrain, TrainBatch, TrainConfig, read_metrics, train
 
 CFG = ModelConfig.tiny()
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

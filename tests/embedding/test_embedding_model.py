@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from embedding.checkpoint import load_model, save_model
 from embedding.config import ModelConfig, TextTowerConfig, packaged_minilm_dir
-from embedding.model import build_backbone, build_model, load_model, save_model
+from embedding.model import build_backbone, build_model
 from embedding.preprocess import ItemInputs, Preprocessor, build_tokenizer, collate_items, log_mel_chunks
 from embedding.towers import build_text_tower
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from embedding.trainer import ConcatFusionModel, TrainConfig, load_embedding_model, stage_loss_summary, train
+from embedding.checkpoint import load_embedding_model
+from embedding.model import ConcatFusionModel
+from embedding.trainer import TrainConfig, stage_loss_summary, train
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +106,9 @@ def test_concat_variant_without_audio_trains_and_infers(world, tmp_path):
     res = train(cfg, data_dir, tmp_path / "d", pairs, work_dir=work)
     loaded = load_embedding_model(res.model_path)
     assert isinstance(loaded.model, ConcatFusionModel) and loaded.use_audio is False
+    from core import contracts as K
+    from core.io import read_table
     from embedding.infer import ItemEncoder
-    from jobs import contracts as K
-    from jobs.io import read_table
 
     items = read_table(data_dir / "items", K.ITEMS).slice(0, 5)
     enc = ItemEncoder.from_checkpoint(res.model_path, data_dir / "media")
@@ -124,9 +126,9 @@ def test_inference_is_batch_invariant(world, tmp_path):
     res = train(
         dataclasses.replace(FAST, steps_ii=0, steps_iii=0, steps_cre=0), data_dir, tmp_path / "e", pairs, work_dir=work
     )
+    from core import contracts as K
+    from core.io import read_table
     from embedding.infer import ItemEncoder
-    from jobs import contracts as K
-    from jobs.io import read_table
 
     items = read_table(data_dir / "items", K.ITEMS).slice(0, 12)
     a = ItemEncoder.from_checkpoint(res.model_path, data_dir / "media", batch_size=12).embed_items(items)

@@ -122,7 +122,7 @@ def _write_interactions(path, events: list[tuple[int, int, bool]]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from test_mining_spark import imp, write_raw
 
-    from jobs import contracts as K
+    from core import contracts as K
 
     write_raw([imp(u, i, n, positive=liked) for n, (u, i, liked) in enumerate(events)], K.INTERACTIONS, path)
 
@@ -142,7 +142,7 @@ def test_positive_matrix_counts_positive_events_by_hand(tmp_path):
     # events are one a minute from 2025-03-03 (T0): before minute 2, only user 7's two likes of item 30 count
     import datetime as dt
 
-    from jobs.mining_config import PositiveConfig
+    from mining.mining_config import PositiveConfig
 
     users, items, m = positive_matrix(tmp_path / "i", before=dt.datetime(2025, 3, 3, 0, 2, tzinfo=dt.UTC))
     assert users.tolist() == [7] and items.tolist() == [30]
@@ -174,9 +174,9 @@ def test_item_id_table_is_the_svd_item_factors(tmp_path):
 
 
 def _mine(world, out, engine: str, top_k: int = 50, spark=None):
-    from jobs.mine_pairs import log_time_range, run_periods
-    from jobs.mining_config import CovisitConfig, MiningConfig, Q2IConfig, SwingConfig
-    from jobs.timeline import embedding_cutoff
+    from core.timeline import embedding_cutoff
+    from mining.mine_pairs import log_time_range, run_periods
+    from mining.mining_config import CovisitConfig, MiningConfig, Q2IConfig, SwingConfig
 
     cfg = MiningConfig(
         data_dir=str(world),

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from core.contracts import ITEMS
+from core.io import is_complete, write_table
 from embedding.batch_infer import (
     EMPTY_EMBEDDING,
     BatchEmbedConfig,
@@ -26,8 +28,6 @@ from embedding.batch_infer import (
     read_embeddings,
     rebatch,
 )
-from jobs.contracts import ITEMS
-from jobs.io import is_complete, write_table
 
 TS = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TOPICS = [["cat", "kitten", "paws"], ["guitar", "chord", "song"], ["soccer", "goal", "match"]]

@@ -11,8 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from jobs.contracts import ITEM_FEATURES
-from jobs.export_features import (
+from core.contracts import ITEM_FEATURES
+from core.io import is_complete, write_table
+from export.export_features import (
     MixedVersionError,
     VersionExistsError,
     check_online_offline,
@@ -23,7 +24,6 @@ from jobs.export_features import (
     publish_version,
     read_current,
 )
-from jobs.io import is_complete, write_table
 
 N, D, L = 30, 8, 2
 TS = datetime(2024, 5, 1, 12, tzinfo=UTC)
@@ -161,7 +161,7 @@ def test_an_entity_row_before_its_item_s_feature_row_comes_back_with_nulls(tmp_p
 
 
 def test_a_repository_naming_its_own_absolute_path_is_not_published(tmp_path, monkeypatch):
-    import jobs.export_features as ef
+    import export.export_features as ef
 
     repo = tmp_path / "repo"
     real = ef.feast_objects

@@ -6,12 +6,13 @@ import numpy as np
 import polars as pl
 import torch
 
+from core import contracts as K
+from core.io import read_table, write_table
 from embedding.batch_infer import BatchEmbedConfig, EmbedderSpec, embed_local, embed_spark, read_embeddings
+from embedding.checkpoint import save_embedding_model
 from embedding.config import ModelConfig
-from embedding.trainer import build_embedding_model, save_embedding_model
-from jobs import contracts as K
-from jobs.io import read_table, write_table
-from offline_eval.world import WorldConfig, generate_world
+from embedding.model import build_embedding_model
+from sources.world import WorldConfig, generate_world
 
 
 def test_sail_model_batch_embedding_spark_matches_local_and_counts_broken_media(tmp_path, spark):

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from core.contracts import ITEM_EMBEDDINGS, ITEM_FEATURES
+from core.io import is_complete, read_table, write_table
 from embedding.batch_infer import MixedVersionError
 from embedding.semantic_ids import (
     ResidualQuantizer,
@@ -21,8 +23,6 @@ from embedding.semantic_ids import (
     quantisation_report,
     reconstruction_error,
 )
-from jobs.contracts import ITEM_EMBEDDINGS, ITEM_FEATURES
-from jobs.io import is_complete, read_table, write_table
 
 TS = datetime(2024, 5, 1, tzinfo=UTC)
 

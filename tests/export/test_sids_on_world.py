@@ -3,11 +3,11 @@
 import numpy as np
 import polars as pl
 
+from core import contracts as K
+from core.io import read_table
 from embedding.batch_infer import BatchEmbedConfig, EmbedderSpec, embed_local, read_embeddings
 from embedding.semantic_ids import code_cluster_agreement, fit_rq
-from jobs import contracts as K
-from jobs.io import read_table
-from offline_eval.world import WorldConfig, generate_world
+from sources.world import WorldConfig, generate_world
 
 
 def test_first_level_codes_follow_topics_on_the_tiny_world(tmp_path):

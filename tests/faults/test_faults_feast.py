@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.contracts import ITEM_FEATURES
-from jobs.export_features import get_historical_item_features, read_current
-from jobs.io import read_table
+from core.contracts import ITEM_FEATURES
+from core.io import read_table
+from export.export_features import get_historical_item_features, read_current
 
 pytestmark = pytest.mark.spark
 

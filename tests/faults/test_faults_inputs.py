@@ -13,17 +13,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import contracts as K
+from core import contracts as K
+from core.io import SUCCESS, SchemaError, read_table
 from jobs.cli import main
-from jobs.io import SUCCESS, SchemaError, read_table
-from jobs.validate import EmptyTableError, TooManyRejectedError, ValidationConfig, validate_dataset
+from sources.validate import EmptyTableError, TooManyRejectedError, ValidationConfig, validate_dataset
 
 TABLES = ("items", "interactions", "feed_requests", "searches", "user_activity")
 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory) -> Path:
-    from offline_eval.world import WorldConfig, generate_world
+    from sources.world import WorldConfig, generate_world
 
     world = tmp_path_factory.mktemp("faults_inputs") / "world"
     generate_world(WorldConfig.for_size("tiny", seed=7), world)
@@ -190,7 +190,7 @@ def test_failed_validate_leaves_no_success_over_an_earlier_output(raw, tmp_path,
 
 # ------------------------------------------------------------------------------------------------ manifest
 def test_invalid_manifest_is_an_error_naming_its_path(raw, tmp_path, capsys):
-    from jobs.media import MediaStore
+    from core.media import MediaStore
 
     manifest = raw / "manifest.json"
     manifest.write_text('{"dataset": "tiny", "now": ')

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import jobs.io as jio
+import core.io as jio
+from core.io import atomic_dir
 from jobs import pipeline
 from jobs.cli import main
-from jobs.io import atomic_dir
 from jobs.pipeline import load_config, run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]

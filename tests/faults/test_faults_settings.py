@@ -243,7 +243,7 @@ def _model_files(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
 def test_identical_weights_with_metadata_in_another_order_have_one_version(tmp_path):
     from safetensors.numpy import load_file
 
-    from embedding.trainer import checkpoint_version
+    from embedding.checkpoint import checkpoint_version
 
     a, b, tensors = _model_files(tmp_path)
     assert a.read_bytes() != b.read_bytes()  # a digest of the file's bytes would differ
@@ -255,7 +255,7 @@ def test_identical_weights_with_metadata_in_another_order_have_one_version(tmp_p
 
 
 def test_one_flipped_bit_in_a_tensor_changes_the_version(tmp_path):
-    from embedding.trainer import checkpoint_version
+    from embedding.checkpoint import checkpoint_version
 
     a, _, _ = _model_files(tmp_path)
     raw = bytearray(a.read_bytes())
@@ -268,7 +268,7 @@ def test_one_flipped_bit_in_a_tensor_changes_the_version(tmp_path):
 
 
 def test_a_changed_model_config_changes_the_version(tmp_path):
-    from embedding.trainer import checkpoint_version
+    from embedding.checkpoint import checkpoint_version
 
     a, _, tensors = _model_files(tmp_path)
     other = tmp_path / "other.safetensors"
@@ -282,9 +282,9 @@ def test_a_changed_model_config_changes_the_version(tmp_path):
 def test_the_version_of_a_saved_model_survives_a_rewrite_of_its_header(tmp_path):
     import torch
 
+    from embedding.checkpoint import checkpoint_version, load_embedding_model, save_embedding_model
     from embedding.config import ModelConfig
     from embedding.model import build_model
-    from embedding.trainer import checkpoint_version, load_embedding_model, save_embedding_model
 
     # Given a real checkpoint of the tiny model
     torch.manual_seed(0)

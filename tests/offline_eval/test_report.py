@@ -19,8 +19,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from PIL import Image
 
-from jobs.machine import describe_machine
-from jobs.validate import ValidationConfig, validate_dataset
+from core.machine import describe_machine
 from offline_eval import report as report_mod
 from offline_eval.ab_sim import ABConfig, Arm, LoggedPolicyScorer, OracleScorer, RandomScorer, run_ab
 from offline_eval.data_report import write_data_report
@@ -31,7 +30,8 @@ from offline_eval.report import (
     validate_summary,
     write_run_report,
 )
-from offline_eval.world import WorldConfig, generate_world
+from sources.validate import ValidationConfig, validate_dataset
+from sources.world import WorldConfig, generate_world
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 TINY = WorldConfig.for_size("tiny", seed=7, write_media=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.io import conform
+from core.io import conform
 from recsys.data import Encoder, _lookup, make_batch, sid_prefix_ids
 from recsys.features import RANKING_SAMPLES_EXT, feature_spec
 from recsys.standin import STANDIN_VERSION, build_standin_features

@@ -40,7 +40,7 @@ def test_a_single_class_task_is_reported_as_undefined_and_the_rest_is_evaluated(
 
 
 def test_slice_gains_report_whether_the_gain_is_larger_on_cold_items(tmp_path):
-    from offline_eval.metrics import auc
+    from core.metrics import auc
 
     rng = np.random.default_rng(1)
     n, users = 2000, np.repeat(np.arange(200), 10)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from offline_eval.metrics import auc
+from core.metrics import auc
 from recsys.distributed import selected_checkpoint
 from recsys.evaluate import evaluate_runs, load_scores, markdown_table
 from recsys.model import RankerConfig

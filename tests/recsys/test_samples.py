@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from jobs.contracts import INTERACTIONS, ITEM_FEATURES, ITEMS
+from core.contracts import INTERACTIONS, ITEM_FEATURES, ITEMS
 from recsys.features import RANKING_SAMPLES_EXT
 from recsys.samples import build_ranking_samples, split_days
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from offline_eval.metrics import auc
+from core.metrics import auc
 from recsys.evaluate import evaluate_runs, load_scores, markdown_table
 from recsys.model import RankerConfig
 from recsys.synthetic import write_synthetic_samples

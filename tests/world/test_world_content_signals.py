@@ -15,10 +15,10 @@ import pytest
 import soundfile
 from PIL import Image
 
-from jobs.contracts import INTERACTIONS, ITEM_TRUTH, ITEMS, SEARCHES, USER_TRUTH
-from jobs.io import read_table
-from offline_eval.world import WorldConfig, generate_world, media, render_item_media
-from offline_eval.world.catalogue import ITEM_SIGNALS, build_catalogue, collab_latents
+from core.contracts import INTERACTIONS, ITEM_TRUTH, ITEMS, SEARCHES, USER_TRUTH
+from core.io import read_table
+from sources.world import WorldConfig, generate_world, media, render_item_media
+from sources.world.catalogue import ITEM_SIGNALS, build_catalogue, collab_latents
 
 SEED = int(os.environ.get("WORLD_TEST_SEED", "7"))
 RHO = 0.5

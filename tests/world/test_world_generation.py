@@ -17,7 +17,7 @@ import pytest
 import soundfile
 from PIL import Image
 
-from jobs.contracts import (
+from core.contracts import (
     FEED_REQUESTS,
     INTERACTIONS,
     ITEM_TRUTH,
@@ -26,9 +26,9 @@ from jobs.contracts import (
     USER_ACTIVITY,
     USER_TRUTH,
 )
-from jobs.io import read_table
-from offline_eval.world import SIZES, WorldConfig, generate_world, render_item_media
-from offline_eval.world.vocab import QUALITY_WORDS
+from core.io import read_table
+from sources.world import SIZES, WorldConfig, generate_world, render_item_media
+from sources.world.vocab import QUALITY_WORDS
 
 SEED = int(os.environ.get("WORLD_TEST_SEED", "7"))  # other seeds: check the margins hold
 
@@ -345,7 +345,7 @@ def test_media_workers_write_the_same_files_from_spawned_processes(tmp_path, mon
     import threading
     from concurrent.futures import ProcessPoolExecutor
 
-    from offline_eval.world import media
+    from sources.world import media
 
     cfg = dataclasses.replace(WorldConfig.for_size("tiny", seed=SEED), n_items=24)
     serial = media.write_media_files(cfg, tmp_path / "serial", workers=1)

@@ -7,14 +7,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.contracts import USER_ACTIVITY
-from jobs.io import is_complete, read_table
-from offline_eval.world import response
-from offline_eval.world.policy import plackett_luce_slates, softmax_propensities
-from offline_eval.world.response import ResponseParams
-from offline_eval.world.simulate import SESSION_GAP_MS, place_sessions
-from offline_eval.world.sinks import TableStreams
-from offline_eval.world.users import drift_interests
+from core.contracts import USER_ACTIVITY
+from core.io import is_complete, read_table
+from sources.world import response
+from sources.world.policy import plackett_luce_slates, softmax_propensities
+from sources.world.response import ResponseParams
+from sources.world.simulate import SESSION_GAP_MS, place_sessions
+from sources.world.sinks import TableStreams
+from sources.world.users import drift_interests
 
 P = ResponseParams()
 
