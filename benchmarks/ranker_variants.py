@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks.machine import describe_machine, write_results  # noqa: E402
+from core.metrics import auc  # noqa: E402
 from jobs.pipeline import load_config, ranker_train_kwargs  # noqa: E402
-from offline_eval.metrics import auc  # noqa: E402
 from recsys.cli import run_variants  # noqa: E402
 from recsys.evaluate import load_scores  # noqa: E402
 
