@@ -295,6 +295,7 @@ class BatchEmbedConfig:
     partitions: int | None = None  # Spark: repartition the catalogue into this many tasks; None: default parallelism
     event_timestamp: datetime | None = None  # when the vectors become valid; None: now (UTC, whole seconds)
     report_path: str | None = None  # failure-count JSON; None: "<output_dir>.report.json"
+    master: str | None = "local[*]"  # Spark master of a session run_batch_embed builds; None: spark-submit's
 
 
 @dataclass
@@ -423,7 +424,7 @@ def run_batch_embed(cfg: BatchEmbedConfig, spark=None) -> BatchEmbedResult:
     if spark is None:
         from core.spark_session import build_spark
 
-        spark = build_spark(app_name="sail-embed")
+        spark = build_spark(app_name="sail-embed", master=cfg.master)
     return embed_spark(cfg, spark)
 
 

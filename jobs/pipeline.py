@@ -104,7 +104,7 @@ class SwingSection:
 
 @dataclass(frozen=True)
 class MiningSection:
-    engine: str = "spark"  # "spark" (local[*] here, a cluster via spark-submit) or "polars" (single machine)
+    engine: str = "spark"  # "spark" (on [spark] master) or "polars" (single machine)
     miners: tuple[str, ...] = ("covisit", "swing")  # i2i miners of the training period
     top_k: int = 50  # training-period i2i pairs kept per anchor (both miners; also what ItemCF / Swing return)
     heldout_top_k: int = 50  # held-out co-visitation pairs per anchor (the retrieval table's ground truth)
@@ -189,6 +189,13 @@ class ABSection:
 
 
 @dataclass(frozen=True)
+class SparkSection:
+    master: str = "local[*]"  # every Spark stage's master: local, local[N], local[*] or spark://host:port (a
+    # standalone cluster, e.g. scripts/spark-cluster.sh). Not in any stage's hash: the outputs are the same on any
+    # master, so changing only the master reruns nothing
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     run_dir: str  # where every stage writes; relative paths are relative to the working directory
@@ -200,6 +207,7 @@ class RunConfig:
     features: FeaturesSection = field(default_factory=FeaturesSection)
     ranker: RankerSection = field(default_factory=RankerSection)
     ab: ABSection = field(default_factory=ABSection)
+    spark: SparkSection = field(default_factory=SparkSection)
 
 
 SECTIONS: dict[str, type] = {
@@ -211,6 +219,7 @@ SECTIONS: dict[str, type] = {
     "features": FeaturesSection,
     "ranker": RankerSection,
     "ab": ABSection,
+    "spark": SparkSection,
 }
 
 
@@ -473,6 +482,10 @@ def _check_ranges(cfg: RunConfig, where: str) -> None:
                 raise ValueError(f"{where} [{name}]: {what} must be {spec}, got {value!r}")
 
 
+SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)\])?|spark://[A-Za-z0-9.-]+:[1-9]\d{0,4}")
+"""The Spark masters a run may name: a local one or a standalone cluster's URL."""
+
+
 def check_config(cfg: RunConfig, where: str = "config") -> None:
     """Refuses settings that would only fail later, naming the section and the setting."""
     from embedding.trainer import MODEL_PRESETS, resolve_model_config
@@ -486,6 +499,11 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         raise ValueError(f"{where} [data]: size must be one of {list(SIZES)}, got {cfg.data.size!r}")
     if cfg.mining.engine not in ("spark", "polars"):
         raise ValueError(f"{where} [mining]: engine must be 'spark' or 'polars', got {cfg.mining.engine!r}")
+    master = cfg.spark.master
+    if not SPARK_MASTER.fullmatch(master) or (master.startswith("spark://") and int(master.rsplit(":", 1)[1]) > 65535):
+        raise ValueError(
+            f"{where} [spark]: master must be local, local[N], local[*] or spark://host:port, got {master!r}"
+        )
     try:
         mining_config(cfg, ".", ".")
     except ValueError as e:
@@ -658,6 +676,7 @@ def mining_config(cfg: RunConfig, data_dir: Path | str, out_dir: Path | str):
         swing=SwingConfig(**asdict(m.swing), top_k=m.top_k),
         q2i=Q2IConfig(min_clicks=m.q2i_min_clicks),
         seq2item=Seq2ItemConfig(history_len=m.history_len, max_samples_per_user=m.max_samples_per_user),
+        master=cfg.spark.master,
     )
 
 
@@ -827,6 +846,7 @@ def _stage_embed(ctx: StageContext) -> dict[str, Any]:
             embedder=spec,
             batch_size=256,
             report_path=str(ctx.out / "embed_report.json"),
+            master=ctx.cfg.spark.master,  # used when the batch embedding runs on Spark
         )
     )
     sids = run_build_sids(
@@ -889,6 +909,7 @@ def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
             test_days=r.test_days,
             train_start=run_cutoff(ctx.run_dir).date(),
             embedding_prefix=r.sail_dims or None,
+            master=ctx.cfg.spark.master,
         )
     )
     return {
