@@ -23,8 +23,9 @@ from pathlib import Path
 from embedding.trainer import TrainConfig
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
+def _add_train_args(p: argparse.ArgumentParser, base: TrainConfig | None = None) -> None:
+    """The training options, their defaults taken from `base` (default: TrainConfig())."""
+    d = base or TrainConfig()
     p.add_argument("--data", required=True, type=Path, help="data set directory (generated world or adapter output)")
     p.add_argument(
         "--pairs",
@@ -72,12 +73,15 @@ def parse_steps(text: str) -> dict[str, int]:
     return dict(zip(("steps_i", "steps_ii", "steps_iii", "steps_cre"), steps, strict=True))
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
+def train_config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """`base` (default: TrainConfig()) with the options' values; settings without an option keep base's."""
+    base = base or TrainConfig()
+    return dataclasses.replace(
+        base,
         model=args.model,
         **parse_steps(args.steps),
         batch_size=args.batch_size,
-        data=dataclasses.replace(TrainConfig().data, word_queries_per_item=args.word_queries),
+        data=dataclasses.replace(base.data, word_queries_per_item=args.word_queries),
         lr=args.lr,
         seed=args.seed,
         threads=args.threads,
@@ -93,15 +97,17 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def main_train(argv: Sequence[str] | None = None) -> int:
+def main_train(argv: Sequence[str] | None = None, base: TrainConfig | None = None) -> int:
+    """`base`: the training settings the options start from (`sail train-embedding --config NAME` passes the
+    run config's, so the command trains what `sail run --config NAME` trains); default TrainConfig()."""
     from embedding.trainer import train
 
     p = argparse.ArgumentParser(prog="sail train-embedding", description="Staged SAIL training (resumes from OUT).")
-    _add_train_args(p)
+    _add_train_args(p, base)
     p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints in OUT")
     args = p.parse_args(argv)
     res = train(
-        train_config_from_args(args), args.data, args.out, args.pairs, work_dir=args.work, resume=not args.fresh
+        train_config_from_args(args, base), args.data, args.out, args.pairs, work_dir=args.work, resume=not args.fresh
     )
     print(
         json.dumps(

@@ -9,7 +9,7 @@ sail embed --items DIR --out DIR --model-version V [--engine spark|local] [--emb
 sail build-sids --embeddings DIR --out DIR [--levels L] [--codebook-size K] [--seed N]
 sail build-ann --embeddings DIR --out DIR [--kind hnsw|ivf|flat] [--ef-search N]
 sail export --features DIR --repo DIR [--version V] [--overwrite] [--check-sample N]
-sail train-embedding --data DIR --pairs DIR --out DIR [--model tiny|minilm|cpu_default] [--steps I,II,III,CRE]
+sail train-embedding [--config NAME] --data DIR --pairs DIR --out DIR [--model tiny|minilm] [--steps I,II,III,CRE]
                      [--device cpu|cuda|cuda:N|auto] [--precision fp32|bf16] [...]
 sail eval-retrieval --data DIR --pairs DIR --out DIR [--sail DIR] [...]
 sail report compare RUN_A RUN_B [--json]
@@ -146,6 +146,26 @@ def _lazy(target: str) -> Callable[[Sequence[str]], int]:
     return run
 
 
+def main_train_embedding(argv: Sequence[str]) -> int:
+    """`sail train-embedding [--config NAME|FILE] ...`: with --config, the options start from that run config's
+    [embedding] settings (`jobs.pipeline.embedding_train_config`), so the command trains what `sail run` trains."""
+    from embedding.cli import main_train
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    if {"-h", "--help"} & set(rest):
+        print(
+            "--config NAME|FILE: a run config (shipped name or YAML) whose [embedding] settings are the defaults of "
+            "the options below: the command then trains what `sail run --config` trains"
+        )
+    if known.config is None:
+        return main_train(rest)
+    from jobs.pipeline import embedding_train_config, load_config
+
+    return main_train(rest, base=embedding_train_config(load_config(known.config, run_dir=".")))
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": main_run,
     "generate": main_generate,
@@ -156,7 +176,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "build-sids": _lazy("embedding.semantic_ids:main"),
     "build-ann": _lazy("embedding.ann:main"),
     "export": _lazy("export.export_features:main"),
-    "train-embedding": _lazy("embedding.cli:main_train"),
+    "train-embedding": main_train_embedding,
     "eval-retrieval": _lazy("embedding.cli:main_eval"),
     "build-ranking-data": _lazy("recsys.cli:main_build_ranking_data"),
     "train-ranker": _lazy("recsys.cli:main_train_ranker"),

@@ -156,3 +156,29 @@ def test_a_training_command_prints_its_progress_without_library_chatter(tmp_path
     assert "torchrec/control seed 0:" in proc.stdout + proc.stderr
     for chatter in ("Successfully loaded", "planner", "DeprecationWarning", "FutureWarning", "SplitTableBatched"):
         assert chatter not in proc.stderr, chatter
+
+
+@pytest.mark.parametrize("config", ["smoke", "demo", "movielens"])
+def test_train_embedding_with_a_run_config_trains_what_sail_run_trains(config, monkeypatch, tmp_path):
+    import embedding.trainer
+    from jobs.pipeline import embedding_train_config, load_config
+
+    seen = {}
+
+    def fake_train(cfg, *args, **kwargs):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(embedding.trainer, "train", fake_train)
+    argv = ["train-embedding", "--config", config, "--data", "d", "--pairs", "p", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert seen["cfg"] == embedding_train_config(load_config(config, run_dir="."))
+    # an option still overrides the config's setting, and without --config the trainer's own defaults apply
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--steps", "1,2,3,4"])
+    assert seen["cfg"].steps() == {"I": 1, "II": 2, "III": 3, "CRE": 4}
+    assert seen["cfg"].model == load_config(config).embedding.model
+    with pytest.raises(SystemExit):
+        cli.main(["train-embedding", "--data", "d", "--pairs", "p", "--out", str(tmp_path)])
+    assert seen["cfg"] == embedding.trainer.TrainConfig()
