@@ -75,11 +75,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "tiny"  # 'tiny', 'minilm' (the pretrained start), 'cpu_default', or a JSON file of a ModelConfig dict
-    steps_i: int = 20  # stage I steps (broad content pairs); 0 skips the stage
-    steps_ii: int = 10  # stage II steps (task-aligned clean pairs)
-    steps_iii: int = 10  # stage III steps (hard negatives on the clean subset)
-    steps_cre: int = 20  # CRE steps (co-engagement, seq2item, id2item, auxiliary content i2i)
-    batch_size: int = 16  # B pairs per step (global; each torchrun rank takes B / world of them)
+    # The defaults are `sail run`'s ([embedding] of jobs.pipeline.EmbeddingSection; a test keeps them equal)
+    steps_i: int = 600  # stage I steps (broad content pairs); 0 skips the stage
+    steps_ii: int = 80  # stage II steps (task-aligned clean pairs)
+    steps_iii: int = 60  # stage III steps (hard negatives on the clean subset)
+    steps_cre: int = 150  # CRE steps (co-engagement, seq2item, id2item, auxiliary content i2i)
+    batch_size: int = 32  # B pairs per step (global; each torchrun rank takes B / world of them)
     lr: float = 1e-3  # peak AdamW learning rate
     pretrained_lr_scale: float = 0.1  # the pretrained text layers and the text residual projection learn at lr x this
     keep_start_weight: float = 0.0  # text-residual models: weight of mean(1 - cos(item embedding, its embedding at
@@ -94,7 +95,7 @@ class TrainConfig:
     balance_temperature: float = 0.05  # softmax temperature over OT similarities
     balance_floor: float = 0.2  # share of the weights spread uniformly (every source keeps some batches)
     hard_negatives: bool = True  # stage III with mined hard negatives (False: stage III trains without them)
-    refresh_every: int = 50  # stage steps between hard-negative refreshes
+    refresh_every: int = 30  # stage steps between hard-negative refreshes
     num_negatives: int = 2  # N hard negatives per query
     hn_range_max: int = 50  # candidates searched per query when mining
     fuser: bool = True  # True: the LLM fuser (SailEmbeddingModel); False: ConcatFusionModel (ablation / CLIP-style)

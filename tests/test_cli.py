@@ -182,3 +182,20 @@ def test_train_embedding_with_a_run_config_trains_what_sail_run_trains(config, m
     with pytest.raises(SystemExit):
         cli.main(["train-embedding", "--data", "d", "--pairs", "p", "--out", str(tmp_path)])
     assert seen["cfg"] == embedding.trainer.TrainConfig()
+
+
+def test_the_run_config_and_the_trainer_share_their_embedding_defaults():
+    """One set of defaults: a run config without an [embedding] section trains what `sail train-embedding` trains
+    without options (and the other way round)."""
+    import embedding.trainer
+    from jobs.pipeline import RunConfig, embedding_train_config
+
+    assert embedding_train_config(RunConfig(name="x", run_dir="x")) == embedding.trainer.TrainConfig()
+
+
+def test_the_run_config_and_the_ranker_trainer_share_their_defaults(tmp_path):
+    from jobs.pipeline import RunConfig, ranker_train_kwargs
+    from recsys.train import TrainConfig
+
+    where = {"samples_dir": tmp_path, "out_dir": tmp_path}
+    assert TrainConfig(**where, **ranker_train_kwargs(RunConfig(name="x", run_dir="x"))) == TrainConfig(**where)
