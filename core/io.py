@@ -217,8 +217,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes text (UTF-8) through a temporary sibling file, flushed to disk, and an atomic rename.
+def _write_atomic(path: str | os.PathLike, write: Any, binary: bool) -> None:
+    """Calls `write(file)` on a temporary sibling (binary, or UTF-8 text), flushes it to disk, renames it to `path`.
 
     A reader sees the old file or the new one, never half of one; on an error the temporary file is removed.
     """
@@ -226,14 +226,26 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes text (UTF-8) through a temporary sibling file and an atomic rename (`_write_atomic`)."""
+    _write_atomic(path, lambda f: f.write(text), binary=False)
+
+
+def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
+    """Writes numpy arrays as an .npz (`numpy.savez`) through a temporary sibling file and an atomic rename."""
+    import numpy as np
+
+    _write_atomic(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.io import write_json_atomic
+from core.io import write_json_atomic, write_npz_atomic
 from recsys.features import VARIANTS
 
 
@@ -88,10 +88,7 @@ def average_scores(members: Sequence[Path], out_dir: Path) -> Path:
             if not np.array_equal(first[key], other[key]):
                 raise ValueError(f"{m}: array {key!r} differs from {members[0]}'s: not the same rows")
     arrays = {**first, **{k: np.mean([x[k] for x in loaded], axis=0) for k in AVERAGED if k in first}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".scores.tmp.npz"
-    np.savez(tmp, **arrays)
-    tmp.replace(out_dir / "scores.npz")
+    write_npz_atomic(out_dir / "scores.npz", arrays)
     info = []
     for m in members:
         t = json.loads((m.parent / "train.json").read_text())
@@ -147,7 +144,10 @@ def run_variants(
                     res = train_ranker(TrainConfig(samples_dir=samples_dir, out_dir=vdir, variant=v, **kw))
                     members.append(vdir / "scores.npz")
                     if env.rank == 0:
-                        print(f"torchrec/{v} seed {kw['seed']}: {res.steps} steps, {res.examples_per_s:.0f} ex/s")
+                        print(
+                            f"torchrec/{v} seed {kw['seed']}: {res.steps} steps, {res.examples_per_s:.0f} examples/s",
+                            flush=True,
+                        )
                 if env.rank == 0:
                     runs[f"torchrec/{v}"] = members[0] if seeds == 1 else average_scores(members, base / "ensemble")
         if env.rank == 0 and "lgbm" in trainers:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.io import write_npz_atomic
 from recsys.data import Encoded, load_encoded_splits
 from recsys.features import TASKS, Variant, feature_spec
 
@@ -105,10 +106,7 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
     out.update(
         {"test_user": test.user_ids, "test_item": test.item_ids, "test_cold": test.cold, "test_new": test.new}
     )
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
     path = cfg.out_dir / "scores.npz"
-    tmp = cfg.out_dir / ".scores.tmp.npz"
-    np.savez(tmp, **out)
-    tmp.replace(path)
+    write_npz_atomic(path, out)
     (cfg.out_dir / "train.json").write_text(json.dumps(info, indent=2, default=str))
     return path

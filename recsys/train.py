@@ -31,8 +31,8 @@ import torch
 import torch.distributed as dist
 
 from core.faults import RANKER_FAULT_ENV, kill_after_step
-from core.io import write_json_atomic
-from core.metrics import auc
+from core.io import write_json_atomic, write_npz_atomic
+from core.metrics import auc, logloss
 from recsys.data import Encoded, load_encoded_splits, make_batch
 from recsys.distributed import (
     DistEnv,
@@ -125,11 +125,11 @@ def validation_score(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     better); a task whose valid labels are one class contributes minus its logloss instead."""
     per_task = {}
     for j, task in enumerate(TASKS):
-        y, p = labels[:, j], np.clip(probs[:, j].astype(np.float64), 1e-7, 1 - 1e-7)
+        y, p = labels[:, j], probs[:, j]
         if 0 < y.sum() < len(y):
             per_task[f"{task}_auc"] = auc(y, p)
         else:
-            per_task[f"{task}_logloss"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+            per_task[f"{task}_logloss"] = logloss(y, p)
     vals = [v if k.endswith("_auc") else -v for k, v in per_task.items()]
     return {"score": float(np.mean(vals)) if vals else 0.0, **per_task}
 
@@ -259,9 +259,7 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
                     f"{s}_new": e.new,
                 }
             )
-        tmp = cfg.out_dir / ".scores.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(scores_path)
+        write_npz_atomic(scores_path, arrays)
         info = {
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
             "steps": step,
