@@ -52,6 +52,7 @@ import yaml
 
 from core.io import SUCCESS, atomic_dir, verify_manifest, write_json_atomic
 from mining.mining_config import PositiveConfig
+from sources.logs import LOGS_RANGES, LogsMapping
 
 log = logging.getLogger("sail")
 
@@ -65,12 +66,15 @@ SHIPPED_CONFIGS = ("demo", "smoke", "movielens", "large")
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "generated"  # "generated" (the simulated world) or "movielens" (real data, text only)
+    source: str = "generated"  # "generated" (the simulated world), "logs" (your own files, mapped by [data.logs];
+    # docs/DATA.md) or "movielens" (the shipped MovieLens mapping, sources.logs.MOVIELENS)
     size: str = "small"  # generated world size: tiny | small | large
     seed: int = 7  # generated world seed
     movielens_dir: str | None = None  # MovieLens folder; None: $SAIL_MOVIELENS_DIR or ../shared/data/...
     session_gap_s: int = 1800  # MovieLens sessionisation gap (seconds)
     positive_rating: float = 4.0  # MovieLens: a rating >= this is engaged; a lower one is shown, not engaged
+    logs: LogsMapping = field(default_factory=LogsMapping)  # source logs: the files and their columns; source
+    # movielens: only [data.logs.negatives] applies (sampled negatives per positive)
     quality_in_content: float = 0.0  # generated world: share of the top / bottom third of items by quality whose
     # title says so (WorldConfig.quality_in_content); 0: no title shows quality
     collab_in_content: float = 0.0  # generated world: share of the collaborative latent's variance carried by the
@@ -366,6 +370,11 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
         run_dir=run_dir or raw.get("run_dir") or f"runs/{raw.get('name', 'run')}",
         **built,
     )
+    if cfg.data.source == "logs":  # the mapping's paths are relative to the config file's folder
+        from sources.logs import resolve_root
+
+        base = None if name_or_path in SHIPPED_CONFIGS else Path(name_or_path).resolve().parent
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, logs=resolve_root(cfg.data.logs, base)))
     check_config(cfg, where)
     return cfg
 
@@ -394,6 +403,7 @@ RANGES: dict[str, dict[str, str]] = {
         "collab_in_content": "in [0, 1]",
         "quality_in_frames": "in [0, 1]",
     },
+    **LOGS_RANGES,
     "validation": {"max_rejected_share": "in [0, 1]", "clock_skew_s": ">= 0"},
     "mining": {
         "top_k": ">= 1",
@@ -486,6 +496,22 @@ SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)\])?|spark://[A-Za-z0-9.-]+:[1-
 """The Spark masters a run may name: a local one or a standalone cluster's URL."""
 
 
+DATA_SOURCES = ("generated", "logs", "movielens")
+
+
+def _check_one_positive(cfg: RunConfig, where: str) -> None:
+    """Real logs carry one positive definition ([data.logs.positives]) as clicked = finished = liked: mining's
+    weighted threshold must pass exactly those rows (a positive with any watch time, a non-positive with any)."""
+    p = cfg.mining.positive
+    top = p.click_weight + p.finish_weight + p.like_weight
+    if top < p.threshold or p.watch_weight >= p.threshold:
+        raise ValueError(
+            f"{where} [mining.positive]: with data.source {cfg.data.source!r} a positive is clicked = finished = "
+            f"liked (one definition, [data.logs.positives]); click + finish + like weights ({top:g}) must reach "
+            f"threshold {p.threshold:g} and watch_weight ({p.watch_weight:g}) must stay below it"
+        )
+
+
 def check_config(cfg: RunConfig, where: str = "config") -> None:
     """Refuses settings that would only fail later, naming the section and the setting."""
     from embedding.trainer import MODEL_PRESETS, resolve_model_config
@@ -493,8 +519,15 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
     from sources.world import SIZES
 
     _check_ranges(cfg, where)
-    if cfg.data.source not in ("generated", "movielens"):
-        raise ValueError(f"{where} [data]: source must be 'generated' or 'movielens', got {cfg.data.source!r}")
+    if cfg.data.source not in DATA_SOURCES:
+        raise ValueError(f"{where} [data]: source must be one of {list(DATA_SOURCES)}, got {cfg.data.source!r}")
+    if cfg.data.source == "logs":
+        from sources.logs import check_columns, check_mapping
+
+        check_mapping(cfg.data.logs)
+        check_columns(cfg.data.logs)  # headers only: a wrong column name fails here, before any stage
+    if cfg.data.source != "generated":
+        _check_one_positive(cfg, where)
     if cfg.data.source == "generated" and cfg.data.size not in SIZES:
         raise ValueError(f"{where} [data]: size must be one of {list(SIZES)}, got {cfg.data.size!r}")
     if cfg.mining.engine not in ("spark", "polars"):
@@ -625,24 +658,43 @@ def _stage_data(ctx: StageContext) -> dict[str, Any]:
 
         res = generate_world(_world(cfg.data), ctx.out, progress=True)
         return {"counts": res.counts}
-    from core.timeline import embedding_cutoff
-    from sources.movielens import RATINGS_COLUMNS, adapt_movielens, read_source_csv
+    from sources.logs import adapt_logs
 
-    src = Path(cfg.data.movielens_dir) if cfg.data.movielens_dir else default_movielens_dir()
-    ts = read_source_csv(src / "ratings.csv", RATINGS_COLUMNS)["timestamp"]
-    if ts.is_empty():
-        raise ValueError(f"{src / 'ratings.csv'}: no ratings")
-    first, last = (datetime.fromtimestamp(int(v), tz=UTC) for v in (ts.min(), ts.max()))
-    # user tags are behaviour: only those written before the embedding cutoff describe the items
-    cutoff = embedding_cutoff(first, last, cfg.embedding.holdout_frac)
-    res = adapt_movielens(
-        src,
+    res = adapt_logs(
+        logs_mapping(cfg),
         ctx.out,
-        session_gap_s=cfg.data.session_gap_s,
-        positive_rating=cfg.data.positive_rating,
-        content_cutoff=cutoff,
+        holdout_frac=cfg.embedding.holdout_frac,
+        max_rejected_share=cfg.validation.max_rejected_share,
+        echo=ctx.echo,
     )
-    return {"counts": res.counts, "content_cutoff": cutoff.isoformat()}
+    m = res.manifest
+    return {
+        "counts": res.counts,
+        "content_cutoff": m["content_cutoff"],
+        "impressions": m["impressions"],
+        "rejected": m["rejected"],
+    }
+
+
+def logs_mapping(cfg: RunConfig) -> LogsMapping:
+    """The mapping a run's data stage reads: [data.logs] (its root already resolved by `load_config`), or for
+    source movielens the shipped MovieLens mapping on `movielens_dir` with [data]'s session gap and positive
+    rating and [data.logs]'s negatives."""
+    from sources.logs import MOVIELENS, PositivesMapping
+
+    d = cfg.data
+    if d.source == "logs":
+        return d.logs
+    if d.source != "movielens":
+        raise ValueError(f"data.source {d.source!r} is not read through a mapping")
+    root = Path(d.movielens_dir) if d.movielens_dir else default_movielens_dir()
+    return dataclasses.replace(
+        MOVIELENS,
+        root=str(root.resolve()),
+        session_gap_s=d.session_gap_s,
+        positives=PositivesMapping(rating_threshold=d.positive_rating),
+        negatives=d.logs.negatives,
+    )
 
 
 def _stage_validate(ctx: StageContext) -> dict[str, Any]:
@@ -1026,9 +1078,35 @@ def _settings(*sections: str, **extra: Any) -> Callable[[RunConfig], Any]:
 
 
 def _data_settings(c: RunConfig) -> dict[str, Any]:
-    # MovieLens' user tags are cut at the embedding cutoff, which holdout_frac places
-    extra = {"holdout_frac": c.embedding.holdout_frac} if c.data.source == "movielens" else {}
-    return {"data": asdict(c.data), **extra}
+    if c.data.source == "generated":
+        return {"data": asdict(c.data)}
+    # real logs: user tags are cut at the embedding cutoff (holdout_frac places it), rows rejected past
+    # max_rejected_share fail the stage, and a changed source file (size, time) reads the logs again
+    m = logs_mapping(c)
+    return {
+        "data": asdict(c.data),
+        "mapping": asdict(m),
+        "files": _source_fingerprint(m),
+        "holdout_frac": c.embedding.holdout_frac,
+        "max_rejected_share": c.validation.max_rejected_share,
+    }
+
+
+def _source_fingerprint(m: LogsMapping) -> list[tuple[str, int, int]]:
+    """(path, size, mtime ns) of every file the mapping reads; [] where a path finds none (the stage says so)."""
+    from sources.logs import table_files
+
+    out = []
+    for key in ("interactions", "items", "searches", "impressions", "item_tags"):
+        t = getattr(m, key)
+        if not t.path:
+            continue
+        try:
+            files, _ = table_files(Path(m.root or "."), t.path, t.format, key)
+        except (FileNotFoundError, ValueError):
+            continue
+        out += [(str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files]
+    return out
 
 
 def _mine_settings(c: RunConfig) -> dict[str, Any]:
