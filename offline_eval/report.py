@@ -9,6 +9,26 @@ otherwise). `ab` is `ab_result_to_dict(ABResult)` (plus `ope_result_to_dict` per
 `ranker_scores` ({"trainer/variant": scores.npz}) the report adds `ranker_calibration`, computed from the test
 scores with `core.metrics.calibration`.
 
+`data_source` names where the figures come from; `describe_data_source(manifest)` builds it from the data set's
+manifest (`<run_dir>/validate/manifest.json`) and `data_source_label` gives its one-line `label`, which the page
+and the Markdown show at the top. The manifest fields it reads:
+
+    dataset      "generated" (sources.world.generate), "movielens" (sources.movielens), "logs" (a user's own
+                 logs mapped by a config), or another name; "generated" is the generated world, every other
+                 value real logs
+    name         optional: the data set's name ("movielens", "shop"); default: `dataset`
+    impressions  optional: how the ranking impressions arose: "simulated" (the generated world's simulated
+                 users), "logged" (real impressions, or logged non-engaged events, only), "sampled" (every
+                 negative sampled: positive-only logs), "logged+sampled"; default: "simulated" for dataset
+                 "generated", "logged" otherwise (movielens and unknown data sets)
+    negatives    optional: null, or how negatives were sampled: {"per_positive": k, "sampler": "uniform" |
+                 "popularity", "alpha": popularity exponent, "seed": int, "sampled": negative rows sampled,
+                 "short": positives that got fewer than k negatives, "positives": positives sampled for}
+
+Only the generated world's report carries the simulated-world disclaimer. A report on real logs says its figures
+come from the named logs, and where ranking impressions include sampled negatives the ranker's tables and
+figures say that their AUC and GAUC are measured against sampled negatives.
+
 The HTML has no external resource: figures are matplotlib PNGs inlined as base64 `data:` URIs, styles are
 inline, and every piece of text is escaped. A section without data is left out with a one-line note. Each file is
 written through a temporary file and an atomic rename (`core.io`), so a crash leaves the previous file or the
@@ -49,6 +69,10 @@ SIMULATED_NOTE = (
     "Every A/B and ranking figure in this report comes from a simulated world (generated users, items and a "
     "user-response model) measured offline; none is the result of an online test."
 )
+GENERATED = "generated world"  # data_source.kind of dataset "generated"
+REAL_LOGS = "real logs"  # data_source.kind of every other dataset
+IMPRESSIONS = ("simulated", "logged", "sampled", "logged+sampled")  # values of data_source.impressions
+INFERRED_IMPRESSIONS = {"generated": "simulated", "movielens": "logged"}  # manifests without `impressions`
 
 
 @dataclass(frozen=True)
@@ -112,6 +136,61 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj
+
+
+def describe_data_source(manifest: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The summary's `data_source` ({kind, dataset, name, impressions, negatives, label}) from a data set
+    manifest; `name`, `impressions` and `negatives` are inferred where an older manifest lacks them."""
+    manifest = manifest or {}
+    dataset = str(manifest.get("dataset") or "unknown")
+    impressions = manifest.get("impressions") or INFERRED_IMPRESSIONS.get(dataset, "logged")
+    if impressions not in IMPRESSIONS:
+        raise ValueError(f"manifest impressions must be one of {', '.join(IMPRESSIONS)}; got {impressions!r}")
+    negatives = manifest.get("negatives")
+    source = {
+        "kind": GENERATED if dataset == "generated" else REAL_LOGS,
+        "dataset": dataset,
+        "name": str(manifest.get("name") or dataset),
+        "impressions": impressions,
+        "negatives": to_jsonable(negatives) if negatives else None,
+    }
+    return {**source, "label": data_source_label(source)}
+
+
+def sampled_negatives_phrase(source: Mapping[str, Any]) -> str | None:
+    """'against sampled negatives' or 'against logged and sampled negatives' where the ranking impressions
+    include sampled negatives, else None."""
+    return {"sampled": "against sampled negatives", "logged+sampled": "against logged and sampled negatives"}.get(
+        source.get("impressions")
+    )
+
+
+def _sampling_text(negatives: Mapping[str, Any] | None) -> str:
+    """'4 per positive, popularity^0.75' (or '' without a sampling record)."""
+    if not negatives:
+        return ""
+    parts = [f"{negatives['per_positive']} per positive"] if negatives.get("per_positive") is not None else []
+    sampler, alpha = negatives.get("sampler"), negatives.get("alpha")
+    if sampler == "popularity" and _is_num(alpha):
+        parts.append(f"popularity^{alpha:g}")
+    elif sampler:
+        parts.append(str(sampler))
+    return ", ".join(parts)
+
+
+def data_source_label(source: Mapping[str, Any]) -> str:
+    """One line naming the data source, e.g. 'generated world (simulated users and impressions)', 'real logs:
+    shop (AUC against sampled negatives: 4 per positive, popularity^0.75)', 'real logs: movielens (logged
+    impressions)'."""
+    if source["kind"] == GENERATED:
+        return "generated world (simulated users and impressions)"
+    phrase = sampled_negatives_phrase(source)
+    if phrase is None:
+        detail = f"{source['impressions']} impressions"
+    else:
+        sampling = _sampling_text(source.get("negatives"))
+        detail = f"AUC {phrase}" + (f": {sampling}" if sampling else "")
+    return f"{REAL_LOGS}: {source['name']} ({detail})"
 
 
 def compute_ranker_calibration(
@@ -273,6 +352,47 @@ def _calibration_pairs(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {t: {v: pair[v] for v in _ordered(pair, VARIANT_ORDER)} for t, pair in out.items()}
 
 
+def summary_data_source(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary's `data_source`, or the one inferred from `data.dataset` when an older summary has none."""
+    return dict(summary.get("data_source") or describe_data_source({"dataset": summary["data"].get("dataset")}))
+
+
+def source_notes(source: Mapping[str, Any]) -> list[str]:
+    """The notes under the title: where every figure comes from and, for sampled negatives, what AUC means."""
+    if source["kind"] == GENERATED:
+        return [SIMULATED_NOTE]
+    notes = [
+        f"Every retrieval and ranking figure in this report comes from the real logs {source['name']!r}, measured "
+        "offline; none is the result of an online test."
+    ]
+    sampling = _sampling_text(source.get("negatives"))
+    sampling = f" ({sampling})" if sampling else ""
+    if source["impressions"] == "sampled":
+        notes.append(
+            f"Every negative in the ranking impressions was sampled{sampling}: the ranker's AUC and GAUC are measured "
+            "against sampled negatives, not against items users were shown and passed over."
+        )
+    elif source["impressions"] == "logged+sampled":
+        notes.append(
+            f"The ranking impressions add sampled negatives{sampling} to the logged ones: the ranker's AUC and GAUC "
+            "are measured against logged and sampled negatives."
+        )
+    return notes
+
+
+def _against(source: Mapping[str, Any], sep: str = ", ") -> str:
+    """', against sampled negatives' (with `sep`) where the ranking impressions include sampled negatives."""
+    phrase = sampled_negatives_phrase(source)
+    return f"{sep}{phrase}" if phrase else ""
+
+
+def _headline_source(h: Mapping[str, Any], source: Mapping[str, Any]) -> str:
+    """A headline figure's source column; a ranker figure says when its AUC is against sampled negatives."""
+    against = sampled_negatives_phrase(source) if h["source"] == "ranker" else None
+    notes = [n for n in (h.get("note"), against) if n]
+    return h["source"] + (f" ({'; '.join(notes)})" if notes else "")
+
+
 # ------------------------------------------------------------------------------------------------------ HTML
 
 _CSS = """
@@ -285,6 +405,7 @@ figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}
 .omitted{color:#777;font-style:italic}
+.source{font-weight:600}
 .headline{display:flex;gap:1.5em;flex-wrap:wrap}
 .headline>div{flex:1 1 24em;border:1px solid #ccc;border-radius:6px;padding:.4em 1em}
 .headline .ours{background:#eef6ff}.headline .paper{background:#f6f6f6}
@@ -321,23 +442,28 @@ def _p(text: str, cls: str | None = None) -> str:
     return f'<p class="{cls}">{_esc(text)}</p>' if cls else f"<p>{_esc(text)}</p>"
 
 
-def _headline_html(summary: Mapping[str, Any]) -> str | None:
+def _headline_html(summary: Mapping[str, Any], source: Mapping[str, Any]) -> str | None:
     headline, reference = summary.get("headline"), summary.get("reference")
     if not headline and not reference:
         return None
     if headline:
-        rows = [
-            (h["name"], *fmt_headline(h), h["source"] + (f" ({h['note']})" if h.get("note") else "")) for h in headline
-        ]
+        rows = [(h["name"], *fmt_headline(h), _headline_source(h, source)) for h in headline]
         ours = _table(["figure", "value", "95% interval", "source"], rows)
     else:
         ours = _p("This run printed no headline figures.", "omitted")
-    parts = [
-        '<div class="ours"><h3>This run: simulated world, offline</h3>',
-        ours,
-        _p("Measured offline in a generated world with a simulated user-response model; not an online test."),
-        "</div>",
-    ]
+    if source["kind"] == GENERATED:
+        heading = "This run: simulated world, offline"
+        measured = "Measured offline in a generated world with a simulated user-response model; not an online test."
+        ours_from = "a generated world and a simulated response model"
+    else:
+        heading = f"This run: real logs ({source['name']}), offline"
+        measured = f"Measured offline on the real logs {source['name']!r}; not an online test." + (
+            f" Ranker AUC figures are measured {sampled_negatives_phrase(source)}."
+            if sampled_negatives_phrase(source)
+            else ""
+        )
+        ours_from = f"offline measurements on the real logs {source['name']!r}"
+    parts = ['<div class="ours">', f"<h3>{_esc(heading)}</h3>", ours, _p(measured), "</div>"]
     if reference:
         labels = {"paper_lt7_lift_pct": "LT7 lift (online A/B)", "paper_auc_gain_pct": "ranking AUC gain (online)"}
         rows = [(labels.get(k, k), f"{v:+g}%") for k, v in reference.items()]
@@ -346,15 +472,23 @@ def _headline_html(summary: Mapping[str, Any]) -> str | None:
             _table(["figure", "reported"], rows),
             _p(
                 "The paper's figures come from online A/B tests on a production platform with real users. They are "
-                "quoted only for scale: this run's figures come from a generated world and a simulated response "
-                "model, so the two are not comparable measurements."
+                f"quoted only for scale: this run's figures come from {ours_from}, so the two are not comparable "
+                "measurements."
             ),
             "</div>",
         ]
     return '<div class="headline">' + "".join(parts) + "</div>"
 
 
-def _data_html(data: Mapping[str, Any]) -> str:
+def _data_source_rows(source: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    rows = [("data source", source["label"]), ("ranking impressions", source["impressions"])]
+    negatives = source.get("negatives")
+    if negatives:
+        rows.append(("sampled negatives", ", ".join(f"{k} {fmt_num(v)}" for k, v in negatives.items())))
+    return rows
+
+
+def _data_html(data: Mapping[str, Any], source: Mapping[str, Any]) -> str:
     keys = (
         "dataset", "size", "seed", "log_start", "log_end", "users", "items", "cold_start_items",
         "click_rate", "finish_rate", "like_rate", "search_click_rate",
@@ -366,7 +500,7 @@ def _data_html(data: Mapping[str, Any]) -> str:
         for table, n in data["rows"].items()
     ]
     out = [
-        _kv_table(overview),
+        _kv_table([*_data_source_rows(source), *overview]),
         "<h3>Rows kept and quarantined per table</h3>",
         _table(["table", "rows kept", "rows quarantined"], rows, numeric_from=1),
         "<h3>Lifetime proxies from the logs</h3>",
@@ -436,10 +570,13 @@ def _comparisons(differences: Mapping[str, Any], trainer: str, variants: Sequenc
     return sorted(names, key=lambda c: rank.get(c.rpartition("-")[0], len(rank)))
 
 
-def _ranker_html(ranker: Mapping[str, Any]) -> str:
+def _ranker_html(ranker: Mapping[str, Any], source: Mapping[str, Any]) -> str:
     models = ranker["models"]
     trainers, variants, tasks = ranker_layout(ranker)
+    against = _against(source)
     out = [_p(ranker["note"], "note")] if ranker.get("note") else []
+    if against:  # the note on how the negatives arose
+        out.append(_p(source_notes(source)[-1], "note"))
     out.append(_p("Test-period metrics with 95% user-level bootstrap intervals; NE: lower is better."))
     out.append(_p(SLICE_DEFINITIONS))
     for t in trainers:
@@ -447,14 +584,14 @@ def _ranker_html(ranker: Mapping[str, Any]) -> str:
             _figure(
                 plots.plot_ranker_auc(models, t, variants[t], tasks),
                 "ranker",
-                f"{t}: AUC and GAUC (impression-weighted) per variant on all test items, with 95% intervals",
+                f"{t}: AUC and GAUC (impression-weighted) per variant on all test items{against}, with 95% intervals",
             )
         )
         out.append(
             _figure(
                 plots.plot_cold_start(models, t, variants[t], tasks),
                 "ranker",
-                f"{t}: AUC on all, cold and new items per variant",
+                f"{t}: AUC on all, cold and new items per variant{against}",
             )
         )
         comparisons = _comparisons(ranker.get("differences") or {}, t, variants[t])
@@ -464,7 +601,7 @@ def _ranker_html(ranker: Mapping[str, Any]) -> str:
                     plots.plot_ranker_differences(ranker["differences"], t, comparisons, tasks),
                     "ranker",
                     f"{t}: paired AUC and GAUC (impression-weighted) differences, treatment - control, on all test "
-                    "items, with 95% intervals",
+                    f"items{against}, with 95% intervals",
                 )
             )
     rows = []
@@ -478,6 +615,7 @@ def _ranker_html(ranker: Mapping[str, Any]) -> str:
                             [sl, task, t, plots.variant_label(v), fmt_num(m.get("n"))]
                             + [fmt_interval(m.get(k), _fmt_metric) for k in RANKER_METRICS]
                         )
+    out.append(f"<h3>Metrics per slice, task and model{_esc(_against(source, ': AUC and GAUC '))}</h3>")
     out.append(_table(["slice", "task", "trainer", "variant", "n", "AUC", "GAUC (imp.)", "GAUC (pos.)", "NE"], rows, 4))
     diffs = ranker.get("differences") or {}
     if diffs:
@@ -493,14 +631,14 @@ def _ranker_html(ranker: Mapping[str, Any]) -> str:
                             + [fmt_interval(m.get(k), _fmt_diff) for k in RANKER_METRICS]
                         )
         out += [
-            "<h3>Paired differences, treatment - control</h3>",
+            f"<h3>Paired differences, treatment - control{_esc(_against(source, ': AUC and GAUC '))}</h3>",
             _p("Same impressions for both models; paired user-level bootstrap 95% intervals."),
             _table(["slice", "task", "trainer", "comparison", "AUC", "GAUC (imp.)", "GAUC (pos.)", "NE"], rows, 4),
         ]
     return "".join(out)
 
 
-def _calibration_html(summary: Mapping[str, Any], tasks: Sequence[str] | None) -> str | None:
+def _calibration_html(summary: Mapping[str, Any], tasks: Sequence[str] | None, source: Mapping[str, Any]) -> str | None:
     pairs = _calibration_pairs(summary)
     if not pairs:
         return None
@@ -511,6 +649,14 @@ def _calibration_html(summary: Mapping[str, Any], tasks: Sequence[str] | None) -
             "mean |predicted - observed|."
         )
     ]
+    if sampled_negatives_phrase(source):
+        out.append(
+            _p(
+                "The test impressions include sampled negatives: observed rates follow the sampling ratio, not a "
+                "real engagement rate.",
+                "note",
+            )
+        )
     rows = []
     for trainer, tables in pairs.items():
         present = _ordered((task for per in tables.values() for task in per), tasks or TASK_ORDER)
@@ -537,7 +683,7 @@ def _calibration_html(summary: Mapping[str, Any], tasks: Sequence[str] | None) -
     return "".join(out)
 
 
-def _ab_html(ab: Mapping[str, Any]) -> str:
+def _ab_html(ab: Mapping[str, Any], source: Mapping[str, Any]) -> str:
     cfg = ab["config"]
     control = ab.get("control") or ab["arms"][0]["name"]
     metrics = list(dict.fromkeys(m for a in ab["arms"] for m in a["metrics"]))
@@ -547,7 +693,12 @@ def _ab_html(ab: Mapping[str, Any]) -> str:
             f"(salt {cfg['salt']!r}); control arm {control!r}; {cfg['n_boot']} user-level bootstrap resamples per "
             "interval. Lifts are treatment / control - 1 with a two-sample user bootstrap interval."
         ),
-        _p(SIMULATED_NOTE, "note"),
+        _p(
+            SIMULATED_NOTE
+            if source["kind"] == GENERATED
+            else f"The A/B figures come from a simulated user-response model, not from the logs {source['name']!r}.",
+            "note",
+        ),
     ]
     if any(ab["lifts"].values()):
         out.append(_figure(plots.plot_ab_lifts(ab), "ab", "Relative lift vs control per metric, with 95% intervals"))
@@ -633,10 +784,11 @@ def _section(anchor: str, heading: str, body: str | None, absent: str) -> str:
 def render_html(summary: Mapping[str, Any], title: str) -> str:
     """The self-contained report page of a validated summary."""
     run = summary["run"]
+    source = summary_data_source(summary)
     tasks = ranker_layout(summary["ranker"])[2] if summary.get("ranker") else None
     sections = [
-        ("headline", "Headline", _headline_html(summary), "No headline figures in this run's summary."),
-        ("data", "Data", _data_html(summary["data"]), ""),
+        ("headline", "Headline", _headline_html(summary, source), "No headline figures in this run's summary."),
+        ("data", "Data", _data_html(summary["data"], source), ""),
         (
             "retrieval",
             "Retrieval",
@@ -645,20 +797,20 @@ def render_html(summary: Mapping[str, Any], title: str) -> str:
         ),
         (
             "ranker",
-            "Ranker",
-            _ranker_html(summary["ranker"]) if summary.get("ranker") else None,
+            ("Ranker" + _against(source, ": AUC and GAUC ")) if summary.get("ranker") else "Ranker",
+            _ranker_html(summary["ranker"], source) if summary.get("ranker") else None,
             "Ranker: not run in this pipeline run (no ranker section in the summary).",
         ),
         (
             "calibration",
             "Ranker calibration: control vs +both",
-            _calibration_html(summary, tasks),
+            _calibration_html(summary, tasks, source),
             "Calibration: no ranker scores given (ranker_scores), so no calibration tables.",
         ),
         (
             "ab",
             "Offline A/B simulation",
-            _ab_html(summary["ab"]) if summary.get("ab") else None,
+            _ab_html(summary["ab"], source) if summary.get("ab") else None,
             "A/B simulation: not run in this pipeline run (no ab section in the summary).",
         ),
         ("run", "Run: timings and machine", _run_html(run), ""),
@@ -671,7 +823,8 @@ def render_html(summary: Mapping[str, Any], title: str) -> str:
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head>\n<body>"
         f"<h1>{_esc(title)}</h1>"
         + _p(f"Run {run['name']!r}, finished {run['finished']}. Summary schema version {summary['schema_version']}.")
-        + _p(SIMULATED_NOTE, "note")
+        + _p(f"Data source: {source['label']}.", "source")
+        + "".join(_p(note, "note") for note in source_notes(source))
         + f"<nav>{nav}</nav>{body}</body></html>\n"
     )
 
@@ -691,17 +844,20 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]
 def render_markdown(summary: Mapping[str, Any], title: str) -> str:
     """A short summary: headline figures, the A/B lifts, the ranker's +both vs control difference, timings."""
     run = summary["run"]
+    source = summary_data_source(summary)
     lines = [
         f"# {_md(title)}",
         "",
         f"Run `{_md(run['name'])}`, finished {run['finished']}.",
         "",
-        f"> {SIMULATED_NOTE}",
+        f"Data source: {_md(source['label'])}.",
+        "",
+        *(f"> {_md(note)}" for note in source_notes(source)),
         "",
     ]
     lines += ["## Headline", ""]
     if summary.get("headline"):
-        rows = [[h["name"], *fmt_headline(h), h["source"]] for h in summary["headline"]]
+        rows = [[h["name"], *fmt_headline(h), _headline_source(h, source)] for h in summary["headline"]]
         lines += _md_table(["figure", "value", "95% interval", "source"], rows)
     else:
         lines.append("No headline figures in this run.")
@@ -710,7 +866,8 @@ def render_markdown(summary: Mapping[str, Any], title: str) -> str:
         lines += [
             "",
             f"For scale only: the SAIL-Embedding paper reports LT7 {ref['paper_lt7_lift_pct']:+g}% and AUC "
-            f"{ref['paper_auc_gain_pct']:+g}% from online A/B tests; the figures above come from a simulated world.",
+            f"{ref['paper_auc_gain_pct']:+g}% from online A/B tests; the figures above come from "
+            + ("a simulated world." if source["kind"] == GENERATED else f"the real logs {source['name']!r}, offline."),
         ]
     ab = summary.get("ab")
     lines += ["", "## A/B lifts vs " + _md(ab.get("control") or ab["arms"][0]["name"]) if ab else "## A/B lifts", ""]
@@ -719,7 +876,7 @@ def render_markdown(summary: Mapping[str, Any], title: str) -> str:
         lines += _md_table(["arm", "metric", "lift (95% interval)"], rows)
     else:
         lines.append("Not run.")
-    lines += ["", "## Ranker: +both vs control (all test items)", ""]
+    lines += ["", "## Ranker: +both vs control (all test items)" + _against(source, ", AUC "), ""]
     diffs = (summary.get("ranker") or {}).get("differences") or {}
     both = {name.split("/")[0]: cmp for name, cmp in diffs.items() if name.split("/")[1] == "both-control"}
     if both:
@@ -755,10 +912,14 @@ def render_markdown(summary: Mapping[str, Any], title: str) -> str:
 
 
 def write_run_report(summary: Mapping[str, Any], out_dir: str | os.PathLike, title: str) -> ReportPaths:
-    """Validates `summary` against the schema (ValueError naming the failing paths), adds `ranker_calibration`
-    from `ranker_scores` when given, and writes report.html, summary.md and summary.json into `out_dir`."""
+    """Validates `summary` against the schema (ValueError naming the failing paths), adds `data_source` (inferred
+    from `data.dataset`) when absent and `ranker_calibration` from `ranker_scores` when given, and writes
+    report.html, summary.md and summary.json into `out_dir`."""
     doc = to_jsonable(summary)
     validate_summary(doc)
+    if not doc.get("data_source"):  # an older summary: the source inferred from data.dataset
+        doc["data_source"] = summary_data_source(doc)
+        validate_summary(doc)
     if doc.get("ranker_scores") and not doc.get("ranker_calibration"):
         doc["ranker_calibration"] = compute_ranker_calibration(doc["ranker_scores"])
         validate_summary(doc)
@@ -775,11 +936,16 @@ __all__ = [
     "ReportPaths",
     "ab_result_to_dict",
     "compute_ranker_calibration",
+    "data_source_label",
+    "describe_data_source",
     "interval_to_dict",
     "load_schema",
     "ope_result_to_dict",
     "render_html",
     "render_markdown",
+    "sampled_negatives_phrase",
+    "source_notes",
+    "summary_data_source",
     "to_jsonable",
     "validate_summary",
     "write_run_report",

@@ -1,6 +1,7 @@
 """Collects a pipeline run's stage outputs into the report's `summary` (schema: offline_eval/summary.schema.json).
 
 Sections come from the stages' own files, unchanged: `data` from the validated tables (+ the mining counts),
+`data_source` from the validated data set's manifest (`offline_eval.report.describe_data_source`),
 `retrieval` from `eval_retrieval/retrieval.json`, `ranker` from `ranker/results.json` (+ the paths of each model's
 test scores, for the calibration plots), `ab` from `ab/ab.json`. A stage that did not run (or does not apply)
 leaves its section null. `headline` picks the figures the run prints at the end; `reference` carries the
@@ -77,6 +78,13 @@ def headline_figures(ranker: dict | None, ab: dict | None, retrieval: dict | Non
     return out
 
 
+def read_data_source(valid_dir: str | Path) -> dict[str, Any]:
+    """The summary's `data_source` from `valid_dir/manifest.json` (the manifest validation copied from the data)."""
+    from offline_eval.report import describe_data_source
+
+    return describe_data_source(_json(Path(valid_dir) / "manifest.json"))
+
+
 def build_run_summary(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """The `summary` of a run directory whose data, validate and mine stages finished (later ones optional)."""
     from core.machine import describe_machine
@@ -114,6 +122,7 @@ def build_run_summary(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
             "notes": notes,
         },
         "data": data,
+        "data_source": read_data_source(run_dir / "validate"),
         "retrieval": retrieval,
         "ranker": ranker,
         "ranker_scores": ranker_scores,

@@ -123,6 +123,7 @@ def test_smoke_config_runs_every_stage_end_to_end(smoke_run):
 
     s = _summary(run_dir)
     assert s["data"]["dataset"] == "generated" and s["data"]["size"] == "tiny"
+    assert s["data_source"]["label"] == "generated world (simulated users and impressions)"
     mining = s["data"]["mining"]
     assert mining["train_i2i_pairs"]["swing"] > 0 and mining["heldout_i2i_pairs"]["covisit"] > 0
     assert mining["cutoff"] == s["retrieval"]["split_ts"]  # one source of pairs: the table reads the mine stage's
@@ -374,3 +375,5 @@ def test_movielens_config_produces_its_report_from_the_real_data(tmp_path, monke
     s = _summary(tmp_path / "run")
     assert s["data"]["rows"]["interactions"] == 100_836
     assert s["ab"] is None and s["ranker"] is not None and s["retrieval"] is not None
+    assert s["data_source"]["label"] == "real logs: movielens (logged impressions)"
+    assert "simulated world" not in (tmp_path / "run" / "report" / "summary.md").read_text()

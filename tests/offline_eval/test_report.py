@@ -24,12 +24,15 @@ from offline_eval import report as report_mod
 from offline_eval.ab_sim import ABConfig, Arm, LoggedPolicyScorer, OracleScorer, RandomScorer, run_ab
 from offline_eval.data_report import write_data_report
 from offline_eval.report import (
+    SIMULATED_NOTE,
     ab_result_to_dict,
     compute_ranker_calibration,
+    describe_data_source,
     load_schema,
     validate_summary,
     write_run_report,
 )
+from offline_eval.run_summary import read_data_source
 from sources.validate import ValidationConfig, validate_dataset
 from sources.world import WorldConfig, generate_world
 
@@ -43,12 +46,18 @@ PAPER = {"paper_lt7_lift_pct": 0.158, "paper_auc_gain_pct": 0.08}
 
 
 @pytest.fixture(scope="module")
-def data_section(tmp_path_factory) -> dict:
-    """The real data report of the tiny world (generated without media, validated)."""
+def valid_dir(tmp_path_factory) -> Path:
+    """The tiny world (generated without media), validated: tables and the copied manifest."""
     base = tmp_path_factory.mktemp("report_data")
     generate_world(TINY, base / "world")
     validate_dataset(base / "world", base / "valid", ValidationConfig())
-    return write_data_report(base / "valid", base / "data_report", title="tiny")
+    return base / "valid"
+
+
+@pytest.fixture(scope="module")
+def data_section(valid_dir) -> dict:
+    """The real data report of the tiny world."""
+    return write_data_report(valid_dir, valid_dir.parent / "data_report", title="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +324,9 @@ def test_summary_json_round_trips_with_calibration_from_the_scores(full, scores_
     summary, paths = full
     written = json.loads(paths.summary_json.read_text())
     validate_summary(written)
-    assert {k: v for k, v in written.items() if k != "ranker_calibration"} == json.loads(json.dumps(summary))
+    given = json.loads(json.dumps(summary))
+    assert "data_source" not in given  # an older summary: the source is inferred from data.dataset ("generated")
+    assert {k: v for k, v in written.items() if k != "ranker_calibration"} == {**given, "data_source": GENERATED}
     cal = written["ranker_calibration"]
     assert set(cal) == set(scores_files)
     for per_task in cal.values():
@@ -472,3 +483,195 @@ def test_headline_figures_are_signed_where_they_are_differences_and_carry_their_
         "n/a",
         "n/a",
     )
+
+
+# ------------------------------------------------------------------------------------------------ data source
+
+GENERATED = {
+    "kind": "generated world",
+    "dataset": "generated",
+    "name": "generated",
+    "impressions": "simulated",
+    "negatives": None,
+    "label": "generated world (simulated users and impressions)",
+}
+SHOP_NEGATIVES = {
+    "per_positive": 4,
+    "sampler": "popularity",
+    "alpha": 0.75,
+    "seed": 11,
+    "sampled": 1196,
+    "short": 1,
+    "positives": 300,
+}
+SHOP = {"dataset": "logs", "name": "shop", "impressions": "sampled", "negatives": SHOP_NEGATIVES, "now": "2025-01-01"}
+SHOP_LABEL = "real logs: shop (AUC against sampled negatives: 4 per positive, popularity^0.75)"
+
+
+def _real_logs_summary(data: dict, manifest: dict, tmp_path: Path) -> dict:
+    """A run on real logs as the pipeline writes it: no A/B simulation, `data_source` read from the validated
+    manifest."""
+    (tmp_path / "validate").mkdir()
+    (tmp_path / "validate" / "manifest.json").write_text(json.dumps(manifest))
+    ranker = json.loads((RESULTS / "ranker_small_standin.json").read_text())
+    auc = ranker["differences"]["torchrec/both-control"]["all"]["click"]["auc"]
+    headline = {"name": "click AUC difference, torchrec both - control", "unit": "AUC", "source": "ranker"}
+    return {
+        "schema_version": 1,
+        "run": _run_section(),
+        "data": {**data, "dataset": manifest.get("dataset"), "size": None, "seed": None},
+        "data_source": read_data_source(tmp_path / "validate"),
+        "retrieval": json.loads((RESULTS / "retrieval_small.json").read_text()),
+        "ranker": ranker,
+        "ab": None,
+        "headline": [{**headline, "value": auc["value"], "low": auc["low"], "high": auc["high"]}],
+        "reference": dict(PAPER),
+    }
+
+
+def _section_html(page: str, anchor: str) -> str:
+    start = page.index(f'<section id="{anchor}">')
+    return page[start : page.index("</section>", start)]
+
+
+def _markdown_section(md: str, heading: str) -> str:
+    start = md.index(heading)
+    end = md.find("\n## ", start + 1)
+    return md[start : end if end >= 0 else len(md)]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ({"dataset": "generated", "size": "tiny", "seed": 7}, GENERATED),
+        (
+            {"dataset": "movielens", "positive_rating": 4.0},  # a manifest from before name / impressions / negatives
+            {
+                "kind": "real logs",
+                "dataset": "movielens",
+                "name": "movielens",
+                "impressions": "logged",
+                "negatives": None,
+                "label": "real logs: movielens (logged impressions)",
+            },
+        ),
+        (
+            {"dataset": "unknown"},  # validation of a data set without a manifest
+            {
+                "kind": "real logs",
+                "dataset": "unknown",
+                "name": "unknown",
+                "impressions": "logged",
+                "negatives": None,
+                "label": "real logs: unknown (logged impressions)",
+            },
+        ),
+        (
+            SHOP,
+            {
+                "kind": "real logs",
+                "dataset": "logs",
+                "name": "shop",
+                "impressions": "sampled",
+                "negatives": SHOP_NEGATIVES,
+                "label": SHOP_LABEL,
+            },
+        ),
+        (
+            {
+                "dataset": "movielens",
+                "impressions": "logged+sampled",
+                "negatives": {"per_positive": 2, "sampler": "uniform", "alpha": None, "seed": 0},
+            },
+            {
+                "kind": "real logs",
+                "dataset": "movielens",
+                "name": "movielens",
+                "impressions": "logged+sampled",
+                "negatives": {"per_positive": 2, "sampler": "uniform", "alpha": None, "seed": 0},
+                "label": "real logs: movielens (AUC against logged and sampled negatives: 2 per positive, uniform)",
+            },
+        ),
+    ],
+)
+def test_the_data_source_comes_from_the_manifest_with_missing_fields_inferred(
+    manifest, expected, data_section, tmp_path
+):
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    source = read_data_source(tmp_path)
+    assert source == expected
+    validate_summary({**_minimal(data_section), "data_source": source})
+
+
+def test_the_data_source_rejects_an_unknown_impressions_value_and_a_mislabelled_kind(data_section):
+    with pytest.raises(ValueError, match="impressions must be one of"):
+        describe_data_source({"dataset": "logs", "impressions": "imagined"})
+    mislabelled = {**describe_data_source({"dataset": "logs", "name": "shop"}), "kind": "generated world"}
+    with pytest.raises(ValueError, match=r"summary\.data_source"):
+        validate_summary({**_minimal(data_section), "data_source": mislabelled})
+
+
+def test_a_generated_world_report_keeps_the_simulated_world_disclaimer(full, valid_dir):
+    # Given the report of the tiny generated world, whose validated manifest says dataset "generated"
+    assert read_data_source(valid_dir) == GENERATED
+    _, paths = full
+    page, md = paths.html.read_text(), paths.markdown.read_text()
+    # Then the banner names the generated world and both pages carry the disclaimer
+    assert "Data source: generated world (simulated users and impressions)." in page
+    assert "Data source: generated world (simulated users and impressions)." in md
+    assert SIMULATED_NOTE in page and f"> {SIMULATED_NOTE}" in md
+    assert "This run: simulated world, offline" in page
+    assert "the figures above come from a simulated world." in md
+    assert "sampled negatives" not in page and "sampled negatives" not in md
+    assert json.loads(paths.summary_json.read_text())["data_source"] == GENERATED
+
+
+def test_a_real_logs_report_with_sampled_negatives_names_its_logs_and_says_so_at_the_ranker(tmp_path, data_section):
+    # Given a run on positive-only real logs whose manifest records the sampled negatives
+    summary = _real_logs_summary(data_section, SHOP, tmp_path)
+    assert summary["data_source"]["label"] == SHOP_LABEL
+    # When the report is written
+    paths = write_run_report(summary, tmp_path / "report", "shop")
+    page, md = paths.html.read_text(), paths.markdown.read_text()
+    written = json.loads(paths.summary_json.read_text())
+    validate_summary(written)
+    assert written["data_source"] == summary["data_source"]
+    # Then the banner names the real logs and nothing says the figures are simulated
+    assert f"Data source: {SHOP_LABEL}." in page and f"Data source: {SHOP_LABEL}." in md
+    assert "the real logs &#x27;shop&#x27;" in page and "the real logs 'shop'" in md
+    assert "This run: real logs (shop), offline" in page
+    for text in (page, md):
+        assert "simulated" not in text.lower() and "generated world" not in text.lower()
+    # And every ranker table and figure says its AUC is against sampled negatives
+    ranker = _section_html(page, "ranker")
+    assert "<h2>Ranker: AUC and GAUC against sampled negatives</h2>" in ranker
+    assert "<h3>Metrics per slice, task and model: AUC and GAUC against sampled negatives</h3>" in ranker
+    assert "<h3>Paired differences, treatment - control: AUC and GAUC against sampled negatives</h3>" in ranker
+    captions = [img["alt"] for img in _parse(ranker).images]
+    assert captions and all("against sampled negatives" in c for c in captions)
+    assert "ranker (against sampled negatives)" in _section_html(page, "headline")
+    assert "4 per positive, popularity^0.75" in _section_html(page, "data")
+    assert "against sampled negatives" in _markdown_section(md, "## Ranker")
+    assert "## Ranker: +both vs control (all test items), AUC against sampled negatives" in md
+    assert "| ranker (against sampled negatives) |" in md
+
+
+def test_an_old_movielens_manifest_gives_logged_impressions_and_no_sampling_caveat(tmp_path, data_section):
+    manifest = {"dataset": "movielens", "media": {"root": None, "mode": "none"}, "positive_rating": 4.0}
+    summary = _real_logs_summary(data_section, manifest, tmp_path)
+    paths = write_run_report(summary, tmp_path / "report", "movielens")
+    page, md = paths.html.read_text(), paths.markdown.read_text()
+    validate_summary(json.loads(paths.summary_json.read_text()))
+    assert "Data source: real logs: movielens (logged impressions)." in page
+    assert "Data source: real logs: movielens (logged impressions)." in md
+    for text in (page, md):
+        assert "simulated" not in text.lower() and "sampled negatives" not in text
+    assert "<h2>Ranker</h2>" in page
+
+
+def test_an_older_summary_without_data_source_is_labelled_from_its_dataset(tmp_path, data_section):
+    summary = {**_minimal(data_section), "data": {**data_section, "dataset": "movielens"}}
+    paths = write_run_report(summary, tmp_path, "old")
+    written = json.loads(paths.summary_json.read_text())
+    assert written["data_source"]["label"] == "real logs: movielens (logged impressions)"
+    assert SIMULATED_NOTE not in paths.html.read_text()
