@@ -388,7 +388,13 @@ def check_columns(m: LogsMapping) -> None:
             cols = file_columns(f, fmt, t.separator)
             missing = [f"{col!r} ([data.logs.{key}] {role})" for role, col in wanted.items() if col not in cols]
             if missing:
-                raise MappingError(f"{f}: missing column(s) {', '.join(missing)}; its columns: {cols}")
+                hint = ""
+                if key == "interactions" and wanted["time"] not in cols:
+                    hint = (
+                        "; every interaction needs a time (the log is split into training and held-out days by it): "
+                        "add a column of epoch seconds / ms / us, ISO date-times or dates and name it in time"
+                    )
+                raise MappingError(f"{f}: missing column(s) {', '.join(missing)}; its columns: {cols}{hint}")
 
 
 def read_table(root: Path, spec: Any, what: str, columns: dict[str, str | None]) -> tuple[pl.DataFrame, str]:
@@ -525,7 +531,7 @@ def _positive_expr(m: LogsMapping) -> pl.Expr:
     if p.label:
         cond = cond & pl.col("label").str.to_lowercase().is_in(["1", "true", "yes", "y", "t", "1.0"])
     if p.watch_fraction is not None:
-        cond = cond & (pl.col("watch_ms") >= p.watch_fraction * pl.col("duration_ms"))
+        cond = cond & (pl.col("watch") >= p.watch_fraction * pl.col("duration_ms"))
     return cond.fill_null(False)
 
 
