@@ -58,6 +58,8 @@ def main_run(argv: Sequence[str]) -> int:
     summary = json.loads((res.report_path.parent / "summary.json").read_text())
     data = summary["data"]
     print(f"run directory: {res.run_dir}")
+    if summary.get("data_source"):
+        print(f"data source: {summary['data_source']['label']}")
     print(
         f"data: {data['users']} users, {data['items']} items, {data['rows']['interactions']} interactions, "
         f"LT7 mean {data['lifetime']['lt7_mean']:.3f}"

@@ -667,6 +667,7 @@ def _stage_data(ctx: StageContext) -> dict[str, Any]:
         max_rejected_share=cfg.validation.max_rejected_share,
         echo=ctx.echo,
     )
+    _check_time_layout(cfg, ctx.out)  # before any training: the ranker's windows must fit this log
     m = res.manifest
     return {
         "counts": res.counts,
@@ -935,19 +936,25 @@ def _stage_export(ctx: StageContext) -> dict[str, Any]:
     return {"version": res.version, "feature_view": res.feature_view, "rows": res.rows, "check": res.check}
 
 
-def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
-    """Point-in-time ranking samples; the ranker's train split starts at the embedding cutoff (`core.timeline`)."""
+def _check_time_layout(cfg: RunConfig, data_dir: Path) -> None:
+    """Refuses embedding / ranker windows that leave the ranker no training day on this log (a real log's span is
+    known once its data stage has read it)."""
     from core.timeline import build_timeline
     from mining.mine_pairs import log_time_range
+
+    r = cfg.ranker
+    try:
+        build_timeline(*log_time_range(data_dir), cfg.embedding.holdout_frac, r.valid_days, r.test_days)
+    except ValueError as e:
+        raise ValueError(f"[embedding] / [ranker] of run '{cfg.name}': {e}") from None
+
+
+def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
+    """Point-in-time ranking samples; the ranker's train split starts at the embedding cutoff (`core.timeline`)."""
     from recsys.samples import SamplesConfig, run
 
     r = ctx.cfg.ranker
-    try:  # the log's span is known only now for real data sets: refuse a layout with no ranker training day
-        build_timeline(
-            *log_time_range(ctx.stage_dir("validate")), ctx.cfg.embedding.holdout_frac, r.valid_days, r.test_days
-        )
-    except ValueError as e:
-        raise ValueError(f"[embedding] / [ranker] of run '{ctx.cfg.name}': {e}") from None
+    _check_time_layout(ctx.cfg, ctx.stage_dir("validate"))
     meta = json.loads((ctx.stage_dir("export") / "stage.json").read_text())["metrics"]
     offline = ctx.stage_dir("export") / "feature_repo" / "offline" / meta["feature_view"]
     res = run(

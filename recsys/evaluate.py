@@ -80,13 +80,20 @@ def paired_differences(
     return out
 
 
-def single_class(labels: np.ndarray) -> str | None:
-    """Why AUC / GAUC / NE are undefined on these labels (empty, or one class only); None when they are defined."""
+def single_class(labels: np.ndarray, users: np.ndarray | None = None) -> str | None:
+    """Why AUC / GAUC / NE are undefined on these labels (empty, or one class only; with `users`, also when no
+    user has both classes, which leaves GAUC undefined); None when they are defined."""
     if labels.size == 0:
         return "no test impressions"
     pos = int(np.sum(labels))
     if pos in (0, labels.size):
         return f"all {labels.size} test labels are {'positive' if pos else 'negative'}: AUC, GAUC and NE are undefined"
+    if users is not None:
+        _, inverse = np.unique(users, return_inverse=True)
+        per_user = np.bincount(inverse, weights=labels.astype(float))
+        sizes = np.bincount(inverse)
+        if not np.any((per_user > 0) & (per_user < sizes)):
+            return f"none of the {sizes.size} users has both a positive and a negative label: GAUC is undefined"
     return None
 
 
@@ -99,7 +106,7 @@ def evaluate_model(scores: dict[str, np.ndarray], n_boot: int = 500, seed: int =
         res[sl] = {
             t: metric_intervals(s[f"label_{t}"], s[t], s["user"], n_boot, seed)
             for t in TASKS
-            if single_class(s[f"label_{t}"]) is None
+            if single_class(s[f"label_{t}"], s["user"]) is None
         }
     return res
 
@@ -110,7 +117,7 @@ def undefined_metrics(scores: dict[str, np.ndarray]) -> dict[str, dict[str, str]
     for sl in SLICES:
         s = _slice(scores, sl)
         for t in TASKS:
-            why = single_class(s[f"label_{t}"])
+            why = single_class(s[f"label_{t}"], s["user"])
             if why is not None:
                 out.setdefault(sl, {})[t] = why
     return out
@@ -127,7 +134,7 @@ def compare(control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_
         res[sl] = {
             task: paired_differences(c[f"label_{task}"], c[task], t[task], c["user"], n_boot, seed)
             for task in TASKS
-            if single_class(c[f"label_{task}"]) is None
+            if single_class(c[f"label_{task}"], c["user"]) is None
         }
     return res
 
@@ -143,7 +150,8 @@ def slice_gains(
         inside = control[sl].astype(bool)
         for task in TASKS:
             y = control[f"label_{task}"]
-            if single_class(y[inside]) or single_class(y[~inside]):
+            users = control["user"]
+            if single_class(y[inside], users[inside]) or single_class(y[~inside], users[~inside]):
                 continue
             pd = slice_gain_difference(y, control[task], treatment[task], inside, control["user"], n_boot, seed)
             res.setdefault(sl, {})[task] = {
