@@ -56,10 +56,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 `model_overrides` (ModelConfig text-tower fields, written to a model JSON) and `data_overrides` (DataConfig fields)."""
 
 
-def validation_view(run_dir: Path, out: Path, holdout_frac: float) -> tuple[Path, Any, Any]:
+def validation_view(
+    run_dir: Path, out: Path, holdout_frac: float, mapping: Any = None, max_rejected_share: float = 0.01
+) -> tuple[Path, Any, Any]:
     """`out/data`: the run's validated items plus its interactions and searches before the embedding cutoff C;
-    returns (the view, C, the validation cutoff C_v). Items whose content was built from behaviour up to C (MovieLens'
-    user tags) are rebuilt from behaviour before C_v, as the held-out run's items are from behaviour before C."""
+    returns (the view, C, the validation cutoff C_v). Items whose content was built from behaviour up to C (user
+    tags, e.g. MovieLens') are rebuilt from behaviour before C_v with the run's `mapping` (a `sources.logs.LogsMapping`,
+    `jobs.pipeline.logs_mapping`), as the held-out run's items are from behaviour before C."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -80,16 +83,16 @@ def validation_view(run_dir: Path, out: Path, holdout_frac: float) -> tuple[Path
             write_table(t.filter(pc.less(t["ts"], ts)), schema, view / name)
     manifest = json.loads((src / "manifest.json").read_text())
     if not is_complete(view / "items"):
-        if manifest.get("content_cutoff") and manifest.get("dataset") == "movielens":
-            from sources.movielens import adapt_movielens
+        if manifest.get("content_cutoff") and mapping is not None:
+            from sources.logs import NegativesMapping, adapt_logs
 
-            again = adapt_movielens(
-                manifest["source"],
-                out / "readapted",
-                positive_rating=manifest.get("positive_rating", 4.0),
-                content_cutoff=val_cutoff,
+            items_only = dataclasses.replace(
+                mapping, negatives=NegativesMapping()
+            )  # sampled negatives: no item content
+            again = adapt_logs(
+                items_only, out / "readapted", content_cutoff=val_cutoff, max_rejected_share=max_rejected_share
             )
-            write_table(read_table(again.paths["items"], K.ITEMS), K.ITEMS, view / "items")
+            write_table(read_table(again.out_dir / "items", K.ITEMS), K.ITEMS, view / "items")
         else:
             shutil.copytree(src / "items", view / "items", dirs_exist_ok=True)
     media = dict(manifest.get("media") or {})
@@ -152,13 +155,16 @@ def run(config: str, run_dir: Path | None, names: list[str], n_boot: int, max_qu
         score_method,
     )
     from embedding.trainer import load_training_data, resolve_model_config, train
-    from jobs.pipeline import embedding_train_config, load_config, run_pipeline
+    from jobs.pipeline import embedding_train_config, load_config, logs_mapping, run_pipeline
 
     cfg = load_config(config, run_dir=str(run_dir) if run_dir else None)
     run_pipeline(cfg, until="mine")
     rd = Path(cfg.run_dir).resolve()
     work = rd / "validation"
-    view, cutoff, val_cutoff = validation_view(rd, work, cfg.embedding.holdout_frac)
+    mapping = logs_mapping(cfg) if cfg.data.source != "generated" else None
+    view, cutoff, val_cutoff = validation_view(
+        rd, work, cfg.embedding.holdout_frac, mapping, cfg.validation.max_rejected_share
+    )
     pairs = mine_view(cfg, view, work, val_cutoff)
     prepared = load_pairs(view, pairs)
     base = dataclasses.replace(embedding_train_config(cfg), progress=False)

@@ -87,14 +87,22 @@ def main_generate(argv: Sequence[str]) -> int:
 
 
 def main_adapt_movielens(argv: Sequence[str]) -> int:
+    """`sail adapt-movielens`: the shipped MovieLens mapping (`sources.logs.MOVIELENS`) through `adapt_logs`."""
+    import dataclasses
+
     from jobs.pipeline import default_movielens_dir
-    from sources.movielens import adapt_movielens
+    from sources.logs import MOVIELENS, PositivesMapping, adapt_logs
 
     p = argparse.ArgumentParser(prog="sail adapt-movielens", description="Map MovieLens into the contracts.")
     p.add_argument("--src", type=Path, default=None, help="MovieLens folder (default: $SAIL_MOVIELENS_DIR or shared)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--session-gap-s", type=int, default=1800)
-    p.add_argument("--positive-rating", type=float, default=4.0, help="lowest rating that counts as engaged")
+    p.add_argument("--session-gap-s", type=int, default=MOVIELENS.session_gap_s, help="a new session after this gap")
+    p.add_argument(
+        "--positive-rating",
+        type=float,
+        default=MOVIELENS.positives.rating_threshold,
+        help="lowest rating that counts as engaged",
+    )
     p.add_argument(
         "--content-cutoff",
         type=datetime.fromisoformat,
@@ -102,16 +110,18 @@ def main_adapt_movielens(argv: Sequence[str]) -> int:
         help="use only user tags written before this time (ISO, UTC; e.g. the embedding cutoff)",
     )
     args = p.parse_args(argv)
+    if args.session_gap_s < 1:
+        p.error(f"--session-gap-s must be >= 1, got {args.session_gap_s}")
     cutoff = args.content_cutoff
     if cutoff is not None and cutoff.tzinfo is None:
         cutoff = cutoff.replace(tzinfo=UTC)
-    res = adapt_movielens(
-        args.src or default_movielens_dir(),
-        args.out,
+    mapping = dataclasses.replace(
+        MOVIELENS,
+        root=str((args.src or default_movielens_dir()).resolve()),
         session_gap_s=args.session_gap_s,
-        positive_rating=args.positive_rating,
-        content_cutoff=cutoff,
+        positives=PositivesMapping(rating_threshold=args.positive_rating),
     )
+    res = adapt_logs(mapping, args.out, content_cutoff=cutoff, echo=lambda line: print(line, file=sys.stderr))
     print(json.dumps({"out": str(args.out), "counts": res.counts}, indent=2, default=str))
     return 0
 

@@ -601,13 +601,16 @@ def adapt_logs(
     out_dir: str | Path,
     *,
     holdout_frac: float | None = None,
+    content_cutoff: dt.datetime | None = None,
     max_rejected_share: float = 0.01,
     echo: Callable[[str], None] = print,
 ) -> LogsResult:
     """Reads the files `m` names and writes the contract tables under `out_dir` (manifest.json last).
 
     `m.root` must be absolute (see `resolve_root`); `holdout_frac` places the content cutoff for user tags (the
-    embedding cutoff); `max_rejected_share`: the share of one table's rows that may be rejected before it fails.
+    embedding cutoff); `content_cutoff`, when given, is that cutoff instead (a naive time is UTC), e.g. an earlier
+    one for a validation split; neither: every user tag counts. `max_rejected_share`: the share of one table's rows
+    that may be rejected before it fails.
     """
     from core.timeline import embedding_cutoff
 
@@ -770,7 +773,10 @@ def adapt_logs(
 
     # ---- times: the log's span, the content cutoff
     first, last = inter.get_column("ts").min(), inter.get_column("ts").max()
-    cutoff = embedding_cutoff(first, last, holdout_frac) if holdout_frac else None
+    if content_cutoff is not None:
+        cutoff = content_cutoff.astimezone(dt.UTC) if content_cutoff.tzinfo else content_cutoff.replace(tzinfo=dt.UTC)
+    else:
+        cutoff = embedding_cutoff(first, last, holdout_frac) if holdout_frac else None
 
     # ---- items
     first_seen = (
@@ -858,7 +864,8 @@ def adapt_logs(
             pl.concat_list("tags", pl.col("user_tags").fill_null(pl.lit([], dtype=pl.List(pl.String)))).alias("tags")
         )
         if cutoff is not None:
-            notes.append(f"items: user tags written before {cutoff.isoformat()} only (the embedding cutoff).")
+            why = "the given content cutoff" if content_cutoff is not None else "the embedding cutoff"
+            notes.append(f"items: user tags written before {cutoff.isoformat()} only ({why}).")
     title = pl.concat_str(
         [_text(pl.col(f"title_{k}")) for k in range(len(itm.title))], separator=" - ", ignore_nulls=True
     )

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom first. A package may import its own layer and the layers below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),  # contracts, I/O, media, Spark session and I/O, progress, timeline, faults, machine, metric math
-    ("sources",),  # the generated world, the MovieLens adapter, validation
+    ("sources",),  # the generated world, the logs mapping (MovieLens), validation
     ("mining",),  # pair mining
     ("embedding",),  # SAIL embedding training, inference, batch embed, semantic IDs, ANN
     ("export",),  # feature export (Feast)
