@@ -406,28 +406,33 @@ def read_table(root: Path, spec: Any, what: str, columns: dict[str, str | None])
     files, fmt = table_files(root, spec.path, spec.format, what)
     wanted = {role: col for role, col in columns.items() if col}
     frames = []
-    for f in files:
+    for f in files:  # lazy scans: only the mapped columns are read, in streaming batches
         try:
             if fmt == "csv":
                 sep = "\t" if f.suffix.lower() == ".tsv" and spec.separator == "," else spec.separator
-                df = pl.read_csv(f, infer_schema=False, separator=sep, encoding="utf8-lossy")
+                lf = pl.scan_csv(f, infer_schema=False, separator=sep, encoding="utf8-lossy")
             elif fmt == "parquet":
-                df = pl.read_parquet(f)
+                lf = pl.scan_parquet(f)
             else:
-                df = pl.read_ndjson(f, infer_schema_length=None)
+                lf = pl.scan_ndjson(f, infer_schema_length=None)
+            names = lf.collect_schema().names()
         except (pl.exceptions.PolarsError, OSError) as e:
             raise MappingError(f"{f}: cannot read it as {fmt} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-        missing = [f"{col!r} ([data.logs.{what}] {role})" for role, col in wanted.items() if col not in df.columns]
+        missing = [f"{col!r} ([data.logs.{what}] {role})" for role, col in wanted.items() if col not in names]
         if missing:
-            raise MappingError(f"{f}: missing column(s) {', '.join(missing)}; its columns: {df.columns}")
+            raise MappingError(f"{f}: missing column(s) {', '.join(missing)}; its columns: {names}")
         frames.append(
-            df.select(
+            lf.select(
                 *[pl.col(col).alias(role) for role, col in wanted.items()],
-                pl.lit(str(f)).alias("_file"),
+                pl.lit(str(f)).cast(pl.Categorical).alias("_file"),
             )
         )
-    out = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
-    return out.with_row_index("_row"), str(files[0] if len(files) == 1 else Path(files[0]).parent)
+    where = str(files[0] if len(files) == 1 else Path(files[0]).parent)
+    try:
+        out = (pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]).collect(engine="streaming")
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise MappingError(f"{where}: cannot read it as {fmt} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return out.with_row_index("_row"), where
 
 
 def parse_time(col: pl.Series, unit: str, where: str) -> pl.Series:
