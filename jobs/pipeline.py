@@ -73,6 +73,7 @@ class DataConfig:
     movielens_dir: str | None = None  # MovieLens folder; None: $SAIL_MOVIELENS_DIR or ../shared/data/...
     session_gap_s: int = 1800  # MovieLens sessionisation gap (seconds)
     positive_rating: float = 4.0  # MovieLens: a rating >= this is engaged; a lower one is shown, not engaged
+    contracts_dir: str | None = None  # source contracts: a folder already in the contracts (relative to the config)
     logs: LogsMapping = field(default_factory=LogsMapping)  # source logs: the files and their columns; source
     # movielens: only [data.logs.negatives] applies (sampled negatives per positive)
     quality_in_content: float = 0.0  # generated world: share of the top / bottom third of items by quality whose
@@ -370,11 +371,17 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
         run_dir=run_dir or raw.get("run_dir") or f"runs/{raw.get('name', 'run')}",
         **built,
     )
+    base = None if name_or_path in SHIPPED_CONFIGS else Path(name_or_path).resolve().parent
     if cfg.data.source == "logs":  # the mapping's paths are relative to the config file's folder
         from sources.logs import resolve_root
 
-        base = None if name_or_path in SHIPPED_CONFIGS else Path(name_or_path).resolve().parent
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, logs=resolve_root(cfg.data.logs, base)))
+    if cfg.data.source == "contracts":
+        if not cfg.data.contracts_dir:
+            raise ValueError(f"{where} [data]: source contracts needs contracts_dir (the folder with the tables)")
+        folder = Path(os.path.expandvars(cfg.data.contracts_dir))
+        folder = folder if folder.is_absolute() else (base or Path.cwd()) / folder
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, contracts_dir=str(folder.resolve())))
     check_config(cfg, where)
     return cfg
 
@@ -496,7 +503,7 @@ SPARK_MASTER = re.compile(r"local(\[(\*|[1-9]\d*)\])?|spark://[A-Za-z0-9.-]+:[1-
 """The Spark masters a run may name: a local one or a standalone cluster's URL."""
 
 
-DATA_SOURCES = ("generated", "logs", "movielens")
+DATA_SOURCES = ("generated", "logs", "movielens", "contracts")
 
 
 def _check_one_positive(cfg: RunConfig, where: str) -> None:
@@ -526,7 +533,7 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
 
         check_mapping(cfg.data.logs)
         check_columns(cfg.data.logs)  # headers only: a wrong column name fails here, before any stage
-    if cfg.data.source != "generated":
+    if cfg.data.source in ("logs", "movielens"):
         _check_one_positive(cfg, where)
     if cfg.data.source == "generated" and cfg.data.size not in SIZES:
         raise ValueError(f"{where} [data]: size must be one of {list(SIZES)}, got {cfg.data.size!r}")
@@ -658,6 +665,10 @@ def _stage_data(ctx: StageContext) -> dict[str, Any]:
 
         res = generate_world(_world(cfg.data), ctx.out, progress=True)
         return {"counts": res.counts}
+    if cfg.data.source == "contracts":
+        res = _copy_contracts(Path(cfg.data.contracts_dir or "."), ctx.out, ctx.echo)
+        _check_time_layout(cfg, ctx.out)
+        return res
     from sources.logs import adapt_logs
 
     res = adapt_logs(
@@ -675,6 +686,33 @@ def _stage_data(ctx: StageContext) -> dict[str, Any]:
         "impressions": m["impressions"],
         "rejected": m["rejected"],
     }
+
+
+def _copy_contracts(src: Path, out: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+    """A folder already in the contracts (`data.source: contracts`): its five tables copied into the run, its
+    manifest's media root made absolute (the run reads the media where they are); without a manifest, one that
+    names the folder (real logs, logged impressions)."""
+    from core.contracts import LOG_TABLES
+
+    missing = [t for t in LOG_TABLES if not (src / t).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"[data] contracts_dir {src}: no {missing} table folder(s); a contracts folder holds {list(LOG_TABLES)} "
+            "as parquet (core/contracts.py), or map your own files with source: logs (docs/DATA.md)"
+        )
+    for t in LOG_TABLES:
+        shutil.copytree(src / t, out / t)
+    path = src / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {"dataset": "contracts", "name": src.name}
+    media = dict(manifest.get("media") or {})
+    if media.get("root") and not Path(media["root"]).is_absolute():
+        media["root"] = str((src / media["root"]).resolve())
+    manifest["media"] = media or {"root": None, "mode": "none"}
+    manifest.setdefault("impressions", "simulated" if manifest.get("dataset") == "generated" else "logged")
+    manifest["copied_from"] = str(src.resolve())
+    write_json_atomic(out / "manifest.json", manifest)
+    echo(f"data: the contracts tables of {src} copied")
+    return {"copied_from": str(src.resolve())}
 
 
 def logs_mapping(cfg: RunConfig) -> LogsMapping:
@@ -751,7 +789,15 @@ def _stage_mine(ctx: StageContext) -> dict[str, Any]:
     _check_data_cutoff(data, cutoff)
     res = run_periods(mining_config(ctx.cfg, data, ctx.out), cutoff, heldout_top_k=ctx.cfg.mining.heldout_top_k)
     keep = ("engine", "seconds", "cutoff", "input_rows", "rejected", "periods")
-    return {k: res.counts[k] for k in keep}
+    out = {k: res.counts[k] for k in keep}
+    counts = json.loads((data / "manifest.json").read_text()).get("counts", {})
+    if counts.get("searches") == 0:  # an optional table the data set does not have: say what it leaves out
+        out["notes"] = [
+            "no searches in this data set: no q2i pairs (stages II and III train on content and "
+            "co-engagement pairs; retrieval has no query rows)"
+        ]
+        ctx.echo(f"mine: {out['notes'][0]}")
+    return out
 
 
 def _check_data_cutoff(data_dir: Path, cutoff: datetime) -> None:
@@ -1087,6 +1133,10 @@ def _settings(*sections: str, **extra: Any) -> Callable[[RunConfig], Any]:
 def _data_settings(c: RunConfig) -> dict[str, Any]:
     if c.data.source == "generated":
         return {"data": asdict(c.data)}
+    if c.data.source == "contracts":  # a changed table (its files' sizes and times) is copied again
+        src = Path(c.data.contracts_dir or ".")
+        files = sorted(p for p in src.rglob("*") if p.is_file() and "media" not in p.relative_to(src).parts)
+        return {"data": asdict(c.data), "files": [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
     # real logs: user tags are cut at the embedding cutoff (holdout_frac places it), rows rejected past
     # max_rejected_share fail the stage, and a changed source file (size, time) reads the logs again
     m = logs_mapping(c)
