@@ -281,6 +281,16 @@ def check_mapping(m: LogsMapping, where: str = "[data.logs]") -> None:
         raise MappingError(f"{where[:-1]}.items]: give image or image_pattern, not both")
     if it.audio and it.audio_pattern:
         raise MappingError(f"{where[:-1]}.items]: give audio or audio_pattern, not both")
+    for key in ("image_pattern", "audio_pattern"):
+        pattern = getattr(it, key)
+        try:
+            if pattern is not None:
+                pattern.format(item="0123456789")
+        except (KeyError, IndexError, ValueError) as e:
+            raise MappingError(
+                f"{where[:-1]}.items]: {key} {pattern!r} must use only {{item}} (the source item id, e.g. "
+                f"'{{item}}.jpg' or 'images/{{item:.3}}/{{item}}.jpg'): {type(e).__name__}: {e}"
+            ) from None
     if not it.title:
         raise MappingError(f"{where[:-1]}.items]: title must name at least one column")
     if m.negatives.sampler not in ("uniform", "popularity"):

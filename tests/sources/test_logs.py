@@ -131,6 +131,19 @@ def test_positives_follow_the_event_types_and_ties_keep_the_file_or_order_column
     assert u1.get_column("item_id").to_list() == [1, 2, 3]
 
 
+def test_an_image_pattern_may_use_a_prefix_of_the_source_id(shop, tmp_path):
+    root = Path(shop.root)
+    (root / "pics" / "B-").mkdir(parents=True)
+    (root / "pics" / "B-" / "B-2.jpg").write_bytes(b"\xff\xd8")
+    m = dataclasses.replace(
+        shop, items=dataclasses.replace(shop.items, image=None, image_pattern="pics/{item:.2}/{item}.jpg")
+    )
+    manifest = _adapt(m, tmp_path / "out")
+    items = _read(tmp_path / "out", "items").sort("item_id")
+    assert items.get_column("cover_path").to_list() == [None, "pics/B-/B-2.jpg", None]
+    assert manifest["counts"]["media_missing_cover_path"] == 2
+
+
 def test_integer_ids_are_kept(tmp_path):
     root = tmp_path / "src"
     _write(root, "items.csv", "id,title\n10,a\n7,b\n")
@@ -264,6 +277,7 @@ def test_a_mapping_that_does_not_fit_the_files_names_file_column_and_key(shop):
         ({"interactions": InteractionsMapping(path="e.csv", time_unit="hours")}, "time_unit must be one of"),
         ({"interactions": InteractionsMapping()}, r"interactions\]: path is required"),
         ({"name": "my shop"}, "name must be letters"),
+        ({"items": ItemsMapping(path="i.csv", image_pattern="{id}.jpg")}, r"image_pattern '\{id\}.jpg' must use only"),
     ],
 )
 def test_an_impossible_mapping_is_refused_before_reading(shop, change, message):
