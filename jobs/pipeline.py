@@ -1162,7 +1162,10 @@ def _source_fingerprint(m: LogsMapping) -> list[tuple[str, int, int]]:
             files, _ = table_files(Path(m.root or "."), t.path, t.format, key)
         except (FileNotFoundError, ValueError):
             continue
-        out += [(str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files]
+        # a URI (kept as text) is recorded by name only: its changes are not seen
+        out += [
+            (f, -1, -1) if isinstance(f, str) else (str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files
+        ]
     return out
 
 

@@ -46,8 +46,9 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlparse
 
 import polars as pl
 
@@ -317,10 +318,18 @@ def resolve_root(m: LogsMapping, base: Path | None) -> LogsMapping:
 # --------------------------------------------------------------------------------------------------------
 
 
-def table_files(root: Path, spec: str, fmt: str, what: str) -> tuple[list[Path], str]:
-    """The files a mapping's `path` names (a file, a folder of files or a glob, under `root`) and their format."""
+def _suffix(f: Path | str) -> str:
+    return (PurePosixPath(urlparse(f).path) if isinstance(f, str) else f).suffix.lower()
+
+
+def table_files(root: Path, spec: str, fmt: str, what: str) -> tuple[list[Path | str], str]:
+    """The files a mapping's `path` names (a file, a folder of files or a glob, under `root`; or one URI that polars
+    reads, e.g. s3://bucket/log.parquet, kept as text) and their format."""
     pattern = spec if os.path.isabs(spec) else str(root / spec)
-    if any(ch in spec for ch in "*?["):
+    files: list[Path | str]
+    if "://" in spec:
+        files, pattern = [spec], spec
+    elif any(ch in spec for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     elif Path(pattern).is_dir():
         files = sorted(p for p in Path(pattern).rglob("*") if p.is_file() and p.suffix.lower() in SUFFIX_FORMAT)
@@ -329,24 +338,26 @@ def table_files(root: Path, spec: str, fmt: str, what: str) -> tuple[list[Path],
     if not files:
         raise FileNotFoundError(f"[data.logs.{what}] path {spec!r}: no file found (looked for {pattern})")
     if fmt == "auto":
-        kinds = {SUFFIX_FORMAT.get(f.suffix.lower()) for f in files}
+        kinds = {SUFFIX_FORMAT.get(_suffix(f)) for f in files}
         if None in kinds or len(kinds) != 1:
             raise MappingError(
-                f"[data.logs.{what}] path {spec!r}: cannot tell the format of {[f.name for f in files][:5]} "
+                f"[data.logs.{what}] path {spec!r}: cannot tell the format of {[str(f) for f in files][:5]} "
                 f"(suffixes {sorted(SUFFIX_FORMAT)}); set format: csv | parquet | jsonl"
             )
         fmt = kinds.pop()
     return files, fmt
 
 
-def file_columns(path: Path, fmt: str, separator: str = ",") -> list[str]:
+def file_columns(path: Path | str, fmt: str, separator: str = ",") -> list[str]:
     """The column names of one file, read from its header (CSV), schema (parquet) or first record (JSON lines)."""
     try:
         if fmt == "csv":
-            sep = "\t" if path.suffix.lower() == ".tsv" and separator == "," else separator
+            sep = "\t" if _suffix(path) == ".tsv" and separator == "," else separator
             return pl.read_csv(path, n_rows=0, infer_schema=False, separator=sep, encoding="utf8-lossy").columns
         if fmt == "parquet":
             return list(pl.read_parquet_schema(path))
+        if isinstance(path, str):  # a URI
+            return pl.scan_ndjson(path).collect_schema().names()
         with open(path, "rb") as f:
             first = next((line for line in f if line.strip()), b"{}")
         return list(json.loads(first))
@@ -419,7 +430,7 @@ def read_table(root: Path, spec: Any, what: str, columns: dict[str, str | None])
     for f in files:  # lazy scans: only the mapped columns are read, in streaming batches
         try:
             if fmt == "csv":
-                sep = "\t" if f.suffix.lower() == ".tsv" and spec.separator == "," else spec.separator
+                sep = "\t" if _suffix(f) == ".tsv" and spec.separator == "," else spec.separator
                 lf = pl.scan_csv(f, infer_schema=False, separator=sep, encoding="utf8-lossy")
             elif fmt == "parquet":
                 lf = pl.scan_parquet(f)
@@ -437,7 +448,7 @@ def read_table(root: Path, spec: Any, what: str, columns: dict[str, str | None])
                 pl.lit(str(f)).cast(pl.Categorical).alias("_file"),
             )
         )
-    where = str(files[0] if len(files) == 1 else Path(files[0]).parent)
+    where = str(files[0] if len(files) == 1 else Path(str(files[0])).parent)
     try:
         out = (pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]).collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as e:

@@ -199,6 +199,16 @@ def test_parquet_and_jsonl_and_a_glob_give_the_csv_tables(shop, tmp_path):
         assert _read(tmp_path / "pq", table).equals(_read(tmp_path / "csv", table)), table
 
 
+def test_a_uri_is_read_as_the_same_file(shop, tmp_path):
+    _adapt(shop, tmp_path / "path")
+    uri = (Path(shop.root) / "events.csv").as_uri()
+    m = dataclasses.replace(shop, interactions=dataclasses.replace(shop.interactions, path=uri))
+    check_columns(m)
+    _adapt(m, tmp_path / "uri")
+    for table in ("items", "interactions"):
+        assert _read(tmp_path / "uri", table).equals(_read(tmp_path / "path", table)), table
+
+
 def test_interactions_of_unknown_items_are_rejected_and_counted_or_fail_past_the_share(shop, tmp_path):
     root = Path(shop.root)
     _write(root, "events.csv", EVENTS_CSV + "u4,Z-9,2024-05-02,purchase,1\n")
