@@ -622,6 +622,31 @@ def _tag_list(df: pl.DataFrame, column: str, sep: str | None, drop: tuple[str, .
     )
 
 
+def _events(
+    df: pl.DataFrame,
+    source: str,
+    spec: Any,
+    table: str,
+    item_ids: pl.DataFrame,
+    user_ids: pl.DataFrame | None,
+    rejects: _Rejects,
+) -> pl.DataFrame:
+    """An optional event table with `ts`, `item_id` (and `user_id`, when `user_ids` is given) from the ids the
+    interactions and the catalogue defined; rows with an unparseable time, an unknown item or user are rejected."""
+    df = df.with_columns(
+        _text(pl.col("item")).alias("item"),
+        parse_time(df.get_column("time"), spec.time_unit, f"{source} column {spec.time!r}").alias("ts"),
+    )
+    df = rejects.take(df, pl.col("ts").is_null(), table, "unparseable_time", source)
+    df = df.join(item_ids.rename({"source_id": "item", "id": "item_id"}), on="item", how="left")
+    df = rejects.take(df, pl.col("item_id").is_null(), table, "unknown_item", source)
+    if user_ids is not None:
+        df = df.with_columns(_text(pl.col("user")).alias("user"))
+        df = df.join(user_ids.rename({"source_id": "user", "id": "user_id"}), on="user", how="left")
+        df = rejects.take(df, pl.col("user_id").is_null(), table, "unknown_user", source)
+    return df
+
+
 def adapt_logs(
     m: LogsMapping,
     out_dir: str | Path,
@@ -745,54 +770,24 @@ def adapt_logs(
                 "position": sm.position,
             },
         )
-        n_s = s.height
-        s = s.with_columns(
-            _text(pl.col("user")).alias("user"),
-            _text(pl.col("item")).alias("item"),
-            parse_time(s.get_column("time"), sm.time_unit, f"{src_s} column {sm.time!r}").alias("ts"),
-        )
-        s = rejects.take(s, pl.col("ts").is_null(), "searches", "unparseable_time", src_s)
+        s = _events(s, src_s, sm, "searches", item_ids, user_ids, rejects)
         s = rejects.take(s, pl.col("query").is_null(), "searches", "null_query", src_s)
-        s = s.join(item_ids.rename({"source_id": "item", "id": "item_id"}), on="item", how="left")
-        s = rejects.take(s, pl.col("item_id").is_null(), "searches", "unknown_item", src_s)
-        s = s.join(user_ids.rename({"source_id": "user", "id": "user_id"}), on="user", how="left")
-        s = rejects.take(s, pl.col("user_id").is_null(), "searches", "unknown_user", src_s)
-        rejects.check("searches", n_s, src_s)
+        rejects.check("searches", s.height + sum(rejects.counts.get("searches", {}).values()), src_s)
         searches = s
         extra_events.append(s.select("item_id", "ts"))
     impressions = None
     if m.impressions.path:
         pm = m.impressions
         imp, src_p = read_table(root, pm, "impressions", {"user": pm.user, "item": pm.item, "time": pm.time})
-        n_p = imp.height
-        imp = imp.with_columns(
-            _text(pl.col("user")).alias("user"),
-            _text(pl.col("item")).alias("item"),
-            parse_time(imp.get_column("time"), pm.time_unit, f"{src_p} column {pm.time!r}").alias("ts"),
-        )
-        imp = rejects.take(imp, pl.col("ts").is_null(), "impressions", "unparseable_time", src_p)
-        imp = imp.join(item_ids.rename({"source_id": "item", "id": "item_id"}), on="item", how="left")
-        imp = rejects.take(imp, pl.col("item_id").is_null(), "impressions", "unknown_item", src_p)
-        imp = imp.join(user_ids.rename({"source_id": "user", "id": "user_id"}), on="user", how="left")
-        imp = rejects.take(imp, pl.col("user_id").is_null(), "impressions", "unknown_user", src_p)
-        rejects.check("impressions", n_p, src_p)
+        imp = _events(imp, src_p, pm, "impressions", item_ids, user_ids, rejects)
+        rejects.check("impressions", imp.height + sum(rejects.counts.get("impressions", {}).values()), src_p)
         impressions = imp
         extra_events.append(imp.select("item_id", "ts"))
     user_tags = None
     if m.item_tags.path:
         tm = m.item_tags
         tg, src_t = read_table(root, tm, "item_tags", {"item": tm.item, "tag": tm.tag, "time": tm.time})
-        tg = tg.with_columns(
-            _text(pl.col("item")).alias("item"),
-            parse_time(tg.get_column("time"), tm.time_unit, f"{src_t} column {tm.time!r}").alias("ts"),
-        ).join(item_ids.rename({"source_id": "item", "id": "item_id"}), on="item", how="left")
-        tg = rejects.take(
-            tg,
-            pl.col("ts").is_null() | pl.col("item_id").is_null(),
-            "item_tags",
-            "unparseable_time_or_unknown_item",
-            src_t,
-        )
+        tg = _events(tg, src_t, tm, "item_tags", item_ids, None, rejects)
         user_tags = tg
         counts["item_tag_rows"] = tg.height
         extra_events.append(tg.select("item_id", "ts"))
