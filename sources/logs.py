@@ -519,11 +519,13 @@ class _Rejects:
         self.counts: dict[str, dict[str, int]] = {}
 
     def take(self, df: pl.DataFrame, bad: pl.Expr, table: str, reason: str, source: str) -> pl.DataFrame:
-        flagged = df.with_columns(_bad=bad.fill_null(True))
-        rows = flagged.filter(pl.col("_bad"))
+        mask = df.select(bad.fill_null(True)).to_series()
+        if not mask.any():  # the common case: no copy
+            return df
+        rows = df.filter(mask)
         if rows.height:
             self.counts.setdefault(table, {})[reason] = self.counts.get(table, {}).get(reason, 0) + rows.height
-            sample = rows.drop("_bad").head(100_000)
+            sample = rows.head(100_000)
             self.frames.append(
                 pl.DataFrame(
                     {
@@ -536,7 +538,7 @@ class _Rejects:
                     }
                 )
             )
-        return flagged.filter(~pl.col("_bad")).drop("_bad")
+        return df.filter(~mask)
 
     def check(self, table: str, total: int, source: str) -> None:
         n = sum(self.counts.get(table, {}).values())
@@ -693,6 +695,7 @@ def adapt_logs(
         _text(pl.col("item")).alias("item"),
         parse_time(raw.get_column("time"), im.time_unit, f"{src_inter} column {im.time!r}").alias("ts"),
     )
+    del raw
     inter = rejects.take(
         inter, pl.col("user").is_null() | (pl.col("user") == ""), "interactions", "null_user", src_inter
     )
@@ -747,6 +750,7 @@ def adapt_logs(
     inter = rejects.take(inter, pl.col("item_id").is_null(), "interactions", "unknown_item", src_inter)
     user_ids, users_int = ids_map(inter.get_column("user"))
     inter = inter.join(user_ids.rename({"source_id": "user", "id": "user_id"}), on="user", how="left")
+    inter = inter.drop("user", "item", "time", "_file")  # the source text is needed no more: free it early
     rejects.check("interactions", total_inter, src_inter)
     if inter.height == 0:
         raise MappingError(f"{src_inter}: no usable interaction rows (of {total_inter})")
@@ -1047,7 +1051,8 @@ def adapt_logs(
     manifest_path = out / "manifest.json"
     manifest_path.unlink(missing_ok=True)
     for name, (df, schema) in tables.items():
-        counts[name] = write_table(df.to_arrow(), schema, out / name)
+        slices = (df.slice(i, 1_000_000).to_arrow() for i in range(0, max(df.height, 1), 1_000_000))
+        counts[name] = write_table(slices, schema, out / name)  # converted a million rows at a time
     if rejects.frames:
         write_table(pl.concat(rejects.frames).to_arrow(), QUARANTINE, out / "rejected")
     if not users_int:
