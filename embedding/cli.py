@@ -89,11 +89,11 @@ def train_config_from_args(args: argparse.Namespace, base: TrainConfig | None = 
         precision=args.precision,
         refresh_every=args.refresh_every,
         checkpoint_every=args.checkpoint_every,
-        balancing=not args.no_balancing,
-        hard_negatives=not args.no_hard_negatives,
-        fuser=not args.no_fuser,
-        audio=not args.no_audio,
-        progress=not args.no_progress,
+        balancing=base.balancing and not args.no_balancing,
+        hard_negatives=base.hard_negatives and not args.no_hard_negatives,
+        fuser=base.fuser and not args.no_fuser,
+        audio=base.audio and not args.no_audio,
+        progress=base.progress and not args.no_progress,
     )
 
 

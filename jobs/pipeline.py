@@ -16,7 +16,9 @@ time holds a run directory (`lock_run_dir`); it first removes the temporary fold
 
 A stage writes into a temporary directory that replaces its output only on success; long stages (embedding
 training, ranker training) also keep checkpoints in `<run_dir>/work/<stage>-<key>/`, which survives a kill, so the
-rerun continues from the last checkpoint instead of from the stage's start.
+rerun continues from the last checkpoint instead of from the stage's start. The two training stages train inside this
+process, or with `nproc` > 1 in their section as that many torchrun processes on this machine (`core.torchrun`,
+every socket on 127.0.0.1), whose output goes to the stage's log and whose files are the same.
 
 Stages that do not apply are recorded as skipped with a reason (e.g. the A/B simulation needs the generated
 world's user model, so it does not run on MovieLens; a section with `enabled: false`).
@@ -135,7 +137,9 @@ class EmbeddingSection:
     word_queries: int = 4  # stage I pseudo-queries per item (title / tag words -> item); 0: none
     content_similarity: str = "tfidf"  # stage I-III content neighbours: "tfidf" (title words + tags, lexical) or
     # "minilm" (the packaged MiniLM's sentence vectors: semantic)
-    threads: int = 1  # torch threads
+    threads: int = 1  # torch threads (with nproc > 1: threads // nproc per process, at least 1)
+    nproc: int = 1  # training processes: 1 trains inside `sail run`; N > 1 launches N torchrun ranks on this machine
+    # (gloo on the CPU; one GPU each with device cuda), each on batch_size / N of every batch (see docs/CLUSTER.md)
     device: str = "cpu"  # where the embedding model trains and embeds: cpu | cuda | cuda:N | auto
     precision: str = "fp32"  # fp32 | bf16 (bfloat16 autocast; weights stay fp32)
     seed: int = 0
@@ -169,7 +173,9 @@ class RankerSection:
     embedding_dim: int = 16
     sparse_lr: float = 0.05
     dense_lr: float = 2e-3
-    threads: int = 1  # torch threads per process (more collapses on a shared 2-core machine)
+    threads: int = 1  # torch threads (more collapses on a shared 2-core machine; nproc > 1: threads // nproc each)
+    nproc: int = 1  # TorchRec training processes: 1 trains inside `sail run`; N > 1 launches N torchrun ranks on this
+    # machine (gloo on the CPU), each on batch_size / N of every batch (batch_size must divide by N)
     lgbm_threads: int = 2  # LightGBM threads (it scales well on an otherwise idle machine)
     item_id_dropout: float = 0.0  # TorchRec: share of train rows whose item id is replaced by the OOV row
     interaction: str = "dcn_dot"  # TorchRec: "dcn_dot" (DCNv2 + DLRM dots), "dcn" (DCNv2) or "dot" (DLRM dots)
@@ -441,6 +447,7 @@ RANGES: dict[str, dict[str, str]] = {
         "holdout_frac": "in (0, 1)",
         "word_queries": ">= 0",
         "threads": ">= 1",
+        "nproc": "in [1, 64]",
         "seed": ">= 0",
     },
     "retrieval": {"two_tower_scale": "> 0", "max_queries": ">= 1", "n_boot": ">= 1"},
@@ -454,6 +461,7 @@ RANGES: dict[str, dict[str, str]] = {
         "sparse_lr": "> 0",
         "dense_lr": "> 0",
         "threads": ">= 1",
+        "nproc": "in [1, 64]",
         "lgbm_threads": ">= 1",
         "item_id_dropout": "in [0, 1)",
         "max_train_rows": ">= 1",
@@ -572,6 +580,14 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
         embedding_train_config(cfg)
     except ValueError as e:
         raise ValueError(f"{where} [embedding]: {e}") from None
+    if cfg.embedding.batch_size < cfg.embedding.nproc:  # every process takes batch_size / nproc of every batch
+        raise ValueError(
+            f"{where} [embedding]: batch_size {cfg.embedding.batch_size} is smaller than nproc {cfg.embedding.nproc}"
+        )
+    if cfg.ranker.batch_size % cfg.ranker.nproc:
+        raise ValueError(
+            f"{where} [ranker]: batch_size {cfg.ranker.batch_size} must be divisible by nproc {cfg.ranker.nproc}"
+        )
     bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
     if bad or not cfg.ranker.variants:
         raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
@@ -847,32 +863,53 @@ EMBEDDING_FILES = ("model.safetensors", "model_stages_1_3.safetensors", "train.j
 def _stage_train_embedding(ctx: StageContext) -> dict[str, Any]:
     """Stages I-III and CRE on the pairs the mine stage mined from the training period (before the embedding
     cutoff), so the held-out days stay unseen for the retrieval table and for the ranker; checkpoints live in the
-    work directory."""
+    work directory. With `nproc` > 1 the training runs as that many torchrun ranks (`embedding.distributed`); rank 0
+    writes the same files a single process writes."""
     from embedding.trainer import train
 
     tcfg = embedding_train_config(ctx.cfg)
-    res = train(
-        tcfg,
-        ctx.stage_dir("validate"),
-        ctx.work / "train",
-        ctx.stage_dir("mine"),
-        work_dir=ctx.work / "cache",
-        resume=True,
-    )
-    if not res.completed:
-        raise RuntimeError(f"embedding training stopped at step {res.steps_done}/{res.total_steps}")
+    out, cache = ctx.work / "train", ctx.work / "cache"
+    nproc = ctx.cfg.embedding.nproc
+    if nproc == 1:
+        res = asdict(train(tcfg, ctx.stage_dir("validate"), out, ctx.stage_dir("mine"), work_dir=cache, resume=True))
+    else:
+        threads = max(1, tcfg.threads // nproc)
+        config = ctx.work / "train_config.json"  # every setting; the ranks' torch threads are `threads`
+        write_json_atomic(config, dataclasses.replace(tcfg, threads=threads).to_dict())
+        args = ["--train-config", config, "--data", ctx.stage_dir("validate"), "--pairs", ctx.stage_dir("mine")]
+        _torchrun(ctx, "embedding.distributed", [*args, "--out", out, "--work", cache], nproc, threads)
+        res = json.loads((out / "train.json").read_text())  # rank 0's TrainResult
+    if not res["completed"]:
+        raise RuntimeError(f"embedding training stopped at step {res['steps_done']}/{res['total_steps']}")
     for name in EMBEDDING_FILES:
-        src = res.out_dir / name
+        src = out / name
         if src.exists():
             shutil.copy2(src, ctx.out / name)
     return {
-        "steps": res.total_steps,
-        "final_loss": res.final_loss,
-        "pairs_per_s": res.pairs_per_s,
-        "train_seconds": res.seconds,
-        "stage_losses": res.stage_losses,
+        "steps": res["total_steps"],
+        "final_loss": res["final_loss"],
+        "pairs_per_s": res["pairs_per_s"],
+        "train_seconds": res["seconds"],
+        "stage_losses": res["stage_losses"],
         "work_dir": str(ctx.work),
     }
+
+
+def _torchrun(ctx: StageContext, module: str, args: list[Any], nproc: int, threads: int) -> None:
+    """Runs `python -m module args` as `nproc` torchrun ranks on this machine (`core.torchrun`, every socket on
+    127.0.0.1), `threads` torch threads each; their output goes to the stage's log line by line, each rank's also
+    to `<work>/torchrun/`. A failed rank fails the stage, naming the rank and its exit code."""
+    from core.torchrun import run_torchrun
+
+    log.info("%s: %d torchrun ranks x %d thread(s)", module, nproc, threads)
+    run_torchrun(
+        module,
+        [str(a) for a in args],
+        nproc,
+        threads=threads,
+        log_dir=ctx.work / "torchrun",
+        on_line=lambda line: log.info("%s", line),
+    )
 
 
 def _train_stage_work(ctx: StageContext) -> Path:
@@ -1048,35 +1085,61 @@ def ranker_train_kwargs(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
-    """Every (trainer, variant) trains and is evaluated the same way; checkpoints live in the work directory."""
-    from recsys.cli import run_variants
+def ranker_variants_args(cfg: RunConfig, samples: Path, out: Path, note: str = ""):
+    """`recsys.cli.run_variants`' arguments (a `recsys.cli.TrainRankerArgs`) of a run's [ranker] section; the
+    TorchRec threads are per process (threads // nproc, at least 1)."""
+    from recsys.cli import TrainRankerArgs
 
-    r = ctx.cfg.ranker
-    samples = ctx.stage_dir("ranking_samples") / "ranking_samples_ext"
-    meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
-    train_kwargs = ranker_train_kwargs(ctx.cfg)
+    r = cfg.ranker
     lgbm_kwargs = {
         "threads": r.lgbm_threads,
         "seed": r.seed,
         "max_train_rows": r.max_train_rows,
-        "sid_levels": ctx.cfg.features.sid_levels,
+        "sid_levels": cfg.features.sid_levels,
     }
+    return TrainRankerArgs(
+        samples=samples,
+        out=out,
+        variants=tuple(r.variants),
+        trainers=tuple(r.trainers),
+        train_kwargs={**ranker_train_kwargs(cfg), "threads": max(1, r.threads // r.nproc)},
+        lgbm_kwargs=lgbm_kwargs,
+        n_boot=r.n_boot,
+        note=note,
+        seeds=r.seeds,
+        table=False,  # under torchrun its lines would reach the console; the stage keeps results.md
+    )
+
+
+def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
+    """Every (trainer, variant) trains and is evaluated the same way; checkpoints live in the work directory. With
+    `nproc` > 1 the whole `train-ranker` runs as that many torchrun ranks (every rank trains the TorchRec models; rank
+    0 also LightGBM and the evaluation) and writes the same files into the work directory."""
+    from recsys.cli import read_runs, run_variants, train_ranker_argv
+
+    r = ctx.cfg.ranker
+    samples = ctx.stage_dir("ranking_samples") / "ranking_samples_ext"
+    meta = json.loads((ctx.stage_dir("ranking_samples") / "stage.json").read_text())["metrics"]
     note = (
         f"Item features: the run's SAIL model ({meta['feature_version']}, {meta['embedding_dim']} dims), "
         f"test period from {meta['test_start']}."
     )
-    res = run_variants(
-        samples, ctx.work, list(r.variants), list(r.trainers), train_kwargs, lgbm_kwargs, r.n_boot, note, r.seeds
-    )
-    shutil.copy2(res.results_json, ctx.out / "results.json")
-    shutil.copy2(res.results_md, ctx.out / "results.md")
-    for key, scores in res.runs.items():  # scores and trained variants (the A/B arms load them from here)
+    a = ranker_variants_args(ctx.cfg, samples, ctx.work, note)
+    if r.nproc == 1:
+        runs = run_variants(
+            a.samples, a.out, list(a.variants), list(a.trainers), a.train_kwargs, a.lgbm_kwargs, a.n_boot, note, a.seeds
+        ).runs
+    else:
+        _torchrun(ctx, "recsys.cli", ["train-ranker", *train_ranker_argv(a)], r.nproc, a.train_kwargs["threads"])
+        runs = read_runs(ctx.work)
+    shutil.copy2(ctx.work / "results.json", ctx.out / "results.json")
+    shutil.copy2(ctx.work / "results.md", ctx.out / "results.md")
+    for key, scores in runs.items():  # scores and trained variants (the A/B arms load them from here)
         shutil.copytree(ctx.work / key, ctx.out / key, ignore=shutil.ignore_patterns(".*"))
         if scores.parent.name == "ensemble":  # `<key>/scores.npz` is what was evaluated: the seeds' mean
             (ctx.out / key / "scores.npz").replace(ctx.out / key / "scores-seed0.npz")
             shutil.copy2(scores, ctx.out / key / "scores.npz")
-    return {"runs": sorted(res.runs), "samples": str(samples)}
+    return {"runs": sorted(runs), "samples": str(samples)}
 
 
 def _stage_ab(ctx: StageContext) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Entry points of the ranking stage (wired into `sail` by jobs.cli; also `python -m recsys.cli SUBCOMMAND`).
 
 sail build-ranking-data --data DIR --out DIR [--item-features DIR | --standin] [--recent-len L] ...
-sail train-ranker --samples DIR --out DIR [--variant control|emb|sid|both|placebo|all] [--trainer torchrec|lgbm|all] ...
+sail train-ranker --samples DIR --out DIR [--variant control|emb|sid|both|placebo|all|V1,V2,...]
+                  [--trainer torchrec|lgbm|all] ...
 
 `train-ranker` runs under torchrun unchanged (`torchrun --nproc_per_node 2 -m recsys.cli train-ranker ...`):
-every rank trains, rank 0 evaluates and writes results.json and results.md.
+every rank trains, rank 0 evaluates and writes results.json, results.md and runs.json (which scores file each
+evaluated model's row was computed from, relative to --out).
 """
 
 from __future__ import annotations
@@ -104,6 +106,15 @@ def average_scores(members: Sequence[Path], out_dir: Path) -> Path:
     return out_dir / "scores.npz"
 
 
+RUNS_FILE = "runs.json"
+"""run_variants' record in its out_dir: "trainer/variant" -> the evaluated scores.npz, relative to out_dir."""
+
+
+def read_runs(out_dir: Path) -> dict[str, Path]:
+    """The runs a finished `run_variants` (or `train-ranker`) in `out_dir` evaluated (its runs.json)."""
+    return {k: out_dir / p for k, p in json.loads((out_dir / RUNS_FILE).read_text()).items()}
+
+
 @dataclass(frozen=True)
 class VariantsResult:
     results_json: Path | None
@@ -165,18 +176,51 @@ def run_variants(
 
     results = evaluate_runs(runs, n_boot=n_boot, title="## Ranker: test-period metrics", note=note)
     write_json_atomic(out_dir / "results.json", results)
+    write_json_atomic(out_dir / RUNS_FILE, {k: str(p.relative_to(out_dir)) for k, p in runs.items()})
     md = out_dir / "results.md"
     md.write_text(markdown_table(results))
     return VariantsResult(out_dir / "results.json", md, runs)
 
 
-def main_train_ranker(argv: Sequence[str]) -> int:
+def _variant_list(text: str) -> tuple[str, ...]:
+    """'all' or comma-separated variant names -> the variants, in the order given."""
+    if text == "all":
+        return tuple(VARIANTS)
+    names = tuple(v.strip() for v in text.split(","))
+    bad = [v for v in names if v not in VARIANTS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"variants must be 'all' or comma-separated names of {list(VARIANTS)}")
+    return names
+
+
+@dataclass(frozen=True)
+class TrainRankerArgs:
+    """`sail train-ranker`'s options as run_variants' arguments."""
+
+    samples: Path
+    out: Path
+    variants: tuple[str, ...]
+    trainers: tuple[str, ...]
+    train_kwargs: dict  # recsys.train.TrainConfig fields (besides samples_dir, out_dir and variant)
+    lgbm_kwargs: dict  # recsys.lgbm.LgbmConfig fields (idem)
+    n_boot: int
+    note: str
+    seeds: int
+    table: bool = True  # print the results table at the end
+
+
+def parse_train_ranker(argv: Sequence[str]) -> TrainRankerArgs:
     from recsys.model import INTERACTION_ARCHES, RankerConfig
 
     p = argparse.ArgumentParser(prog="sail train-ranker", description="Train and evaluate ranker variants.")
     p.add_argument("--samples", required=True, type=Path, help="ranking_samples_ext table directory")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--variant", choices=[*VARIANTS, "all"], default="all")
+    p.add_argument(
+        "--variant",
+        type=_variant_list,
+        default="all",
+        help=f"one of {list(VARIANTS)}, several separated by commas, or all",
+    )
     p.add_argument("--trainer", choices=["torchrec", "lgbm", "all"], default="all")
     p.add_argument("--epochs", type=int, default=2, help="TorchRec: at most this many (the best on valid is kept)")
     p.add_argument("--seeds", type=int, default=1, help="TorchRec: models per variant, probabilities averaged")
@@ -192,6 +236,8 @@ def main_train_ranker(argv: Sequence[str]) -> int:
     p.add_argument("--sparse-lr", type=float, default=0.05)
     p.add_argument("--dense-lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--lgbm-threads", type=int, default=None, help="LightGBM threads (default: --threads)")
+    p.add_argument("--sid-levels", type=int, default=3, help="semantic-ID levels the sid variants use")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps (0: at the end)")
     p.add_argument(
         "--item-id-dropout", type=float, default=0.0, help="share of train rows whose item id becomes the OOV row"
@@ -200,9 +246,10 @@ def main_train_ranker(argv: Sequence[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--note", default="", help="a line for the report (e.g. which item features were used)")
+    p.add_argument("--no-table", action="store_true", help="print only where the results are, not their table")
     args = p.parse_args(argv)
-    variants = list(VARIANTS) if args.variant == "all" else [args.variant]
-    trainers = ["torchrec", "lgbm"] if args.trainer == "all" else [args.trainer]
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
     train_kwargs = {
         "ranker": RankerConfig(embedding_dim=args.embedding_dim, interaction=args.interaction),
         "epochs": args.epochs,
@@ -213,17 +260,85 @@ def main_train_ranker(argv: Sequence[str]) -> int:
         "threads": args.threads,
         "ckpt_every": args.ckpt_every,
         "max_train_rows": args.max_train_rows,
+        "sid_levels": args.sid_levels,
         "seed": args.seed,
         "item_id_dropout": args.item_id_dropout,
     }
-    lgbm_kwargs = {"threads": args.threads, "seed": args.seed, "max_train_rows": args.max_train_rows}
-    if args.seeds < 1:
-        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    lgbm_kwargs = {
+        "threads": args.threads if args.lgbm_threads is None else args.lgbm_threads,
+        "seed": args.seed,
+        "max_train_rows": args.max_train_rows,
+        "sid_levels": args.sid_levels,
+    }
+    return TrainRankerArgs(
+        samples=args.samples,
+        out=args.out,
+        variants=args.variant,
+        trainers=("torchrec", "lgbm") if args.trainer == "all" else (args.trainer,),
+        train_kwargs=train_kwargs,
+        lgbm_kwargs=lgbm_kwargs,
+        n_boot=args.n_boot,
+        note=args.note,
+        seeds=args.seeds,
+        table=not args.no_table,
+    )
+
+
+def train_ranker_argv(a: TrainRankerArgs) -> list[str]:
+    """The `train-ranker` options that parse back into `a` (parse_train_ranker); a setting without an option (a
+    RankerConfig other than its embedding_dim and interaction, a trainer setting not listed) is refused."""
+    from recsys.model import RankerConfig
+
+    kw, lg = dict(a.train_kwargs), dict(a.lgbm_kwargs)
+    ranker = kw.pop("ranker", RankerConfig())
+    plain = RankerConfig(embedding_dim=ranker.embedding_dim, interaction=ranker.interaction)
+    if ranker != plain:
+        raise ValueError(f"train-ranker has options for the ranker's embedding_dim and interaction only: {ranker}")
+    options = {
+        "epochs": "--epochs",
+        "patience": "--patience",
+        "batch_size": "--batch-size",
+        "sparse_lr": "--sparse-lr",
+        "dense_lr": "--dense-lr",
+        "threads": "--threads",
+        "ckpt_every": "--ckpt-every",
+        "max_train_rows": "--max-train-rows",
+        "sid_levels": "--sid-levels",
+        "seed": "--seed",
+        "item_id_dropout": "--item-id-dropout",
+    }
+    unknown = sorted(set(kw) - set(options))
+    if unknown:
+        raise ValueError(f"train-ranker has no option for {unknown}")
+    for key in ("seed", "max_train_rows", "sid_levels"):  # one option each, for both trainers
+        if key in lg and kw.setdefault(key, lg[key]) != lg.pop(key):
+            raise ValueError(f"train-ranker sets LightGBM's {key} to TorchRec's: {a}")
+    lgbm_threads = lg.pop("threads", None)
+    if lg:
+        raise ValueError(f"train-ranker has no option for LightGBM's {sorted(lg)}")
+    trainers = set(a.trainers)
+    if not trainers or not trainers <= {"torchrec", "lgbm"}:
+        raise ValueError(f"trainers must be torchrec and / or lgbm, got {a.trainers}")
+    argv = ["--samples", str(a.samples), "--out", str(a.out), "--variant", ",".join(a.variants)]
+    argv += ["--trainer", "all" if len(trainers) == 2 else trainers.pop()]
+    argv += ["--embedding-dim", str(ranker.embedding_dim), "--interaction", ranker.interaction]
+    for key, value in kw.items():
+        if value is not None:
+            argv += [options[key], repr(value) if isinstance(value, float) else str(value)]
+    if lgbm_threads is not None:
+        argv += ["--lgbm-threads", str(lgbm_threads)]
+    argv += ["--seeds", str(a.seeds), "--n-boot", str(a.n_boot), "--note", a.note]
+    return argv if a.table else [*argv, "--no-table"]
+
+
+def main_train_ranker(argv: Sequence[str]) -> int:
+    a = parse_train_ranker(argv)
     res = run_variants(
-        args.samples, args.out, variants, trainers, train_kwargs, lgbm_kwargs, args.n_boot, args.note, args.seeds
+        a.samples, a.out, list(a.variants), list(a.trainers), a.train_kwargs, a.lgbm_kwargs, a.n_boot, a.note, a.seeds
     )
     if res.results_md is not None:
-        print(res.results_md.read_text())
+        if a.table:
+            print(res.results_md.read_text())
         print(f"results: {res.results_json}")
     return 0
 
