@@ -45,7 +45,10 @@ def test_shipped_configs_load():
     [
         ("name: x\nbogus: {}\n", r"unknown section\(s\) \['bogus'\]"),
         ("name: x\ndata: {sise: tiny}\n", r"\[data\]: unknown setting\(s\) \['sise'\]"),
-        ("name: x\ndata: {source: csv}\n", r"source must be one of \['generated', 'logs', 'movielens', 'contracts'\], got 'csv'"),
+        (
+            "name: x\ndata: {source: csv}\n",
+            r"source must be one of \['generated', 'logs', 'movielens', 'contracts'\], got 'csv'",
+        ),
         ("name: x\ndata: {quality_in_content: 1.5}\n", r"\[data\]: quality_in_content must be in \[0, 1\], got 1.5"),
         ("name: x\nmining: {engine: hive}\n", r"\[mining\]: engine must be 'spark' or 'polars'"),
         ("name: x\nembedding: {steps: [1, 2]}\n", r"\[embedding\]: steps must be a list of 4 integers, got \[1, 2\]"),
