@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks.machine import describe_machine, write_results  # noqa: E402
 from core.metrics import auc  # noqa: E402
-from jobs.pipeline import load_config, ranker_train_kwargs  # noqa: E402
+from jobs.pipeline import load_config, ranker_sid_levels, ranker_train_kwargs  # noqa: E402
 from recsys.cli import run_variants  # noqa: E402
 from recsys.evaluate import load_scores  # noqa: E402
 
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         "threads": r.lgbm_threads,
         "seed": r.seed,
         "max_train_rows": r.max_train_rows,
-        "sid_levels": cfg.features.sid_levels,
+        "sid_levels": ranker_sid_levels(cfg),
     }
     info = describe_machine("torch", "lightgbm")
     t0 = time.perf_counter()

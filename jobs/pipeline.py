@@ -178,6 +178,10 @@ class RankerSection:
     # machine (gloo on the CPU), each on batch_size / N of every batch (batch_size must divide by N)
     lgbm_threads: int = 2  # LightGBM threads (it scales well on an otherwise idle machine)
     item_id_dropout: float = 0.0  # TorchRec: share of train rows whose item id is replaced by the OOV row
+    sid_levels: int = 0  # semantic-ID levels the sid variants use, coarse first (0: every level of [features]);
+    # fine levels are nearly one code per item, i.e. a second item id
+    sail_dropout: float = 0.0  # TorchRec: share of train rows whose SAIL vector and semantic IDs are hidden (as an
+    # item without them has them), so the model cannot lean on per-item features alone
     interaction: str = "dcn_dot"  # TorchRec: "dcn_dot" (DCNv2 + DLRM dots), "dcn" (DCNv2) or "dot" (DLRM dots)
     max_train_rows: int | None = None  # None: the whole train split
     recent_len: int = 10  # recent positive items per impression
@@ -464,6 +468,8 @@ RANGES: dict[str, dict[str, str]] = {
         "nproc": "in [1, 64]",
         "lgbm_threads": ">= 1",
         "item_id_dropout": "in [0, 1)",
+        "sail_dropout": "in [0, 1)",
+        "sid_levels": ">= 0",
         "max_train_rows": ">= 1",
         "recent_len": ">= 1",
         "sail_dims": ">= 0",  # 0: the whole vector
@@ -587,6 +593,11 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
     if cfg.ranker.batch_size % cfg.ranker.nproc:
         raise ValueError(
             f"{where} [ranker]: batch_size {cfg.ranker.batch_size} must be divisible by nproc {cfg.ranker.nproc}"
+        )
+    if cfg.ranker.sid_levels > cfg.features.sid_levels:
+        raise ValueError(
+            f"{where} [ranker]: sid_levels {cfg.ranker.sid_levels} exceeds the {cfg.features.sid_levels} levels "
+            "[features] quantises into"
         )
     bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
     if bad or not cfg.ranker.variants:
@@ -1079,10 +1090,16 @@ def ranker_train_kwargs(cfg: RunConfig) -> dict[str, Any]:
         "dense_lr": r.dense_lr,
         "threads": r.threads,
         "max_train_rows": r.max_train_rows,
-        "sid_levels": cfg.features.sid_levels,
+        "sid_levels": ranker_sid_levels(cfg),
         "seed": r.seed,
         "item_id_dropout": r.item_id_dropout,
+        "sail_dropout": r.sail_dropout,
     }
+
+
+def ranker_sid_levels(cfg: RunConfig) -> int:
+    """The semantic-ID levels the ranker's sid variants use: [ranker] sid_levels, or every level of [features]."""
+    return cfg.ranker.sid_levels or cfg.features.sid_levels
 
 
 def ranker_variants_args(cfg: RunConfig, samples: Path, out: Path, note: str = ""):
@@ -1095,7 +1112,7 @@ def ranker_variants_args(cfg: RunConfig, samples: Path, out: Path, note: str = "
         "threads": r.lgbm_threads,
         "seed": r.seed,
         "max_train_rows": r.max_train_rows,
-        "sid_levels": cfg.features.sid_levels,
+        "sid_levels": ranker_sid_levels(cfg),
     }
     return TrainRankerArgs(
         samples=samples,

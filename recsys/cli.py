@@ -242,6 +242,12 @@ def parse_train_ranker(argv: Sequence[str]) -> TrainRankerArgs:
     p.add_argument(
         "--item-id-dropout", type=float, default=0.0, help="share of train rows whose item id becomes the OOV row"
     )
+    p.add_argument(
+        "--sail-dropout",
+        type=float,
+        default=0.0,
+        help="share of train rows whose SAIL vector and semantic IDs are hidden (as an item without them)",
+    )
     p.add_argument("--max-train-rows", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=500)
@@ -263,6 +269,7 @@ def parse_train_ranker(argv: Sequence[str]) -> TrainRankerArgs:
         "sid_levels": args.sid_levels,
         "seed": args.seed,
         "item_id_dropout": args.item_id_dropout,
+        "sail_dropout": args.sail_dropout,
     }
     lgbm_kwargs = {
         "threads": args.threads if args.lgbm_threads is None else args.lgbm_threads,
@@ -306,6 +313,7 @@ def train_ranker_argv(a: TrainRankerArgs) -> list[str]:
         "sid_levels": "--sid-levels",
         "seed": "--seed",
         "item_id_dropout": "--item-id-dropout",
+        "sail_dropout": "--sail-dropout",
     }
     unknown = sorted(set(kw) - set(options))
     if unknown:

@@ -366,12 +366,19 @@ def load_encoded_splits(samples_dir: str | Path, spec: FeatureSpec, max_train_ro
     )
 
 
-def make_batch(enc: Encoded, idx: np.ndarray, spec: FeatureSpec, drop_item: np.ndarray | None = None) -> RankerBatch:
+def make_batch(
+    enc: Encoded,
+    idx: np.ndarray,
+    spec: FeatureSpec,
+    drop_item: np.ndarray | None = None,
+    drop_sail: np.ndarray | None = None,
+) -> RankerBatch:
     """Rows `idx` of an encoded split as a RankerBatch (KJT keys in spec.sparse_features order).
 
     drop_item: optional (len(idx),) bool; those rows' target item_id becomes the OOV row 0, as a cold item's is
     (item-id dropout in training: row 0 learns "an item we have no id for" and the rest of the model learns to
-    rank such items from their other features).
+    rank such items from their other features). drop_sail: optional (len(idx),) bool; those rows' SAIL vector
+    becomes zeros and their semantic-ID levels the OOV rows, as for an item without them (SAIL dropout).
     """
     n = idx.shape[0]
     starts = enc.recent_offsets[idx]
@@ -388,6 +395,9 @@ def make_batch(enc: Encoded, idx: np.ndarray, spec: FeatureSpec, drop_item: np.n
         elif f == "item_id" and drop_item is not None:
             values.append(np.where(drop_item, 0, enc.single[f][idx]))
             lengths.append(ones)
+        elif f.startswith("sid_l") and drop_sail is not None:
+            values.append(np.where(drop_sail, 0, enc.single[f][idx]))
+            lengths.append(ones)
         else:
             values.append(enc.single[f][idx])
             lengths.append(ones)
@@ -399,6 +409,13 @@ def make_batch(enc: Encoded, idx: np.ndarray, spec: FeatureSpec, drop_item: np.n
     return RankerBatch(
         dense=torch.from_numpy(enc.dense[idx]),
         sparse=kjt,
-        content=None if enc.content is None else torch.from_numpy(enc.content[idx]),
+        content=None if enc.content is None else torch.from_numpy(_hide(enc.content[idx], drop_sail)),
         labels=torch.from_numpy(enc.labels[idx]),
     )
+
+
+def _hide(content: np.ndarray, drop: np.ndarray | None) -> np.ndarray:
+    """The (B, E) vectors with the rows in `drop` zeroed (an item without a SAIL vector), a copy when any is."""
+    if drop is None or not drop.any():
+        return content
+    return np.where(drop[:, None], np.float32(0.0), content)

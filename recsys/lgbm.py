@@ -103,9 +103,7 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
         out[f"test_{task}"] = booster.predict(x_te, num_iteration=booster.best_iteration)
         out[f"test_label_{task}"] = test.labels[:, j]
     info["seconds"] = time.perf_counter() - t0
-    out.update(
-        {"test_user": test.user_ids, "test_item": test.item_ids, "test_cold": test.cold, "test_new": test.new}
-    )
+    out.update({"test_user": test.user_ids, "test_item": test.item_ids, "test_cold": test.cold, "test_new": test.new})
     path = cfg.out_dir / "scores.npz"
     write_npz_atomic(path, out)
     (cfg.out_dir / "train.json").write_text(json.dumps(info, indent=2, default=str))

@@ -70,6 +70,7 @@ class TrainConfig:
     max_train_rows: int | None = None  # keep the first N train rows (tests, smoke runs); None: all
     eval_batch_size: int = 8192
     item_id_dropout: float = 0.0  # share of train rows whose target item_id is replaced by the OOV row
+    sail_dropout: float = 0.0  # share of train rows whose SAIL vector (zeros) and SIDs (OOV rows) are hidden
     export_item_table: bool = True  # writes item_table.safetensors for the embedding model's ID2item stage
 
 
@@ -86,8 +87,9 @@ class TrainResult:
 
 
 def _check_world(cfg: TrainConfig, env: DistEnv) -> int:
-    if not 0.0 <= cfg.item_id_dropout < 1.0:
-        raise ValueError(f"item_id_dropout must be in [0, 1), got {cfg.item_id_dropout}")
+    for key in ("item_id_dropout", "sail_dropout"):
+        if not 0.0 <= getattr(cfg, key) < 1.0:
+            raise ValueError(f"{key} must be in [0, 1), got {getattr(cfg, key)}")
     if cfg.epochs < 1 or cfg.patience < 1:
         raise ValueError(f"epochs and patience must be >= 1, got {cfg.epochs} and {cfg.patience}")
     if cfg.batch_size % env.world_size:
@@ -212,7 +214,11 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
         drop = None
         if cfg.item_id_dropout > 0:  # drawn per global batch: the same rows drop at any world size and on resume
             drop = np.random.default_rng([cfg.seed, 1, step]).random(len(rows))[mine][by_row] < cfg.item_id_dropout
-        batch = make_batch(train, rows[mine][by_row], spec, drop)
+        drop_sail = None
+        if cfg.sail_dropout > 0:  # its own stream, drawn per global batch like the item-id dropout's
+            draw = np.random.default_rng([cfg.seed, 2, step]).random(len(rows))
+            drop_sail = draw[mine][by_row] < cfg.sail_dropout
+        batch = make_batch(train, rows[mine][by_row], spec, drop, drop_sail)
         loss, _ = dmp(batch.to(env.device))
         dense_opt.zero_grad()
         loss.backward()

@@ -199,3 +199,14 @@ def test_the_run_config_and_the_ranker_trainer_share_their_defaults(tmp_path):
 
     where = {"samples_dir": tmp_path, "out_dir": tmp_path}
     assert TrainConfig(**where, **ranker_train_kwargs(RunConfig(name="x", run_dir="x"))) == TrainConfig(**where)
+
+
+def test_the_ranker_uses_its_own_sid_levels_or_every_level_of_the_features(tmp_path):
+    from jobs.pipeline import load_config, ranker_train_kwargs, ranker_variants_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nfeatures: {sid_levels: 3}\nranker: {sid_levels: 1, sail_dropout: 0.2}\n")
+    cfg = load_config(str(path))
+    assert ranker_train_kwargs(cfg)["sid_levels"] == 1 and ranker_train_kwargs(cfg)["sail_dropout"] == 0.2
+    assert ranker_variants_args(cfg, tmp_path, tmp_path).lgbm_kwargs["sid_levels"] == 1
+    assert ranker_train_kwargs(load_config("smoke"))["sid_levels"] == 3

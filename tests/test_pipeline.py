@@ -61,6 +61,7 @@ def test_shipped_configs_load():
         ("name: x\nranker: {trainers: [lgbm]}\n", r"\[ab\]: arm\(s\)"),
         ("name: x\nranker: {sail_dims: -1}\n", r"\[ranker\]: sail_dims must be >= 0"),
         ("name: x\nranker: {item_id_dropout: 1.0}\n", r"\[ranker\]: item_id_dropout must be in \[0, 1\)"),
+        ("name: x\nranker: {sid_levels: 4}\n", r"\[ranker\]: sid_levels 4 exceeds the 3 levels \[features\]"),
         ("name: x\nranker: {interaction: fm}\n", r"\[ranker\]: interaction must be one of .*'dcn_dot'\), got 'fm'"),
     ],
 )

@@ -75,9 +75,11 @@ def test_residual_projection_is_the_principal_axes_with_fixed_signs(start):
     d, dt = 4, 6  # fewer axes than dims: the top singular vectors, largest first
     tiny = dataclasses.replace(ModelConfig.tiny(), text_residual=True, matryoshka_dims=(2, d))
     m = build_model(tiny)
-    x = torch.randn(50, dt) @ torch.diag(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5])) @ torch.linalg.qr(
-        torch.randn(dt, dt)
-    )[0]
+    x = (
+        torch.randn(50, dt)
+        @ torch.diag(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5]))
+        @ torch.linalg.qr(torch.randn(dt, dt))[0]
+    )
     m.text_residual = torch.nn.Linear(dt, d, bias=False)
     init_text_residual(m, x)
     xn = x / x.norm(dim=1, keepdim=True)

@@ -179,3 +179,24 @@ def test_make_batch_drops_only_the_target_item_id(samples):
     for f in spec.sparse_features:
         if f != "item_id":
             assert torch.equal(a[f].values(), b[f].values()) and torch.equal(a[f].lengths(), b[f].lengths())
+
+
+def test_make_batch_hides_only_the_sail_features_of_the_dropped_rows(samples):
+    from recsys.data import load_encoded_splits, make_batch
+    from recsys.features import feature_spec
+
+    spec = feature_spec("both", 3)
+    train = load_encoded_splits(samples, spec).train
+    idx = np.arange(8)
+    drop = np.array([False, True] * 4)
+    kept, hidden = make_batch(train, idx, spec), make_batch(train, idx, spec, drop_sail=drop)
+    a, b = kept.sparse.to_dict(), hidden.sparse.to_dict()
+    for f in spec.sparse_features:
+        want = np.where(drop, 0, a[f].values().numpy()) if f.startswith("sid_l") else a[f].values().numpy()
+        assert (b[f].values().numpy() == want).all(), f
+    assert a["sid_l0"].values().numpy()[drop].min() > 0
+    assert torch.equal(hidden.content[~torch.from_numpy(drop)], kept.content[~torch.from_numpy(drop)])
+    assert (
+        hidden.content[torch.from_numpy(drop)].abs().sum() == 0 and kept.content[torch.from_numpy(drop)].abs().sum() > 0
+    )
+    assert torch.equal(hidden.dense, kept.dense) and torch.equal(hidden.labels, kept.labels)
