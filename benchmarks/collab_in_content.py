@@ -206,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for v in (float(x) for x in args.values.split(",") if x):
         run_dir = reuse.get(v, args.runs / f"rho_{v:g}")
-        cfg = dataclasses.replace(
-            base, run_dir=str(run_dir), data=dataclasses.replace(base.data, collab_in_content=v)
-        )
+        cfg = dataclasses.replace(base, run_dir=str(run_dir), data=dataclasses.replace(base.data, collab_in_content=v))
         if v in reuse:
             _check_reused(run_dir, cfg)
         else:

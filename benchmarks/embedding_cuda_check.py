@@ -147,9 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(base.threads)
     id_table = load_item_id_table(args.id_table) if args.id_table else None
     pairs = args.pairs or mine_world(args.world, args.runs / "pairs")
-    data = load_training_data(
-        base, args.world, pairs, work, resolve_model_config(base.model, base), id_table=id_table
-    )
+    data = load_training_data(base, args.world, pairs, work, resolve_model_config(base.model, base), id_table=id_table)
     plan = [(devices[0], "bf16"), (devices[0], "fp32")] + [(d, "fp32") for d in devices[1:]]
     runs = []
     for dev, prec in plan:
