@@ -89,6 +89,8 @@ def sample_negatives(
     items: pl.DataFrame,
     cfg: NegativeSampling,
     exclude: pl.DataFrame | None = None,
+    popularity: pl.DataFrame | None = None,
+    stream: int | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """Sample ``cfg.per_positive`` negatives for every row of ``positives`` (all positives of the log).
 
@@ -97,6 +99,10 @@ def sample_negatives(
     pairs never to sample for that user. Returns the negatives (`NEGATIVES_SCHEMA`, sorted by ts, user_id,
     event_id) and stats ``{"per_positive", "sampler", "alpha", "seed", "positives", "sampled", "short"}``, where
     short counts the positives that got fewer than k. Raises ValueError for a bad config or input frame.
+
+    A log sampled in parts (its users split into groups, one call per group) passes ``popularity``, the whole
+    log's positives per item and UTC day (item_id, day, positives), so that every part draws from the log's
+    popularity rather than its own, and ``stream``, the part's number, which enters each day's seed.
     """
     _check_config(cfg)
     positives = _checked_frame(positives, POSITIVES_SCHEMA, "positives", unique="event_id")
@@ -119,9 +125,20 @@ def sample_negatives(
     starts, ends = np.r_[0, bounds], np.r_[bounds, day.size]
 
     counts = np.zeros(item_ids.size, dtype=np.int64)  # positives per item on the days processed so far
+    if popularity is not None:  # the whole log's: added day by day, before each day of these positives
+        pop = popularity.sort("day")
+        pop_day = pop["day"].cast(pl.Int32).to_numpy().astype(np.int64)
+        pop_rank, pop_n = _ranks(pop["item_id"].to_numpy(), item_ids), pop["positives"].to_numpy().astype(np.int64)
+        taken = 0
     anchors, ranks, slots, short = [], [], [], 0
     for lo, hi in zip(starts, ends, strict=True):
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, int(day[lo]) + _EPOCH_ORDINAL]))
+        if popularity is not None:
+            upto = int(np.searchsorted(pop_day, day[lo], side="left"))
+            r, n = pop_rank[taken:upto], pop_n[taken:upto]
+            counts += np.bincount(r[r >= 0], weights=n[r >= 0], minlength=item_ids.size).astype(np.int64)
+            taken = upto
+        seed = [cfg.seed, int(day[lo]) + _EPOCH_ORDINAL, *([] if stream is None else [stream])]
+        rng = np.random.default_rng(np.random.SeedSequence(seed))
         weight = (1.0 + counts) ** cfg.alpha if cfg.sampler == "popularity" else None
         avail = np.searchsorted(created_us, pos_us[lo:hi], side="right")
         local, rank, slot, day_short = _sample_day(pos_user[lo:hi], avail, forbidden, item_ids.size, k, weight, rng)
@@ -129,8 +146,9 @@ def sample_negatives(
         ranks.append(rank)
         slots.append(slot)
         short += day_short
-        known = pos_rank[lo:hi]
-        counts += np.bincount(known[known >= 0], minlength=item_ids.size)
+        if popularity is None:
+            known = pos_rank[lo:hi]
+            counts += np.bincount(known[known >= 0], minlength=item_ids.size)
 
     out = _negatives_frame(positives, np.concatenate(anchors), item_ids[np.concatenate(ranks)], np.concatenate(slots))
     stats |= {"sampled": out.height, "short": short}

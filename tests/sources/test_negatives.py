@@ -310,3 +310,36 @@ def test_bad_frames_are_rejected_naming_frame_and_column():
         sample_negatives(pos.with_columns(event_id=pl.lit("same")), items, cfg)
     with pytest.raises(ValueError, match=r"items: column 'item_id' has duplicate values"):
         sample_negatives(pos, pl.concat([items, items]), cfg)
+
+
+def _log_popularity(pos: pl.DataFrame) -> pl.DataFrame:
+    return pos.group_by("item_id", pl.col("ts").dt.date().alias("day")).agg(pl.len().cast(pl.Int64).alias("positives"))
+
+
+def test_the_log_popularity_given_equals_the_one_counted():
+    pos, items = _random_log()
+    cfg = NegativeSampling(per_positive=3, sampler="popularity", alpha=1.0, seed=5)
+    own, _ = sample_negatives(pos, items, cfg)
+    given, _ = sample_negatives(pos, items, cfg, popularity=_log_popularity(pos))
+    assert_frame_equal(own, given)
+
+
+def test_parts_of_users_draw_valid_items_from_the_whole_log_popularity():
+    pos, items = _random_log()
+    cfg = NegativeSampling(per_positive=3, sampler="popularity", seed=5)
+    pop = _log_popularity(pos)
+    users = pos["user_id"].unique().sort()
+    halves = [pos.filter(pl.col("user_id").is_in(users[: users.len() // 2])), None]
+    halves[1] = pos.filter(~pl.col("user_id").is_in(users[: users.len() // 2]))
+    outs = [sample_negatives(h, items, cfg, popularity=pop, stream=k)[0] for k, h in enumerate(halves)]
+    whole = pl.concat(outs)
+    assert whole.height == pos.height * 3
+    created = dict(zip(items["item_id"].to_list(), items["created_ts"].to_list(), strict=True))
+    positives = defaultdict(set)
+    for u, i in pos.select("user_id", "item_id").iter_rows():
+        positives[u].add(i)
+    for u, i, t in whole.select("user_id", "item_id", "ts").iter_rows():
+        assert i not in positives[u] and created[i] <= t
+    again = sample_negatives(halves[0], items, cfg, popularity=pop, stream=0)[0]
+    assert_frame_equal(outs[0], again)
+    assert not outs[0].equals(sample_negatives(halves[0], items, cfg, popularity=pop, stream=1)[0])
