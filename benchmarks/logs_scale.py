@@ -5,8 +5,10 @@
 It writes a synthetic retailer-style log (a 16-character hex customer id, an article id with leading zeros, an ISO
 day, an event type: views and purchases) and catalogue once under --work, then runs, each in its own process:
 
-- `adapt`: `sources.logs.adapt_logs` on it (purchases are positives, views logged non-positives; no sampled
-  negatives), every contract table written;
+- `adapt-whole`: `sources.logs.adapt_logs` on it (purchases are positives, views logged non-positives; no sampled
+  negatives), every contract table written, the log processed as one part (`rows_per_part` above its rows);
+- `adapt-parts`: the same with `rows_per_part` = --rows-per-part: the log split into parts of whole users, spilled
+  to parquet and processed one at a time (the same tables);
 - `pandas`: `pandas.read_csv` of the same file with the same columns as text (the simpler peer: reading only,
   nothing checked, mapped or written).
 
@@ -70,7 +72,7 @@ def write_log(work: Path, rows: int, seed: int = 0) -> tuple[Path, Path]:
     return log, cat
 
 
-def _child_adapt(log: str, cat: str, out: str) -> dict:
+def _child_adapt(log: str, cat: str, out: str, rows_per_part: int) -> dict:
     from sources.logs import InteractionsMapping, ItemsMapping, LogsMapping, PositivesMapping, adapt_logs
 
     m = LogsMapping(
@@ -81,12 +83,13 @@ def _child_adapt(log: str, cat: str, out: str) -> dict:
         ),
         items=ItemsMapping(path=Path(cat).name, item="article_id", title=("prod_name",)),
         positives=PositivesMapping(event_types=("purchase",)),
+        rows_per_part=rows_per_part,
     )
     res = adapt_logs(m, out, holdout_frac=0.2, echo=lambda _: None)
     return {"interactions": res.counts["interactions"], "positives": res.counts["positives"]}
 
 
-def _child_pandas(log: str, cat: str, out: str) -> dict:
+def _child_pandas(log: str, cat: str, out: str) -> dict:  # noqa: ARG001
     import pandas as pd
 
     df = pd.read_csv(log, dtype=str)
@@ -95,7 +98,8 @@ def _child_pandas(log: str, cat: str, out: str) -> dict:
 
 def child(kind: str, log: str, cat: str, out: str) -> None:
     t0 = time.perf_counter()
-    info = {"adapt": _child_adapt, "pandas": _child_pandas}[kind](log, cat, out)
+    # kind: "pandas" or "adapt-<rows per part>"
+    info = _child_pandas(log, cat, out) if kind == "pandas" else _child_adapt(log, cat, out, int(kind.split("-")[1]))
     seconds = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"kind": kind, "seconds": seconds, "peak_rss_mib": peak_kib / 1024, **info}))
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "logs_scale")
+    p.add_argument("--rows-per-part", type=int, default=2_000_000, help="adapt-parts: rows per part")
     p.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/logs_scale/)")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     log, cat = write_log(args.work, args.rows)
     write_s = time.perf_counter() - t0
-    runs = {kind: run_child(kind, log, cat, args.work / f"out-{args.rows}") for kind in ("pandas", "adapt")}
+    kinds = {"pandas": "pandas", "adapt-whole": f"adapt-{args.rows + 1}", "adapt-parts": f"adapt-{args.rows_per_part}"}
+    runs = {name: run_child(kind, log, cat, args.work / f"out-{name}") for name, kind in kinds.items()}
     size_mib = log.stat().st_size / 2**20
     result = {
         "benchmark": "logs_scale",
@@ -130,13 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         "file_mib": round(size_mib, 1),
         "write_seconds": round(write_s, 1),
         "runs": runs,
-        "adapt_over_pandas": {
-            "seconds": runs["adapt"]["seconds"] / runs["pandas"]["seconds"],
-            "peak_rss": runs["adapt"]["peak_rss_mib"] / runs["pandas"]["peak_rss_mib"],
+        "rows_per_part": args.rows_per_part,
+        "over_pandas": {
+            name: {
+                "seconds": runs[name]["seconds"] / runs["pandas"]["seconds"],
+                "peak_rss": runs[name]["peak_rss_mib"] / runs["pandas"]["peak_rss_mib"],
+            }
+            for name in ("adapt-whole", "adapt-parts")
         },
         "machine": describe_machine("polars", "pandas"),
     }
-    a, pd_ = runs["adapt"], runs["pandas"]
+    a, b, pd_ = runs["adapt-whole"], runs["adapt-parts"], runs["pandas"]
+    parts = -(-args.rows // args.rows_per_part)
     md = "\n".join(
         [
             f"# Own-logs data stage on a {args.rows:,}-row CSV ({size_mib:,.0f} MiB)",
@@ -148,12 +159,18 @@ def main(argv: list[str] | None = None) -> int:
             "|---|---|---|---|---|",
             f"| pandas.read_csv (dtype=str) | reads the file | {pd_['seconds']:.1f} | {pd_['peak_rss_mib']:,.0f} | "
             f"{pd_['peak_rss_mib'] / size_mib:.2f} |",
-            f"| sources.logs.adapt_logs | reads, checks, maps ids and times, sessions, writes the contracts | "
+            "| sources.logs.adapt_logs, one part | reads, checks, maps ids and times, sessions, writes the contracts "
+            f"| "
             f"{a['seconds']:.1f} | {a['peak_rss_mib']:,.0f} | {a['peak_rss_mib'] / size_mib:.2f} |",
+            f"| sources.logs.adapt_logs, {parts} parts of {args.rows_per_part:,} rows | the same, part by part | "
+            f"{b['seconds']:.1f} | {b['peak_rss_mib']:,.0f} | {b['peak_rss_mib'] / size_mib:.2f} |",
             "",
-            f"adapt / pandas: {result['adapt_over_pandas']['seconds']:.2f}x the time, "
-            f"{result['adapt_over_pandas']['peak_rss']:.2f}x the peak memory "
-            f"({a['interactions']:,} interactions written, {a['positives']:,} positives).",
+            f"One part / pandas: {result['over_pandas']['adapt-whole']['seconds']:.2f}x the time, "
+            f"{result['over_pandas']['adapt-whole']['peak_rss']:.2f}x the peak memory; {parts} parts / pandas: "
+            f"{result['over_pandas']['adapt-parts']['seconds']:.2f}x, "
+            f"{result['over_pandas']['adapt-parts']['peak_rss']:.2f}x "
+            f"({a['interactions']:,} interactions written, {a['positives']:,} positives; both runs write the same "
+            f"{b['interactions']:,}).",
             "",
         ]
     )

@@ -44,6 +44,7 @@ import glob
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
@@ -196,6 +197,8 @@ class LogsMapping:
     media_root: str | None = None  # folder media paths are relative to (relative to root); null: root
     surface: str = "log"  # the contracts' surface value of every row
     session_gap_s: int = 1800  # a user's events further apart start a new session (request)
+    rows_per_part: int = 5_000_000  # a larger interaction log is split into parts of whole users, spilled to disk
+    # and processed one at a time, so the data stage's memory follows this, not the log's size
     interactions: InteractionsMapping = field(default_factory=InteractionsMapping)
     items: ItemsMapping = field(default_factory=ItemsMapping)
     searches: SearchesMapping = field(default_factory=SearchesMapping)
@@ -206,7 +209,7 @@ class LogsMapping:
 
 
 LOGS_RANGES: dict[str, dict[str, str]] = {
-    "data.logs": {"session_gap_s": ">= 1"},
+    "data.logs": {"session_gap_s": ">= 1", "rows_per_part": ">= 1"},
     "data.logs.items": {"default_duration_ms": ">= 1"},
     "data.logs.item_tags": {"top_n": ">= 0"},
     "data.logs.positives": {"rating_threshold": "in [-1e9, 1e9]", "watch_fraction": "in [0, 1]"},
@@ -419,6 +422,15 @@ def check_columns(m: LogsMapping) -> None:
 
 
 def read_table(root: Path, spec: Any, what: str, columns: dict[str, str | None]) -> tuple[pl.DataFrame, str]:
+    """`scan_table`, collected."""
+    lf, where = scan_table(root, spec, what, columns)
+    try:
+        return lf.collect(engine="streaming"), where
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise MappingError(f"{where}: cannot read it ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def scan_table(root: Path, spec: Any, what: str, columns: dict[str, str | None]) -> tuple[pl.LazyFrame, str]:
     """The mapped columns of one table as {role: column}, with a `_file` and a `_row` column (file order).
 
     `columns` maps each role to its source column (None: not mapped). A missing column raises MappingError naming
@@ -449,11 +461,8 @@ def read_table(root: Path, spec: Any, what: str, columns: dict[str, str | None])
             )
         )
     where = str(files[0] if len(files) == 1 else Path(str(files[0])).parent)
-    try:
-        out = (pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]).collect(engine="streaming")
-    except (pl.exceptions.PolarsError, OSError) as e:
-        raise MappingError(f"{where}: cannot read it as {fmt} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    return out.with_row_index("_row"), where
+    lf = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+    return lf.with_row_index("_row"), where
 
 
 def parse_time(col: pl.Series, unit: str, where: str) -> pl.Series:
@@ -649,6 +658,162 @@ def _events(
     return df
 
 
+def _count(lf: pl.LazyFrame, where: str) -> int:
+    """The rows of a scanned table (one streaming pass)."""
+    try:
+        return int(lf.select(pl.len()).collect(engine="streaming").item())
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise MappingError(f"{where}: cannot read it ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def _split(lf: pl.LazyFrame, n_parts: int, spill: Path) -> list[pl.DataFrame | Path]:
+    """A scanned table in `n_parts` parts of whole users (by a hash of the user's text): one part is collected, more
+    are streamed to parquet under `spill` (one folder per part) and read back one at a time."""
+    if n_parts == 1:
+        return [lf.collect(engine="streaming")]
+    part = _text(pl.col("user")).fill_null("").hash(seed=0) % n_parts
+    lf.with_columns(_part=part).sink_parquet(pl.PartitionBy(spill, key="_part", include_key=False), mkdir=True)
+    dirs = [spill / f"_part={k}" for k in range(n_parts)]
+    empty = lf.clear().collect()
+    for d in dirs:  # a part no user fell into: an empty file with the columns
+        if not d.is_dir():
+            d.mkdir(parents=True)
+            empty.write_parquet(d / "empty.parquet")
+    return dirs
+
+
+def _load(part: pl.DataFrame | Path) -> pl.DataFrame:
+    if isinstance(part, pl.DataFrame):
+        return part
+    files = sorted(part.glob("*.parquet")) if part.is_dir() else [part] if part.exists() else []
+    return pl.read_parquet(files) if files else pl.DataFrame()
+
+
+def _keep(df: pl.DataFrame, path: Path, n_parts: int) -> pl.DataFrame | Path:
+    """A part's result: kept in memory when there is one part, else written to `path` (and read back later)."""
+    if n_parts == 1:
+        return df
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.write_parquet(path)
+    return path
+
+
+def _max_ts(part: pl.DataFrame | Path) -> dt.datetime:
+    if isinstance(part, pl.DataFrame):
+        return part.get_column("ts").max()
+    return pl.scan_parquet(part).select(pl.col("ts").max()).collect().item()
+
+
+def _slices(parts: list[pl.DataFrame | Path], rows: int = 1_000_000):
+    """Arrow tables of at most `rows` rows from the parts in order (a table converts a million rows at a time)."""
+    for part in parts:
+        df = _load(part)
+        for i in range(0, max(df.height, 1), rows):
+            yield df.slice(i, rows).to_arrow()
+
+
+def _clean_interactions(
+    inter: pl.DataFrame, im: InteractionsMapping, item_ids: pl.DataFrame, rejects: _Rejects, src: str
+) -> pl.DataFrame:
+    """One part of the interaction log: user and item text, times parsed, bad rows rejected, catalogue ids joined."""
+    inter = inter.with_columns(
+        _text(pl.col("user")).alias("user"),
+        _text(pl.col("item")).alias("item"),
+        parse_time(inter.get_column("time"), im.time_unit, f"{src} column {im.time!r}").alias("ts"),
+    )
+    inter = rejects.take(inter, pl.col("user").is_null() | (pl.col("user") == ""), "interactions", "null_user", src)
+    inter = rejects.take(inter, pl.col("item").is_null() | (pl.col("item") == ""), "interactions", "null_item", src)
+    inter = rejects.take(inter, pl.col("ts").is_null(), "interactions", "unparseable_time", src)
+    if im.rating:
+        inter = inter.with_columns(pl.col("rating").cast(pl.Float64, strict=False))
+        inter = rejects.take(inter, pl.col("rating").is_null(), "interactions", "unparseable_rating", src)
+    if im.watch_ms:
+        inter = inter.with_columns(pl.col("watch").cast(pl.Float64, strict=False).round(0).cast(pl.Int64))
+        inter = rejects.take(
+            inter, pl.col("watch").is_null() | (pl.col("watch") < 0), "interactions", "bad_watch_ms", src
+        )
+    if im.event:
+        inter = inter.with_columns(_text(pl.col("event")))
+    if im.label:
+        inter = inter.with_columns(_text(pl.col("label")))
+    inter = inter.join(item_ids.rename({"source_id": "item", "id": "item_id"}), on="item", how="left")
+    return rejects.take(inter, pl.col("item_id").is_null(), "interactions", "unknown_item", src)
+
+
+def _logged_rows(logged: pl.DataFrame, m: LogsMapping, items: pl.DataFrame) -> pl.DataFrame:
+    """The contract rows of one part's logged events: ties ordered, sessions numbered, the k-th event of a user is
+    `<name>-<user>-<k>` (the same whichever part the user is in)."""
+    if m.interactions.order:  # numbers sort as numbers, anything else as text
+        as_num = logged.get_column("order").cast(pl.Float64, strict=False)
+        if as_num.null_count() == logged.get_column("order").null_count():
+            logged = logged.with_columns(as_num.alias("order"))
+    logged = _stable_ties(logged, "user_id", ["order", "_src", "_row"] if m.interactions.order else ["_src", "_row"])
+    gap = pl.col("ts").diff().over("user_id")
+    logged = logged.with_columns(
+        (
+            (gap.is_null() | (gap > dt.timedelta(seconds=m.session_gap_s))).cast(pl.Int64).cum_sum().over("user_id") - 1
+        ).alias("session"),
+        pl.int_range(pl.len()).over("user_id").alias("_seq"),
+    )
+    logged = logged.join(items.select("item_id", "duration_ms"), on="item_id", how="left")
+    return logged.select(
+        pl.format(f"{m.name}-{{}}-{{}}", "user_id", "_seq").alias("event_id"),
+        pl.format(f"{m.name}-{{}}-s{{}}", "user_id", "session").alias("request_id"),
+        "user_id",
+        "item_id",
+        "ts",
+        pl.lit(m.surface).alias("surface"),
+        pl.lit(0, dtype=pl.Int32).alias("position"),
+        pl.lit(1.0).alias("propensity"),
+        pl.col("positive").alias("clicked"),
+        pl.col("watch")
+        .fill_null(pl.when(pl.col("positive")).then(pl.col("duration_ms")).otherwise(0))
+        .alias("watch_ms"),
+        pl.col("positive").alias("finished"),
+        pl.col("positive").alias("liked"),
+        pl.lit(False).alias("shared"),
+    )
+
+
+def _negatives(
+    rows: pl.DataFrame, items: pl.DataFrame, m: LogsMapping, popularity: pl.DataFrame | None, stream: int | None
+) -> tuple[pl.DataFrame, dict]:
+    """One part's sampled negatives as contract rows (not engaged, at their positive's time and in its session)."""
+    from sources.negatives import NegativeSampling, sample_negatives
+
+    pos = rows.filter(pl.col("clicked")).select("event_id", "request_id", "user_id", "item_id", "ts")
+    seen = rows.select("user_id", "item_id").unique()
+    neg, stats = sample_negatives(
+        pos,
+        items.select("item_id", "created_ts"),
+        NegativeSampling(**asdict(m.negatives)),
+        exclude=seen,
+        popularity=popularity,
+        stream=stream,
+    )
+    return neg.select(
+        "event_id",
+        "request_id",
+        "user_id",
+        "item_id",
+        "ts",
+        pl.lit(m.surface).alias("surface"),
+        pl.lit(0, dtype=pl.Int32).alias("position"),
+        pl.lit(1.0).alias("propensity"),
+        pl.lit(False).alias("clicked"),
+        pl.lit(0, dtype=pl.Int64).alias("watch_ms"),
+        pl.lit(False).alias("finished"),
+        pl.lit(False).alias("liked"),
+        pl.lit(False).alias("shared"),
+    ), stats
+
+
+def _add_stats(total: dict | None, part: dict) -> dict:
+    if total is None:
+        return dict(part)
+    return total | {k: total[k] + part[k] for k in ("positives", "sampled", "short")}
+
+
 def adapt_logs(
     m: LogsMapping,
     out_dir: str | Path,
@@ -668,53 +833,13 @@ def adapt_logs(
     from core.timeline import embedding_cutoff
 
     check_mapping(m)
+    check_columns(m)  # every file there with every mapped column, before any row is read
     root = Path(m.root or ".")
     media_root = (root / m.media_root).resolve() if m.media_root else root
     out = Path(out_dir)
     rejects = _Rejects(max_rejected_share)
     counts: dict[str, int] = {}
     notes: list[str] = []
-
-    # ---- interactions
-    im = m.interactions
-    roles = {
-        "user": im.user,
-        "item": im.item,
-        "time": im.time,
-        "order": im.order,
-        "event": im.event,
-        "rating": im.rating,
-        "label": im.label,
-        "watch": im.watch_ms,
-    }
-    raw, src_inter = read_table(root, im, "interactions", roles)
-    total_inter = raw.height
-    echo(f"data: {total_inter:,} interaction rows from {src_inter}")
-    inter = raw.with_columns(
-        _text(pl.col("user")).alias("user"),
-        _text(pl.col("item")).alias("item"),
-        parse_time(raw.get_column("time"), im.time_unit, f"{src_inter} column {im.time!r}").alias("ts"),
-    )
-    del raw
-    inter = rejects.take(
-        inter, pl.col("user").is_null() | (pl.col("user") == ""), "interactions", "null_user", src_inter
-    )
-    inter = rejects.take(
-        inter, pl.col("item").is_null() | (pl.col("item") == ""), "interactions", "null_item", src_inter
-    )
-    inter = rejects.take(inter, pl.col("ts").is_null(), "interactions", "unparseable_time", src_inter)
-    if im.rating:
-        inter = inter.with_columns(pl.col("rating").cast(pl.Float64, strict=False))
-        inter = rejects.take(inter, pl.col("rating").is_null(), "interactions", "unparseable_rating", src_inter)
-    if im.watch_ms:
-        inter = inter.with_columns(pl.col("watch").cast(pl.Float64, strict=False).round(0).cast(pl.Int64))
-        inter = rejects.take(
-            inter, pl.col("watch").is_null() | (pl.col("watch") < 0), "interactions", "bad_watch_ms", src_inter
-        )
-    if im.event:
-        inter = inter.with_columns(_text(pl.col("event")))
-    if im.label:
-        inter = inter.with_columns(_text(pl.col("label")))
 
     # ---- catalogue
     itm = m.items
@@ -746,17 +871,58 @@ def adapt_logs(
     item_ids, items_int = ids_map(cat.get_column("source_item"))
     cat = cat.join(item_ids.rename({"source_id": "source_item", "id": "item_id"}), on="source_item", how="left")
 
-    inter = inter.join(item_ids.rename({"source_id": "item", "id": "item_id"}), on="item", how="left")
-    inter = rejects.take(inter, pl.col("item_id").is_null(), "interactions", "unknown_item", src_inter)
-    user_ids, users_int = ids_map(inter.get_column("user"))
-    inter = inter.join(user_ids.rename({"source_id": "user", "id": "user_id"}), on="user", how="left")
-    inter = inter.drop("user", "item", "time", "_file")  # the source text is needed no more: free it early
+    # ---- interactions (and real impressions), in parts of whole users: one part in memory, or several spilled to
+    # parquet under <out>/.parts and processed one at a time (memory bounded by rows_per_part, not by the log)
+    im = m.interactions
+    roles = {
+        "user": im.user,
+        "item": im.item,
+        "time": im.time,
+        "order": im.order,
+        "event": im.event,
+        "rating": im.rating,
+        "label": im.label,
+        "watch": im.watch_ms,
+    }
+    inter_lf, src_inter = scan_table(root, im, "interactions", roles)
+    total_inter = _count(inter_lf, src_inter)
+    n_parts = max(1, -(-total_inter // m.rows_per_part))
+    echo(
+        f"data: {total_inter:,} interaction rows from {src_inter}"
+        + (f", in {n_parts} parts of whole users" if n_parts > 1 else "")
+    )
+    spill = out / ".parts"
+    parts = _split(inter_lf, n_parts, spill / "interactions")
+    imp_parts, src_p = None, None
+    if m.impressions.path:
+        pm = m.impressions
+        imp_lf, src_p = scan_table(root, pm, "impressions", {"user": pm.user, "item": pm.item, "time": pm.time})
+        total_imp = _count(imp_lf, src_p)
+        imp_parts = _split(imp_lf, n_parts, spill / "impressions")
+    # pass 1: times, rejects, item ids; the log's span, users and first events
+    cleaned, imp_cleaned, users_seen, first_events, extra_last = [], [], [], [], []
+    for k in range(n_parts):
+        inter = _clean_interactions(_load(parts[k]), im, item_ids, rejects, src_inter)
+        users_seen.append(inter.get_column("user").unique())
+        first_events.append(inter.group_by("item_id").agg(pl.col("ts").min()))
+        cleaned.append(_keep(inter, spill / "clean" / f"{k}.parquet", n_parts))
+        if imp_parts is not None:
+            imp = _events(_load(imp_parts[k]), src_p, m.impressions, "impressions", item_ids, None, rejects)
+            first_events.append(imp.group_by("item_id").agg(pl.col("ts").min()))
+            if imp.height:
+                extra_last.append(imp.get_column("ts").max())
+            imp_cleaned.append(_keep(imp, spill / "clean_imp" / f"{k}.parquet", n_parts))
     rejects.check("interactions", total_inter, src_inter)
-    if inter.height == 0:
+    spans = pl.concat(first_events[:: 2 if imp_parts is not None else 1]) if first_events else None
+    if spans is None or spans.height == 0:
         raise MappingError(f"{src_inter}: no usable interaction rows (of {total_inter})")
+    first = spans.get_column("ts").min()
+    last = max(t for t in (_max_ts(c) for c in cleaned) if t is not None)
+    user_ids, users_int = ids_map(pl.concat(users_seen))
+    del users_seen
 
     # optional tables, read before the catalogue's creation times (their events count as first events)
-    extra_events = []
+    extra_events = [pl.concat(first_events).group_by("item_id").agg(pl.col("ts").min())]
     searches = None
     if m.searches.path:
         sm = m.searches
@@ -779,14 +945,6 @@ def adapt_logs(
         rejects.check("searches", s.height + sum(rejects.counts.get("searches", {}).values()), src_s)
         searches = s
         extra_events.append(s.select("item_id", "ts"))
-    impressions = None
-    if m.impressions.path:
-        pm = m.impressions
-        imp, src_p = read_table(root, pm, "impressions", {"user": pm.user, "item": pm.item, "time": pm.time})
-        imp = _events(imp, src_p, pm, "impressions", item_ids, user_ids, rejects)
-        rejects.check("impressions", imp.height + sum(rejects.counts.get("impressions", {}).values()), src_p)
-        impressions = imp
-        extra_events.append(imp.select("item_id", "ts"))
     user_tags = None
     if m.item_tags.path:
         tm = m.item_tags
@@ -797,7 +955,6 @@ def adapt_logs(
         extra_events.append(tg.select("item_id", "ts"))
 
     # ---- times: the log's span, the content cutoff
-    first, last = inter.get_column("ts").min(), inter.get_column("ts").max()
     if content_cutoff is not None:
         cutoff = content_cutoff.astimezone(dt.UTC) if content_cutoff.tzinfo else content_cutoff.replace(tzinfo=dt.UTC)
     else:
@@ -805,7 +962,7 @@ def adapt_logs(
 
     # ---- items
     first_seen = (
-        pl.concat([inter.select("item_id", "ts"), *extra_events])
+        pl.concat([e.select("item_id", "ts") for e in extra_events])
         .group_by("item_id")
         .agg(pl.col("ts").min().alias("first_ts"))
     )
@@ -916,93 +1073,86 @@ def adapt_logs(
     items = _select(cat.sort("item_id"), ITEMS)
     has_media = any(v is not None for v in (itm.image, itm.image_pattern, itm.frames, itm.audio, itm.audio_pattern))
 
-    # ---- interactions: positives, sessions, negatives
-    inter = inter.join(items.select("item_id", "duration_ms"), on="item_id", how="left").with_columns(
-        _positive_expr(m).alias("positive")
-    )
-    logged = inter.select(
-        "user_id",
-        "item_id",
-        "ts",
-        "positive",
-        "_row",
-        (pl.col("watch") if im.watch_ms else pl.lit(None, dtype=pl.Int64)).alias("watch"),
-        _text(pl.col("order")).alias("order") if im.order else pl.lit(None, dtype=pl.String).alias("order"),
-        pl.lit(0, dtype=pl.Int8).alias("_src"),
-    )
-    if impressions is not None:
-        imp = impressions.select(
+    # ---- pass 2: positives, impressions, sessions and event ids per part; the log's popularity per item and day
+    rows_parts, popularity_parts = [], []
+    n_pos = n_logged_neg = n_users = dup_imp = 0
+    for k in range(n_parts):
+        inter = _load(cleaned[k]).join(user_ids.rename({"source_id": "user", "id": "user_id"}), on="user", how="left")
+        inter = inter.drop("user", "item", "time", "_file")  # the source text is needed no more: free it early
+        inter = inter.join(items.select("item_id", "duration_ms"), on="item_id", how="left").with_columns(
+            _positive_expr(m).alias("positive")
+        )
+        logged = inter.select(
             "user_id",
             "item_id",
             "ts",
-            pl.lit(False).alias("positive"),
+            "positive",
             "_row",
-            pl.lit(None, dtype=pl.Int64).alias("watch"),
-            pl.lit(None, dtype=pl.String).alias("order"),
-            pl.lit(1, dtype=pl.Int8).alias("_src"),
+            (pl.col("watch") if im.watch_ms else pl.lit(None, dtype=pl.Int64)).alias("watch"),
+            _text(pl.col("order")).alias("order") if im.order else pl.lit(None, dtype=pl.String).alias("order"),
+            pl.lit(0, dtype=pl.Int8).alias("_src"),
         )
-        before = imp.height
-        imp = imp.join(logged.select("user_id", "item_id", "ts"), on=["user_id", "item_id", "ts"], how="anti")
-        counts["impressions_duplicate_of_interaction"] = before - imp.height
-        logged = pl.concat([logged, imp])
-    if im.order:  # numbers sort as numbers, anything else as text
-        as_num = logged.get_column("order").cast(pl.Float64, strict=False)
-        if as_num.null_count() == logged.get_column("order").null_count():
-            logged = logged.with_columns(as_num.alias("order"))
-    logged = _stable_ties(logged, "user_id", ["order", "_src", "_row"] if im.order else ["_src", "_row"])
-    gap = pl.col("ts").diff().over("user_id")
-    logged = logged.with_columns(
-        (
-            (gap.is_null() | (gap > dt.timedelta(seconds=m.session_gap_s))).cast(pl.Int64).cum_sum().over("user_id") - 1
-        ).alias("session")
-    ).with_row_index("_seq")
-    logged = logged.join(items.select("item_id", "duration_ms"), on="item_id", how="left")
-    rows = logged.select(
-        pl.format(f"{m.name}-{{}}", "_seq").alias("event_id"),
-        pl.format(f"{m.name}-{{}}-s{{}}", "user_id", "session").alias("request_id"),
-        "user_id",
-        "item_id",
-        "ts",
-        pl.lit(m.surface).alias("surface"),
-        pl.lit(0, dtype=pl.Int32).alias("position"),
-        pl.lit(1.0).alias("propensity"),
-        pl.col("positive").alias("clicked"),
-        pl.col("watch")
-        .fill_null(pl.when(pl.col("positive")).then(pl.col("duration_ms")).otherwise(0))
-        .alias("watch_ms"),
-        pl.col("positive").alias("finished"),
-        pl.col("positive").alias("liked"),
-        pl.lit(False).alias("shared"),
-    )
-    negatives_stats = None
-    all_rows = rows
-    if m.negatives.per_positive > 0:
-        from sources.negatives import NegativeSampling, sample_negatives
+        del inter
+        if imp_parts is not None:
+            imp = _load(imp_cleaned[k]).with_columns(_text(pl.col("user")).alias("user"))
+            imp = imp.join(user_ids.rename({"source_id": "user", "id": "user_id"}), on="user", how="left")
+            imp = rejects.take(imp, pl.col("user_id").is_null(), "impressions", "unknown_user", src_p)
+            imp = imp.select(
+                "user_id",
+                "item_id",
+                "ts",
+                pl.lit(False).alias("positive"),
+                "_row",
+                pl.lit(None, dtype=pl.Int64).alias("watch"),
+                pl.lit(None, dtype=pl.String).alias("order"),
+                pl.lit(1, dtype=pl.Int8).alias("_src"),
+            )
+            before = imp.height
+            imp = imp.join(logged.select("user_id", "item_id", "ts"), on=["user_id", "item_id", "ts"], how="anti")
+            dup_imp += before - imp.height
+            logged = pl.concat([logged, imp])
+        rows = _logged_rows(logged, m, items)
+        del logged
+        n_pos += rows.get_column("clicked").sum()
+        n_logged_neg += rows.height - rows.get_column("clicked").sum()
+        n_users += rows.get_column("user_id").n_unique()
+        popularity_parts.append(
+            rows.filter(pl.col("clicked"))
+            .group_by("item_id", pl.col("ts").dt.date().alias("day"))
+            .agg(pl.len().cast(pl.Int64).alias("positives"))
+        )
+        rows_parts.append(_keep(rows, spill / "rows" / f"{k}.parquet", n_parts))
+    if imp_parts is not None:
+        rejects.check("impressions", total_imp, src_p)
+        counts["impressions_duplicate_of_interaction"] = dup_imp
+    popularity = pl.concat(popularity_parts).group_by("item_id", "day").agg(pl.col("positives").sum())
+    del popularity_parts
 
-        neg_cfg = NegativeSampling(**asdict(m.negatives))
+    # ---- pass 3: sampled negatives, then each part's interactions, feed requests and user activity
+    negatives_stats = None
+    if m.negatives.per_positive > 0:
         echo(f"data: sampling {m.negatives.per_positive} negatives per positive ({m.negatives.sampler})")
-        pos = rows.filter(pl.col("clicked")).select("event_id", "request_id", "user_id", "item_id", "ts")
-        seen = rows.select("user_id", "item_id").unique()
-        neg, negatives_stats = sample_negatives(pos, items.select("item_id", "created_ts"), neg_cfg, exclude=seen)
-        neg_rows = neg.select(
-            "event_id",
-            "request_id",
-            "user_id",
-            "item_id",
-            "ts",
-            pl.lit(m.surface).alias("surface"),
-            pl.lit(0, dtype=pl.Int32).alias("position"),
-            pl.lit(1.0).alias("propensity"),
-            pl.lit(False).alias("clicked"),
-            pl.lit(0, dtype=pl.Int64).alias("watch_ms"),
-            pl.lit(False).alias("finished"),
-            pl.lit(False).alias("liked"),
-            pl.lit(False).alias("shared"),
-        )
-        all_rows = pl.concat([rows, neg_rows]).sort(["user_id", "ts", "event_id"])
-    interactions = _select(all_rows, INTERACTIONS)
-    n_pos = rows.filter(pl.col("clicked")).height
-    n_logged_neg = rows.height - n_pos
+    out_parts: dict[str, list] = {"interactions": [], "feed_requests": [], "user_activity": []}
+    for k in range(n_parts):
+        rows = _load(rows_parts[k])
+        all_rows = rows
+        if m.negatives.per_positive > 0:
+            neg_rows, stats = _negatives(
+                rows, items, m, popularity if n_parts > 1 else None, k if n_parts > 1 else None
+            )
+            negatives_stats = _add_stats(negatives_stats, stats)
+            all_rows = pl.concat([rows, neg_rows]).sort(["user_id", "ts", "event_id"])
+        interactions = _select(all_rows, INTERACTIONS)
+        tables_k = {
+            "interactions": interactions,
+            "feed_requests": feed_requests(interactions),
+            "user_activity": user_activity(_select(rows, INTERACTIONS)),
+        }
+        for name, df in tables_k.items():
+            out_parts[name].append(_keep(df, spill / name / f"{k}.parquet", n_parts))
+        del rows, all_rows, interactions, tables_k
+    n_logged_neg = int(n_logged_neg)
+    n_pos = int(n_pos)
     impressions_kind = (
         "logged+sampled" if negatives_stats and n_logged_neg else "sampled" if negatives_stats else "logged"
     )
@@ -1041,29 +1191,25 @@ def adapt_logs(
         searches_df = _empty(SEARCHES)
         notes.append("searches: none mapped; the searches table is empty, so there are no q2i pairs.")
 
-    tables: dict[str, tuple[pl.DataFrame, TableSchema]] = {
-        "items": (items, ITEMS),
-        "interactions": (interactions, INTERACTIONS),
-        "feed_requests": (feed_requests(interactions), FEED_REQUESTS),
-        "searches": (searches_df, SEARCHES),
-        "user_activity": (user_activity(_select(rows, INTERACTIONS)), USER_ACTIVITY),
-    }
     manifest_path = out / "manifest.json"
     manifest_path.unlink(missing_ok=True)
-    for name, (df, schema) in tables.items():
-        slices = (df.slice(i, 1_000_000).to_arrow() for i in range(0, max(df.height, 1), 1_000_000))
-        counts[name] = write_table(slices, schema, out / name)  # converted a million rows at a time
+    counts["items"] = write_table(_slices([items]), ITEMS, out / "items")
+    for name, schema in (("interactions", INTERACTIONS), ("feed_requests", FEED_REQUESTS)):
+        counts[name] = write_table(_slices(out_parts[name]), schema, out / name)
+    counts["searches"] = write_table(_slices([searches_df]), SEARCHES, out / "searches")
+    counts["user_activity"] = write_table(_slices(out_parts["user_activity"]), USER_ACTIVITY, out / "user_activity")
+    shutil.rmtree(spill, ignore_errors=True)
     if rejects.frames:
         write_table(pl.concat(rejects.frames).to_arrow(), QUARANTINE, out / "rejected")
     if not users_int:
         write_table(user_ids.to_arrow(), _ID_MAP, out / "id_map" / "users")
     if not items_int:
         write_table(item_ids.to_arrow(), _ID_MAP, out / "id_map" / "items")
-    counts["users"] = interactions.get_column("user_id").n_unique()
+    counts["users"] = n_users
     counts["positives"] = n_pos
     counts["logged_non_positive"] = n_logged_neg
 
-    now = max([last, *(e.get_column("ts").max() for e in extra_events if e.height)])
+    now = max([last, *extra_last, *(e.get_column("ts").max() for e in extra_events[1:] if e.height)])
     notes += _notes(m, users_int, items_int)
     manifest = {
         "dataset": "logs",

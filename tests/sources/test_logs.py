@@ -299,3 +299,47 @@ def test_a_duplicate_catalogue_id_is_an_error_naming_file_and_column(shop, tmp_p
     _write(Path(shop.root), "items.csv", ITEMS_CSV + "A-1,Red mug again,kitchen,,\n")
     with pytest.raises(MappingError, match=r"items.csv: 1 item id\(s\) appear more than once in column 'sku'"):
         _adapt(shop, tmp_path / "out")
+
+
+def _sorted(out: Path, table: str) -> pl.DataFrame:
+    keys = {
+        "items": ["item_id"],
+        "interactions": ["event_id"],
+        "feed_requests": ["request_id"],
+        "searches": ["event_id"],
+        "user_activity": ["user_id", "activity_date"],
+    }[table]
+    return _read(out, table).sort(keys)
+
+
+def test_a_log_in_parts_of_whole_users_gives_the_same_tables(shop, tmp_path):
+    root = Path(shop.root)
+    _write(root, "search.csv", "user,q,hit,at\nu1,Red Mug,A-1,2024-05-01T10:00:00\nu2,pot,C-3,2024-05-02T11:00:00\n")
+    _write(root, "shown.csv", "user,sku,at\nu2,B-2,2024-05-02\nu2,A-1,2024-05-02\nu3,A-1,2024-05-01\n")
+    _write(root, "events.csv", EVENTS_CSV + "u4,Z-9,2024-05-02,purchase,1\n")  # one rejected row
+    m = dataclasses.replace(
+        shop,
+        searches=SearchesMapping(path="search.csv", user="user", query="q", item="hit", time="at"),
+        impressions=ImpressionsMapping(path="shown.csv", user="user", item="sku", time="at"),
+    )
+    whole = _adapt(m, tmp_path / "whole", max_rejected_share=0.5)
+    parts = _adapt(dataclasses.replace(m, rows_per_part=2), tmp_path / "parts", max_rejected_share=0.5)
+    for table in ("items", "interactions", "feed_requests", "searches", "user_activity"):
+        assert _sorted(tmp_path / "parts", table).equals(_sorted(tmp_path / "whole", table)), table
+    for key in ("counts", "rejected", "start_date", "days", "now", "impressions"):
+        assert parts[key] == whole[key], key
+    assert not (tmp_path / "parts" / ".parts").exists()
+
+
+def test_negatives_of_a_log_in_parts_are_valid_and_k_per_positive(tmp_path):
+    from jobs.pipeline import load_config
+
+    m = load_config(str(Path(__file__).resolve().parents[2] / "examples" / "shop.yaml")).data.logs
+    manifest = _adapt(dataclasses.replace(m, rows_per_part=500), tmp_path / "out")
+    assert manifest["negatives"]["positives"] == 2015 and manifest["negatives"]["sampled"] == 4 * 2015
+    inter = _read(tmp_path / "out", "interactions")
+    items = _read(tmp_path / "out", "items").select("item_id", "created_ts")
+    neg = inter.filter(~pl.col("clicked")).join(items, on="item_id")
+    assert neg.height == 4 * 2015 and (neg["created_ts"] <= neg["ts"]).all()
+    bought = inter.filter(pl.col("clicked")).select("user_id", "item_id").unique()
+    assert neg.join(bought, on=["user_id", "item_id"]).height == 0

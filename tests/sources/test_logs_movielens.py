@@ -84,7 +84,7 @@ def manifest_of(result: LogsResult) -> dict:
 # user 2: movie 30 @ T+1800  (4.5)  s0, the same second as movie 10: the order column (movieId) puts 10 first
 #         movie 10 @ T+1800  (3.0)  s0, and 30, the second of the tie, gets +1 microsecond
 #         movie 20 @ T+9000  (0.5)  gap 2 h -> s1 (2021-01-02 01:30 UTC)
-# Event ids number the events in that order (user, time, tie order): ml-0 .. ml-6.
+# Event ids number each user's events in that order (time, tie order): ml-<user>-0, ml-<user>-1, ...
 # movie 40 has only a tag (earliest event of all, 1609400000 = 2020-12-31 07:33:20 UTC); movie 50 has nothing.
 T = 1609542000
 RATINGS = """userId,movieId,rating,timestamp
@@ -191,13 +191,13 @@ def test_small_interactions(small):
     ]
     # a rating >= 4 is engaged (clicked, liked, finished, watched); a lower one is shown but not engaged
     assert got == [
-        ("ml-0", "ml-1-s0", 1, 10, ts(T), True, True, H),
-        ("ml-1", "ml-1-s0", 1, 30, ts(T + 600), False, False, 0),
-        ("ml-2", "ml-1-s1", 1, 20, ts(T + 2460), True, True, H),
-        ("ml-3", "ml-1-s1", 1, 60, ts(T + 4260), False, False, 0),
-        ("ml-4", "ml-2-s0", 2, 10, ts(T + 1800), False, False, 0),
-        ("ml-5", "ml-2-s0", 2, 30, ts(T + 1800, us=1), True, True, H),  # the tie's second: +1 us
-        ("ml-6", "ml-2-s1", 2, 20, ts(T + 9000), False, False, 0),
+        ("ml-1-0", "ml-1-s0", 1, 10, ts(T), True, True, H),
+        ("ml-1-1", "ml-1-s0", 1, 30, ts(T + 600), False, False, 0),
+        ("ml-1-2", "ml-1-s1", 1, 20, ts(T + 2460), True, True, H),
+        ("ml-1-3", "ml-1-s1", 1, 60, ts(T + 4260), False, False, 0),
+        ("ml-2-0", "ml-2-s0", 2, 10, ts(T + 1800), False, False, 0),
+        ("ml-2-1", "ml-2-s0", 2, 30, ts(T + 1800, us=1), True, True, H),  # the tie's second: +1 us
+        ("ml-2-2", "ml-2-s1", 2, 20, ts(T + 9000), False, False, 0),
     ]
     for r in rows(result, "interactions"):
         assert r["surface"] == "rating"
