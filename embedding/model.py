@@ -281,7 +281,10 @@ def init_text_residual(model: SailEmbeddingModel, sentence_vectors: torch.Tensor
     d = model.text_residual.weight.shape[0]
     if x.shape[0] < 1:
         raise ValueError("init_text_residual needs at least one sentence vector")
-    _, _, vt = torch.linalg.svd(x, full_matrices=True)  # (Dt, Dt) rows = right singular vectors, by singular value
+    # Vh (Dt, Dt): rows = right singular vectors, by singular value. The full U (N, N) is asked for only when there
+    # are fewer rows than dims (so that Vh is still a whole basis): on a catalogue of N items it would take 8 N^2
+    # bytes (80 GB at 100k items)
+    _, _, vt = torch.linalg.svd(x, full_matrices=x.shape[0] < x.shape[1])
     axes = vt[:d]  # (D, Dt)
     flip = torch.sign(axes.gather(1, axes.abs().argmax(1, keepdim=True)))  # (D, 1)
     model.text_residual.weight.copy_((axes * flip).to(model.text_residual.weight.dtype))

@@ -86,6 +86,10 @@ def test_residual_projection_is_the_principal_axes_with_fixed_signs(start):
     _, _, vt = torch.linalg.svd(xn.double())
     got = m.text_residual.weight.detach().double().numpy()
     np.testing.assert_allclose(np.abs(got), np.abs(vt[:d].numpy()), atol=1e-5)
+    few = x[:3]  # fewer items than dims: still d orthonormal axes, the top ones the rows span
+    init_text_residual(m, few)
+    w = m.text_residual.weight.detach().double()
+    np.testing.assert_allclose((w @ w.T).numpy(), np.eye(d), atol=1e-5)
 
 
 def test_top_layer_on_cached_states_equals_the_whole_encoder(start):
