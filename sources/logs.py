@@ -78,16 +78,28 @@ _CANONICAL_INT = r"^(0|-?[1-9][0-9]{0,17})$"
 
 
 @dataclass(frozen=True)
-class InteractionsMapping:
-    """The interaction log (required): one row per event of a user with an item."""
+class TableFiles:
+    """Where a table's rows are."""
 
-    path: str | None = None  # file, folder or glob under `root`
+    path: str | None = None  # file, folder or glob under `root`, or one URI
     format: str = "auto"  # auto (by suffix) | csv | parquet | jsonl
     separator: str = ","  # CSV field separator (a .tsv file: tab)
+
+
+@dataclass(frozen=True)
+class EventFiles(TableFiles):
+    """A table of user events with items."""
+
     user: str = "user_id"
     item: str = "item_id"
     time: str = "timestamp"
     time_unit: str = "auto"  # auto | s | ms | us | iso | date
+
+
+@dataclass(frozen=True)
+class InteractionsMapping(EventFiles):
+    """The interaction log (required): one row per event of a user with an item."""
+
     order: str | None = None  # breaks ties of equal times (day-resolution logs); null: file order
     event: str | None = None  # event type (e.g. view / cart / purchase); positives.event_types picks positives
     rating: str | None = None  # explicit rating; positives.rating_threshold
@@ -96,12 +108,9 @@ class InteractionsMapping:
 
 
 @dataclass(frozen=True)
-class ItemsMapping:
+class ItemsMapping(TableFiles):
     """The catalogue (required): one row per item."""
 
-    path: str | None = None
-    format: str = "auto"
-    separator: str = ","
     item: str = "item_id"
     title: tuple[str, ...] = ("title",)  # joined with " - " when several
     description: tuple[str, ...] = ()  # more free text, joined with ". " (the contract's ocr_text)
@@ -125,44 +134,26 @@ class ItemsMapping:
 
 
 @dataclass(frozen=True)
-class SearchesMapping:
+class SearchesMapping(EventFiles):
     """Search logs (optional): one row per (search, shown result); without it there are no q2i pairs."""
 
-    path: str | None = None
-    format: str = "auto"
-    separator: str = ","
-    user: str = "user_id"
     query: str = "query"
-    item: str = "item_id"
-    time: str = "timestamp"
-    time_unit: str = "auto"
     clicked: str | None = None  # null: every row is a clicked result
     search: str | None = None  # search id; null: one search per (user, query, time)
     position: str | None = None  # rank in the result list; null: 0
 
 
 @dataclass(frozen=True)
-class ImpressionsMapping:
+class ImpressionsMapping(EventFiles):
     """Real impressions shown and not engaged (optional): an impression with the same user, item and time as a
     logged interaction is a duplicate and dropped."""
 
-    path: str | None = None
-    format: str = "auto"
-    separator: str = ","
-    user: str = "user_id"
-    item: str = "item_id"
-    time: str = "timestamp"
-    time_unit: str = "auto"
-
 
 @dataclass(frozen=True)
-class ItemTagsMapping:
+class ItemTagsMapping(TableFiles):
     """User-written tags (optional): (item, tag, time) rows; each item's most frequent before the content cutoff
     are added to its tags."""
 
-    path: str | None = None
-    format: str = "auto"
-    separator: str = ","
     item: str = "item_id"
     tag: str = "tag"
     time: str = "timestamp"
@@ -755,22 +746,30 @@ def _logged_rows(logged: pl.DataFrame, m: LogsMapping, items: pl.DataFrame) -> p
         ).alias("session"),
         pl.int_range(pl.len()).over("user_id").alias("_seq"),
     )
-    logged = logged.join(items.select("item_id", "duration_ms"), on="item_id", how="left")
-    return logged.select(
+    logged = logged.join(items.select("item_id", "duration_ms"), on="item_id", how="left").with_columns(
         pl.format(f"{m.name}-{{}}-{{}}", "user_id", "_seq").alias("event_id"),
         pl.format(f"{m.name}-{{}}-s{{}}", "user_id", "session").alias("request_id"),
+    )
+    watch = pl.col("watch").fill_null(pl.when(pl.col("positive")).then(pl.col("duration_ms")).otherwise(0))
+    return _contract_rows(logged, m, pl.col("positive"), watch)
+
+
+def _contract_rows(df: pl.DataFrame, m: LogsMapping, engaged: pl.Expr, watch_ms: pl.Expr) -> pl.DataFrame:
+    """INTERACTIONS rows: every row on the mapping's surface at position 0 with propensity 1; clicked = finished =
+    liked = `engaged` (the one positive definition)."""
+    return df.select(
+        "event_id",
+        "request_id",
         "user_id",
         "item_id",
         "ts",
         pl.lit(m.surface).alias("surface"),
         pl.lit(0, dtype=pl.Int32).alias("position"),
         pl.lit(1.0).alias("propensity"),
-        pl.col("positive").alias("clicked"),
-        pl.col("watch")
-        .fill_null(pl.when(pl.col("positive")).then(pl.col("duration_ms")).otherwise(0))
-        .alias("watch_ms"),
-        pl.col("positive").alias("finished"),
-        pl.col("positive").alias("liked"),
+        engaged.alias("clicked"),
+        watch_ms.cast(pl.Int64).alias("watch_ms"),
+        engaged.alias("finished"),
+        engaged.alias("liked"),
         pl.lit(False).alias("shared"),
     )
 
@@ -791,21 +790,7 @@ def _negatives(
         popularity=popularity,
         stream=stream,
     )
-    return neg.select(
-        "event_id",
-        "request_id",
-        "user_id",
-        "item_id",
-        "ts",
-        pl.lit(m.surface).alias("surface"),
-        pl.lit(0, dtype=pl.Int32).alias("position"),
-        pl.lit(1.0).alias("propensity"),
-        pl.lit(False).alias("clicked"),
-        pl.lit(0, dtype=pl.Int64).alias("watch_ms"),
-        pl.lit(False).alias("finished"),
-        pl.lit(False).alias("liked"),
-        pl.lit(False).alias("shared"),
-    ), stats
+    return _contract_rows(neg, m, pl.lit(False), pl.lit(0, dtype=pl.Int64)), stats
 
 
 def _add_stats(total: dict | None, part: dict) -> dict:
