@@ -20,7 +20,6 @@ session start is in every run and reported apart).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.machine import describe_machine  # noqa: E402
 from core import contracts as K  # noqa: E402
 from core.io import write_table  # noqa: E402
+from core.machine import tree_rss  # noqa: E402
 from core.spark_session import local_shuffle_partitions  # noqa: E402
 
 START = datetime(2025, 3, 3, tzinfo=UTC)
@@ -123,44 +123,6 @@ def synthetic_log(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:
 def label(n: int) -> str:
     """1000000 -> '1M', 200000 -> '200K'."""
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}K" if n % 1000 == 0 else str(n)
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory (bytes) of a process and all its descendants."""
-    try:
-        import psutil
-
-        try:
-            p = psutil.Process(pid)
-            procs = [p, *p.children(recursive=True)]
-        except psutil.Error:  # the process has just exited
-            return 0
-        total = 0
-        for q in procs:
-            with contextlib.suppress(psutil.Error):
-                total += q.memory_info().rss
-        return total
-    except ImportError:  # /proc fallback
-        pids, frontier = {pid}, [pid]
-        while frontier:
-            cur = frontier.pop()
-            try:
-                kids = Path(f"/proc/{cur}/task/{cur}/children").read_text().split()
-            except OSError:
-                kids = []
-            for k in map(int, kids):
-                if k not in pids:
-                    pids.add(k)
-                    frontier.append(k)
-        total = 0
-        for p in pids:
-            try:
-                for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                pass
-        return total
 
 
 def run_engine(engine: str, data: Path, out: Path, spark_args: list[str]) -> dict:

@@ -1,10 +1,13 @@
-"""The machine description every benchmark records beside its figures."""
+"""The machine description every benchmark records beside its figures, and the resident memory of a process tree
+(a stage's peak memory, sampled while it runs)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import platform
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +88,76 @@ def describe_machine(*packages: str, **extra: Any) -> dict[str, Any]:
         out[name] = getattr(importlib.import_module(name), "__version__", "unknown")
     out.update(extra)
     return out
+
+
+def tree_rss(pid: int | None = None) -> int:
+    """Resident memory (bytes) of a process (default: this one) and all its descendants, e.g. a Spark JVM or
+    torchrun ranks; psutil when installed, else /proc."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        import psutil
+    except ImportError:
+        return _proc_tree_rss(pid)
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:  # the process has just exited
+        return 0
+    total = 0
+    for q in procs:
+        with contextlib.suppress(psutil.Error):
+            total += q.memory_info().rss
+    return total
+
+
+def _proc_tree_rss(pid: int) -> int:
+    pids, frontier = {pid}, [pid]
+    while frontier:
+        cur = frontier.pop()
+        try:
+            kids = Path(f"/proc/{cur}/task/{cur}/children").read_text().split()
+        except OSError:
+            kids = []
+        for k in map(int, kids):
+            if k not in pids:
+                pids.add(k)
+                frontier.append(k)
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+class PeakRss:
+    """`with PeakRss() as m: ...` then `m.peak`: the largest `tree_rss` of this process seen while the block ran,
+    sampled every `every` seconds by a background thread (and once at the start and the end)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, tree_rss())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def __enter__(self) -> PeakRss:
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()

@@ -53,6 +53,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from core.io import SUCCESS, atomic_dir, verify_manifest, write_json_atomic
+from core.machine import PeakRss
 from mining.mining_config import PositiveConfig
 from sources.logs import LOGS_RANGES, LogsMapping
 
@@ -1497,14 +1498,17 @@ def _run_stages(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None], unti
         try:
             with atomic_dir(path) as tmp:
                 try:
-                    metrics = stage.run(StageContext(cfg, run_dir, tmp, work, echo))
+                    with PeakRss() as memory:  # this process and its children (Spark's JVM, torchrun ranks)
+                        metrics = stage.run(StageContext(cfg, run_dir, tmp, work, echo))
                 except StageSkipped as why:
                     skipped, metrics = str(why), {"reason": str(why)}
                 seconds = time.perf_counter() - t0
+                peak_mb = round(memory.peak / 2**20)
                 metrics = _portable(metrics, run_dir, tmp, stage.name)
+                record = {"config_hash": want, "key": parts, "seconds": seconds, "peak_rss_mb": peak_mb}
                 (tmp / "stage.json").write_text(
                     json.dumps(
-                        {"config_hash": want, "key": parts, "seconds": seconds, "skipped": skipped, "metrics": metrics},
+                        {**record, "skipped": skipped, "metrics": metrics},
                         indent=2,
                         default=str,
                     )
@@ -1522,8 +1526,11 @@ def _run_stages(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None], unti
             if stage.name == until:
                 break
             continue
-        stages[stage.name] = {"status": "ran", "seconds": round(seconds, 2), "metrics": metrics}
-        echo(f"[{i}/{total}] {stage.name}: done in {seconds:.1f} s (run so far {time.perf_counter() - t_run:.0f} s)")
+        stages[stage.name] = {"status": "ran", "seconds": round(seconds, 2), "peak_rss_mb": peak_mb, "metrics": metrics}
+        echo(
+            f"[{i}/{total}] {stage.name}: done in {seconds:.1f} s, peak memory {peak_mb:,} MB "
+            f"(run so far {time.perf_counter() - t_run:.0f} s)"
+        )
         if stage.name == until:
             break
     timings = {k: v["seconds"] for k, v in stages.items()}

@@ -43,3 +43,17 @@ def test_empty_cpuinfo_still_describes_the_machine():
     d = describe_machine("numpy", note="x")
     assert {"cpu", "cpu_simd", "cores", "ram_gib", "load_average_at_start", "numpy"} <= d.keys()
     assert d["note"] == "x"
+
+
+def test_peak_rss_sees_memory_held_only_inside_the_block():
+    import numpy as np
+
+    from core.machine import PeakRss, tree_rss
+
+    before = tree_rss()
+    with PeakRss(every=0.05) as m:
+        block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        block.sum()
+        del block
+    assert m.peak - before > 250 * 2**20
+    assert tree_rss() - before < 100 * 2**20  # released: the peak is not today's reading

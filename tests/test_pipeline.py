@@ -120,6 +120,7 @@ def test_smoke_config_runs_every_stage_end_to_end(smoke_run):
     for name in STAGE_NAMES:
         meta = json.loads((run_dir / name / "stage.json").read_text())
         assert (run_dir / name / "_SUCCESS").exists() and meta["skipped"] is None, name
+        assert meta["peak_rss_mb"] > 100, name  # at least the interpreter with its imports
         assert (run_dir / "logs" / f"{name}.log").exists()
     assert set(json.loads((run_dir / "timings.json").read_text())) == set(STAGE_NAMES)
     run = json.loads((run_dir / "run.json").read_text())
