@@ -1,0 +1,91 @@
+"""Per-stage wall time and peak memory of a `sail run` directory, as a result file.
+
+    python benchmarks/run_stages.py --run runs/large [--rss samples.tsv] --out benchmarks/results/large_run/stages.json
+
+Reads every finished stage's `stage.json` (seconds; `peak_rss_mb` where the run recorded it) and the run's
+`run.json` (commit, config). `--rss` adds a file of memory samples taken from outside the run (`<ISO time>\\t<bytes>`
+per line, e.g. of the `sail run` process tree every 2 s) for runs that began before stages recorded their peak:
+each stage's window is [end - seconds, end], its end the time its `stage.json` was written. A stage still running
+is listed with the time it has run so far and the samples since it began.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.machine import describe_machine, write_results  # noqa: E402
+from jobs.pipeline import STAGES  # noqa: E402
+
+
+def _samples(path: Path | None) -> list[tuple[float, int]]:
+    if path is None:
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        when, rss = line.split("\t")
+        out.append((dt.datetime.fromisoformat(when).timestamp(), int(rss)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--rss", type=Path, default=None, help="memory samples taken outside the run (ISO time, bytes)")
+    p.add_argument("--running", default=None, help="the stage still running, if any")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    samples = _samples(args.rss)
+    run = json.loads((args.run / "run.json").read_text())
+    rows, t_prev_end = [], None
+    for stage in (s.name for s in STAGES):
+        meta_path = args.run / stage / "stage.json"
+        row: dict = {"stage": stage}
+        if meta_path.exists() and (args.run / stage / "_SUCCESS").exists():
+            meta = json.loads(meta_path.read_text())
+            end = meta_path.stat().st_mtime
+            start = end - float(meta["seconds"])
+            row |= {"status": "skipped" if meta.get("skipped") else "done", "seconds": round(meta["seconds"], 1)}
+            if meta.get("peak_rss_mb") is not None:
+                row["peak_rss_mb"] = meta["peak_rss_mb"]
+            t_prev_end = end
+        elif stage == args.running and t_prev_end is not None:
+            start, end = t_prev_end, dt.datetime.now(dt.UTC).timestamp()
+            row |= {"status": "running", "seconds_so_far": round(end - start, 1)}
+        else:
+            rows.append(row | {"status": "not reached"})
+            continue
+        inside = [(t, b) for t, b in samples if start <= t <= end]
+        if inside:
+            row["peak_rss_mb_sampled"] = round(max(b for _, b in inside) / 2**20)
+            row["sampled_from"] = dt.datetime.fromtimestamp(inside[0][0], dt.UTC).isoformat(timespec="seconds")
+        rows.append(row)
+    result = {
+        "benchmark": "run_stages",
+        "run_dir": str(args.run),
+        "run": {"code": run.get("code"), "started": run.get("started"), "config": run.get("config")},
+        "stages": rows,
+        "machine": describe_machine(),
+    }
+    lines = [
+        f"# Stages of `{args.run}` (commit {str((run.get('code') or {}).get('commit'))[:7]})",
+        "",
+        "| stage | status | seconds | peak memory (MB) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        secs = r.get("seconds", r.get("seconds_so_far", ""))
+        peak = r.get("peak_rss_mb", r.get("peak_rss_mb_sampled", ""))
+        note = f" (sampled from {r['sampled_from']})" if "peak_rss_mb_sampled" in r and "peak_rss_mb" not in r else ""
+        lines.append(f"| {r['stage']} | {r['status']} | {secs} | {peak}{note} |")
+    write_results(args.out, result, "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
