@@ -5,8 +5,8 @@
 Reads every finished stage's `stage.json` (seconds; `peak_rss_mb` where the run recorded it) and the run's
 `run.json` (commit, config). `--rss` adds a file of memory samples taken from outside the run (`<ISO time>\\t<bytes>`
 per line, e.g. of the `sail run` process tree every 2 s) for runs that began before stages recorded their peak:
-each stage's window is [end - seconds, end], its end the time its `stage.json` was written. A stage still running
-is listed with the time it has run so far and the samples since it began.
+each stage's window is [end - seconds, end], its end the time its `stage.json` was written. The stage named by
+--running is listed with the time from the previous stage's end until now (run this right after stopping it).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--rss", type=Path, default=None, help="memory samples taken outside the run (ISO time, bytes)")
-    p.add_argument("--running", default=None, help="the stage still running, if any")
+    p.add_argument("--running", default=None, help="the stage running when the run was stopped (or still running)")
+    p.add_argument("--note", default="", help="a line for the Markdown (e.g. where and why the run was stopped)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     samples = _samples(args.rss)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             t_prev_end = end
         elif stage == args.running and t_prev_end is not None:
             start, end = t_prev_end, dt.datetime.now(dt.UTC).timestamp()
-            row |= {"status": "running", "seconds_so_far": round(end - start, 1)}
+            row |= {"status": "stopped or running", "seconds_so_far": round(end - start, 1)}
         else:
             rows.append(row | {"status": "not reached"})
             continue
@@ -70,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         "run_dir": str(args.run),
         "run": {"code": run.get("code"), "started": run.get("started"), "config": run.get("config")},
         "stages": rows,
+        "note": args.note,
         "machine": describe_machine(),
     }
     lines = [
         f"# Stages of `{args.run}` (commit {str((run.get('code') or {}).get('commit'))[:7]})",
         "",
+        *([args.note, ""] if args.note else []),
         "| stage | status | seconds | peak memory (MB) |",
         "|---|---|---|---|",
     ]
