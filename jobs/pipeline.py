@@ -383,16 +383,15 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
         **built,
     )
     base = None if name_or_path in SHIPPED_CONFIGS else Path(name_or_path).resolve().parent
-    if cfg.data.source == "logs":  # the mapping's paths are relative to the config file's folder
-        from sources.logs import resolve_root
+    from sources.logs import config_path, resolve_root  # paths in [data] are relative to the config file's folder
 
+    if cfg.data.source == "logs":
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, logs=resolve_root(cfg.data.logs, base)))
     if cfg.data.source == "contracts":
         if not cfg.data.contracts_dir:
             raise ValueError(f"{where} [data]: source contracts needs contracts_dir (the folder with the tables)")
-        folder = Path(os.path.expandvars(cfg.data.contracts_dir))
-        folder = folder if folder.is_absolute() else (base or Path.cwd()) / folder
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, contracts_dir=str(folder.resolve())))
+        folder = str(config_path(cfg.data.contracts_dir, base))
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, contracts_dir=folder))
     check_config(cfg, where)
     return cfg
 

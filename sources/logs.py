@@ -296,15 +296,18 @@ def check_mapping(m: LogsMapping, where: str = "[data.logs]") -> None:
         raise MappingError(f"{where}: name must be letters, digits, '_' or '.', got {m.name!r}")
 
 
+def config_path(text: str | None, base: Path | None) -> Path:
+    """A folder a config names, absolute: $VARS expanded, relative to `base` (the config file's folder; the working
+    directory when None); None or empty: `base` itself."""
+    path = Path(os.path.expandvars(text)) if text else Path(".")
+    return (path if path.is_absolute() else (base or Path.cwd()) / path).resolve()
+
+
 def resolve_root(m: LogsMapping, base: Path | None) -> LogsMapping:
-    """The mapping with `root` absolute: $VARS expanded, relative to `base` (the config file's folder; the working
-    directory when None)."""
+    """The mapping with `root` absolute (`config_path`)."""
     from dataclasses import replace
 
-    root = Path(os.path.expandvars(m.root)) if m.root else Path(".")
-    if not root.is_absolute():
-        root = (base or Path.cwd()) / root
-    return replace(m, root=str(root.resolve()))
+    return replace(m, root=str(config_path(m.root, base)))
 
 
 # --------------------------------------------------------------------------------------------------------
