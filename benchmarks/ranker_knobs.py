@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, cfg in settings.items():
         work = args.work / name.replace("=", "-")
         a = ranker_variants_args(cfg, samples, work)
-        run_variants(a.samples, a.out, a.variants, ["torchrec"], a.train_kwargs, a.lgbm_kwargs, a.n_boot, "", a.seeds)
+        run_variants(
+            a.samples, a.out, a.variants, ["torchrec"], a.train_kwargs, a.lgbm_kwargs, a.n_boot, "", a.seeds, a.residual
+        )
         scores = validation_scores(work)
         rows[name] = {"valid": scores, "minus_control": {k: v - scores["control"] for k, v in scores.items()}}
         print(name, {k: round(v, 4) for k, v in rows[name]["minus_control"].items()}, flush=True)

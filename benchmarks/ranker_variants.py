@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks.machine import describe_machine, write_results  # noqa: E402
 from core.metrics import auc  # noqa: E402
-from jobs.pipeline import load_config, ranker_sid_levels, ranker_train_kwargs  # noqa: E402
+from jobs.pipeline import load_config, ranker_variants_args  # noqa: E402
 from recsys.cli import run_variants  # noqa: E402
 from recsys.evaluate import load_scores  # noqa: E402
 
@@ -125,24 +125,20 @@ def main(argv=None) -> int:
     if not samples.is_dir():
         p.error(f"{samples} not found: --run must be a finished `sail run` directory")
     run_info = json.loads((args.run / "run.json").read_text())
-    lgbm_kwargs = {
-        "threads": r.lgbm_threads,
-        "seed": r.seed,
-        "max_train_rows": r.max_train_rows,
-        "sid_levels": ranker_sid_levels(cfg),
-    }
+    a = ranker_variants_args(cfg, samples, args.work)
     info = describe_machine("torch", "lightgbm")
     t0 = time.perf_counter()
     res = run_variants(
-        samples,
-        args.work,
-        list(r.variants),
-        list(r.trainers),
-        ranker_train_kwargs(cfg),
-        lgbm_kwargs,
-        r.n_boot,
+        a.samples,
+        a.out,
+        list(a.variants),
+        list(a.trainers),
+        a.train_kwargs,
+        a.lgbm_kwargs,
+        a.n_boot,
         "",
-        r.seeds,
+        a.seeds,
+        a.residual,
     )
     seconds = time.perf_counter() - t0
     results = json.loads(res.results_json.read_text())

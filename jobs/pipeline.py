@@ -168,7 +168,8 @@ class RankerSection:
     variants: tuple[str, ...] = ("control", "emb", "sid", "both")
     trainers: tuple[str, ...] = ("torchrec", "lgbm")
     epochs: int = 2  # TorchRec: at most this many epochs; the best one on the valid days is kept
-    patience: int = 1  # TorchRec: stop after this many epochs in a row without a better validation AUC
+    patience: int = 1  # TorchRec: stop after this many validation points in a row without a better validation AUC
+    evals_per_epoch: int = 1  # TorchRec: validation points per epoch (the model is chosen among them)
     seeds: int = 1  # TorchRec: models per variant (seeds seed .. seed + n - 1); their probabilities are averaged
     batch_size: int = 2048
     embedding_dim: int = 16
@@ -184,6 +185,9 @@ class RankerSection:
     sail_dropout: float = 0.0  # TorchRec: share of train rows whose SAIL vector and semantic IDs are hidden (as an
     # item without them has them), so the model cannot lean on per-item features alone
     interaction: str = "dcn_dot"  # TorchRec: "dcn_dot" (DCNv2 + DLRM dots), "dcn" (DCNv2) or "dot" (DLRM dots)
+    residual: bool = True  # every variant but control learns a correction to control's logits, starting from
+    # exactly control (epoch 0 / zero rounds is a candidate on valid): features that do not help the valid days
+    # leave control's scores; false trains every variant from scratch on all its features
     max_train_rows: int | None = None  # None: the whole train split
     recent_len: int = 10  # recent positive items per impression
     sail_dims: int = 64  # the SAIL vector's Matryoshka prefix the ranking samples carry (re-normalised); 0: all of it
@@ -459,6 +463,7 @@ RANGES: dict[str, dict[str, str]] = {
     "ranker": {
         "epochs": ">= 1",
         "patience": ">= 1",
+        "evals_per_epoch": ">= 1",
         "seeds": ">= 1",
         "batch_size": ">= 1",
         "embedding_dim": ">= 1",
@@ -602,6 +607,8 @@ def check_config(cfg: RunConfig, where: str = "config") -> None:
     bad = sorted(set(cfg.ranker.variants) - set(VARIANTS))
     if bad or not cfg.ranker.variants:
         raise ValueError(f"{where} [ranker]: variants must be a non-empty subset of {VARIANTS}, got {bad or '[]'}")
+    if cfg.ranker.residual and "control" not in cfg.ranker.variants:
+        raise ValueError(f"{where} [ranker]: residual: true trains the variants on control's logits; add control")
     if cfg.ranker.interaction not in INTERACTION_ARCHES:
         raise ValueError(
             f"{where} [ranker]: interaction must be one of {INTERACTION_ARCHES}, got {cfg.ranker.interaction!r}"
@@ -1085,6 +1092,7 @@ def ranker_train_kwargs(cfg: RunConfig) -> dict[str, Any]:
         "ranker": RankerConfig(embedding_dim=r.embedding_dim, interaction=r.interaction),
         "epochs": r.epochs,
         "patience": r.patience,
+        "evals_per_epoch": r.evals_per_epoch,
         "batch_size": r.batch_size,
         "sparse_lr": r.sparse_lr,
         "dense_lr": r.dense_lr,
@@ -1125,6 +1133,7 @@ def ranker_variants_args(cfg: RunConfig, samples: Path, out: Path, note: str = "
         note=note,
         seeds=r.seeds,
         table=False,  # under torchrun its lines would reach the console; the stage keeps results.md
+        residual=r.residual,
     )
 
 
@@ -1144,7 +1153,16 @@ def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
     a = ranker_variants_args(ctx.cfg, samples, ctx.work, note)
     if r.nproc == 1:
         runs = run_variants(
-            a.samples, a.out, list(a.variants), list(a.trainers), a.train_kwargs, a.lgbm_kwargs, a.n_boot, note, a.seeds
+            a.samples,
+            a.out,
+            list(a.variants),
+            list(a.trainers),
+            a.train_kwargs,
+            a.lgbm_kwargs,
+            a.n_boot,
+            note,
+            a.seeds,
+            a.residual,
         ).runs
     else:
         _torchrun(ctx, "recsys.cli", ["train-ranker", *train_ranker_argv(a)], r.nproc, a.train_kwargs["threads"])

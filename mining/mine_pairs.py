@@ -84,9 +84,7 @@ def _stats(rows: list[tuple[str | None, int, Any, Any]]) -> tuple[int, dict[str,
     return int(total), dict(sorted(rejected.items())), lo, hi
 
 
-def period_dates(
-    date_from: date | None, date_to: date | None, cfg: MiningConfig
-) -> tuple[date | None, date | None]:
+def period_dates(date_from: date | None, date_to: date | None, cfg: MiningConfig) -> tuple[date | None, date | None]:
     """The log's first and last valid day, clipped to the run's period [ts_from, ts_until)."""
     if cfg.ts_from is not None and date_from is not None:
         date_from = max(date_from, cfg.ts_from.astimezone(UTC).date())

@@ -97,6 +97,7 @@ class TrainedRanker:
     variant_dir: Path
     checkpoint: Path
     train_config: dict  # train.json's "config"
+    base: TrainedRanker | None = None  # a residual variant's base model (its logits are added to this model's)
 
     @property
     def spec(self) -> FeatureSpec:
@@ -175,12 +176,21 @@ def load_trained_ranker(variant_dir: str | Path, threads: int | None = 1) -> Tra
     except RuntimeError as e:
         raise ValueError(f"checkpoint {ckpt} does not fit the model of encoder.json and train.json: {e}") from e
     model.eval()
-    return TrainedRanker(model, encoder, vdir, ckpt, config)
+    info = json.loads((vdir / "train.json").read_text())
+    base = load_trained_ranker(vdir / info["base_dir"], threads) if info.get("base_dir") else None
+    return TrainedRanker(model, encoder, vdir, ckpt, config, base)
+
+
+def score_table(ranker: TrainedRanker, table: pa.Table, batch_size: int = 8192) -> np.ndarray:
+    """(N, T) logits of every sample row: the ranker's own, plus its base's for a residual variant."""
+    logits = score_encoded(ranker, ranker.encoder.encode(table), batch_size)
+    return logits if ranker.base is None else logits + score_table(ranker.base, table, batch_size)
 
 
 @torch.no_grad()
 def score_encoded(ranker: TrainedRanker, enc: Encoded, batch_size: int = 8192) -> np.ndarray:
-    """(N, T) logits of every encoded row, `batch_size` rows per forward."""
+    """(N, T) logits of the ranker's own model on every encoded row (a residual variant's without its base's:
+    see score_table), `batch_size` rows per forward."""
     n = len(enc)
     out = np.empty((n, len(TASKS)), dtype=np.float32)
     for s in range(0, n, batch_size):
@@ -653,7 +663,7 @@ class RankerScorer:
         """(R, W) logits for ctx.cand (0 at unused slots); counts the served impressions for tomorrow's counters."""
         batch = self.batch(ctx)
         table = feature_table(batch, self.store, self.cfg.position, self.cfg.surface)
-        logits = score_encoded(self.ranker, self.ranker.encoder.encode(table), self.cfg.batch_size)
+        logits = score_table(self.ranker, table, self.cfg.batch_size)
         used = ctx.cand >= 0
         out = np.zeros(ctx.cand.shape, dtype=np.float64)
         out[used] = combine_heads(logits, self.cfg.head, self.cfg.finish_weight)

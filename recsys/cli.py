@@ -132,16 +132,35 @@ def run_variants(
     n_boot: int = 500,
     note: str = "",
     seeds: int = 1,
+    residual: bool = False,
 ) -> VariantsResult:
     """Trains every (trainer, variant) the same way; rank 0 evaluates them side by side.
 
     seeds > 1: every TorchRec variant trains that many models (seeds `seed`, `seed + 1`, ...; the first in the
     variant's directory, the others in `seed-<k>/` below it) and is evaluated on their averaged probabilities
     (`ensemble/scores.npz`): one model's result also carries the luck of its initialisation and data order, which
-    on the demo moves test AUC by about as much as the features under test. LightGBM is deterministic."""
+    on the demo moves test AUC by about as much as the features under test. LightGBM is deterministic.
+
+    residual: every variant but control is trained as a residual on control's logits (control of the same seed;
+    see recsys.train), so control trains first and must be among the variants."""
     from recsys.distributed import init_distributed, shutdown
     from recsys.lgbm import LgbmConfig, train_lgbm
     from recsys.train import TrainConfig, train_ranker
+
+    if residual:
+        if "control" not in variants:
+            raise ValueError(f"residual variants are trained on control's logits: add control to {list(variants)}")
+        variants = ["control", *(v for v in variants if v != "control")]
+
+    def member_dir(trainer: str, v: str, k: int) -> Path:
+        return out_dir / trainer / v if k == 0 else out_dir / trainer / v / f"seed-{k}"
+
+    def residual_kwargs(trainer: str, v: str, k: int) -> dict:
+        if not residual:
+            return {}
+        if v == "control":
+            return {"save_logits": True}
+        return {"base_dir": member_dir(trainer, "control", k)}
 
     env = init_distributed()
     runs: dict[str, Path] = {}
@@ -150,8 +169,8 @@ def run_variants(
             if "torchrec" in trainers:
                 base, members = out_dir / "torchrec" / v, []
                 for k in range(seeds):
-                    vdir = base if k == 0 else base / f"seed-{k}"
-                    kw = {**train_kwargs, "seed": train_kwargs.get("seed", 0) + k}
+                    vdir = member_dir("torchrec", v, k)
+                    kw = {**train_kwargs, "seed": train_kwargs.get("seed", 0) + k, **residual_kwargs("torchrec", v, k)}
                     res = train_ranker(TrainConfig(samples_dir=samples_dir, out_dir=vdir, variant=v, **kw))
                     members.append(vdir / "scores.npz")
                     if env.rank == 0:
@@ -163,8 +182,9 @@ def run_variants(
                     runs[f"torchrec/{v}"] = members[0] if seeds == 1 else average_scores(members, base / "ensemble")
         if env.rank == 0 and "lgbm" in trainers:
             for v in variants:
+                kw = {**lgbm_kwargs, **residual_kwargs("lgbm", v, 0)}
                 runs[f"lgbm/{v}"] = train_lgbm(
-                    LgbmConfig(samples_dir=samples_dir, out_dir=out_dir / "lgbm" / v, variant=v, **lgbm_kwargs)
+                    LgbmConfig(samples_dir=samples_dir, out_dir=out_dir / "lgbm" / v, variant=v, **kw)
                 )
                 print(f"lgbm/{v}: done", flush=True)
     finally:
@@ -207,6 +227,7 @@ class TrainRankerArgs:
     note: str
     seeds: int
     table: bool = True  # print the results table at the end
+    residual: bool = False  # variants trained on control's logits (run_variants)
 
 
 def parse_train_ranker(argv: Sequence[str]) -> TrainRankerArgs:
@@ -224,7 +245,10 @@ def parse_train_ranker(argv: Sequence[str]) -> TrainRankerArgs:
     p.add_argument("--trainer", choices=["torchrec", "lgbm", "all"], default="all")
     p.add_argument("--epochs", type=int, default=2, help="TorchRec: at most this many (the best on valid is kept)")
     p.add_argument("--seeds", type=int, default=1, help="TorchRec: models per variant, probabilities averaged")
-    p.add_argument("--patience", type=int, default=1, help="TorchRec: epochs without a better valid AUC, then stop")
+    p.add_argument(
+        "--patience", type=int, default=1, help="TorchRec: validation points without a better valid AUC, then stop"
+    )
+    p.add_argument("--evals-per-epoch", type=int, default=1, help="TorchRec: validation points per epoch")
     p.add_argument("--batch-size", type=int, default=2048, help="global batch (split across torchrun ranks)")
     p.add_argument("--embedding-dim", type=int, default=16)
     p.add_argument(
@@ -248,6 +272,11 @@ def parse_train_ranker(argv: Sequence[str]) -> TrainRankerArgs:
         default=0.0,
         help="share of train rows whose SAIL vector and semantic IDs are hidden (as an item without them)",
     )
+    p.add_argument(
+        "--residual",
+        action="store_true",
+        help="train every variant but control on top of control's logits (epoch 0 = control, chosen on valid)",
+    )
     p.add_argument("--max-train-rows", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=500)
@@ -260,6 +289,7 @@ def parse_train_ranker(argv: Sequence[str]) -> TrainRankerArgs:
         "ranker": RankerConfig(embedding_dim=args.embedding_dim, interaction=args.interaction),
         "epochs": args.epochs,
         "patience": args.patience,
+        "evals_per_epoch": args.evals_per_epoch,
         "batch_size": args.batch_size,
         "sparse_lr": args.sparse_lr,
         "dense_lr": args.dense_lr,
@@ -288,6 +318,7 @@ def parse_train_ranker(argv: Sequence[str]) -> TrainRankerArgs:
         note=args.note,
         seeds=args.seeds,
         table=not args.no_table,
+        residual=args.residual,
     )
 
 
@@ -304,6 +335,7 @@ def train_ranker_argv(a: TrainRankerArgs) -> list[str]:
     options = {
         "epochs": "--epochs",
         "patience": "--patience",
+        "evals_per_epoch": "--evals-per-epoch",
         "batch_size": "--batch-size",
         "sparse_lr": "--sparse-lr",
         "dense_lr": "--dense-lr",
@@ -336,13 +368,23 @@ def train_ranker_argv(a: TrainRankerArgs) -> list[str]:
     if lgbm_threads is not None:
         argv += ["--lgbm-threads", str(lgbm_threads)]
     argv += ["--seeds", str(a.seeds), "--n-boot", str(a.n_boot), "--note", a.note]
+    argv += ["--residual"] if a.residual else []
     return argv if a.table else [*argv, "--no-table"]
 
 
 def main_train_ranker(argv: Sequence[str]) -> int:
     a = parse_train_ranker(argv)
     res = run_variants(
-        a.samples, a.out, list(a.variants), list(a.trainers), a.train_kwargs, a.lgbm_kwargs, a.n_boot, a.note, a.seeds
+        a.samples,
+        a.out,
+        list(a.variants),
+        list(a.trainers),
+        a.train_kwargs,
+        a.lgbm_kwargs,
+        a.n_boot,
+        a.note,
+        a.seeds,
+        a.residual,
     )
     if res.results_md is not None:
         if a.table:

@@ -94,6 +94,7 @@ class Encoded:
     item_ids: np.ndarray  # (N,) raw item ids
     cold: np.ndarray  # (N,) bool: the item had no impression in the training split (its id row never trained)
     new: np.ndarray  # (N,) bool: the item was created within this split's window (on or after its first day)
+    offset: np.ndarray | None = None  # (N, T) float32 base-model logits of a residual variant (recsys.train)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -411,6 +412,7 @@ def make_batch(
         sparse=kjt,
         content=None if enc.content is None else torch.from_numpy(_hide(enc.content[idx], drop_sail)),
         labels=torch.from_numpy(enc.labels[idx]),
+        offset=None if enc.offset is None else torch.from_numpy(enc.offset[idx]),
     )
 
 

@@ -6,6 +6,11 @@ variant: the SAIL vector reduced to `pca_components` principal components (fitte
 user_hist_sim (emb), the semantic-ID prefix levels as categoricals (sid). The recent-items bag has no
 tree-friendly form and is left out (its length is a dense feature). One binary model per task, early-stopped on
 the valid split; test scores are written in the same `scores.npz` layout as the TorchRec runs.
+
+Residual variants (`base_dir`), as in recsys.train: boosting starts from the base run's raw scores (its
+`logits.npz`, `init_score`), so the variant's trees learn what the base model misses; when no round lowers the
+valid AUC above the base model's (logloss where the valid labels are one class), the variant keeps the base
+model's scores (zero rounds).
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from core.io import write_npz_atomic
+from core.metrics import auc, logloss
 from recsys.data import Encoded, load_encoded_splits
 from recsys.features import TASKS, Variant, feature_spec
+from recsys.train import LOGITS_FILE, attach_base_logits
 
 CATEGORICAL = ("user_id", "item_id", "author_id", "category", "surface", "hour", "position")
 
@@ -38,6 +45,8 @@ class LgbmConfig:
     threads: int = 1
     seed: int = 0
     max_train_rows: int | None = None
+    base_dir: Path | None = None  # residual on this run's logits.npz (see the module docstring)
+    save_logits: bool = False  # writes logits.npz (raw scores on every split): a base run's
 
 
 def _matrix(enc: Encoded, spec, pca: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, list[str], list[str]]:
@@ -62,6 +71,20 @@ def _fit_pca(content: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, vt[:k]
 
 
+def best_logloss(booster) -> float:
+    return booster.best_score["valid_0"]["binary_logloss"]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+
+
+def _base_logits(base_dir: Path, splits) -> dict[str, np.ndarray]:
+    """The base run's raw scores per split, checked to be of this run's rows (see recsys.train)."""
+    attach_base_logits(splits, base_dir)
+    return {s: getattr(splits, s).offset.astype(np.float64) for s in ("train", "valid", "test")}
+
+
 def train_lgbm(cfg: LgbmConfig) -> Path:
     """Trains the click and finish models of one variant; returns the test scores path."""
     import lightgbm as lgb
@@ -84,27 +107,45 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
         "cat_smooth": 10.0,
         "min_data_per_group": 50,
     }
+    base = _base_logits(cfg.base_dir, splits) if cfg.base_dir is not None else None
+    logits: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
     out: dict[str, np.ndarray] = {}
     info = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "features": names}
     t0 = time.perf_counter()
     for j, task in enumerate(TASKS):
         # a label column of the (N, T) array is a strided view: LightGBM would warn and copy it anyway
         y_tr, y_va = np.ascontiguousarray(train.labels[:, j]), np.ascontiguousarray(valid.labels[:, j])
-        dtrain = lgb.Dataset(x_tr, y_tr, feature_name=names, categorical_feature=cats, free_raw_data=False)
-        dvalid = lgb.Dataset(x_va, y_va, reference=dtrain)
+        init = {s: None if base is None else base[s][:, j] for s in logits}
+        dtrain = lgb.Dataset(
+            x_tr, y_tr, feature_name=names, categorical_feature=cats, free_raw_data=False, init_score=init["train"]
+        )
+        dvalid = lgb.Dataset(x_va, y_va, reference=dtrain, init_score=init["valid"])
+        by_auc = base is not None and 0 < y_va.sum() < len(y_va)  # a residual is chosen as TorchRec's epochs are
         booster = lgb.train(
-            params,
+            {**params, "metric": "auc"} if by_auc else params,
             dtrain,
             num_boost_round=cfg.num_rounds,
             valid_sets=[dvalid],
             callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)],
         )
-        info[f"{task}_best_iteration"] = booster.best_iteration
-        out[f"test_{task}"] = booster.predict(x_te, num_iteration=booster.best_iteration)
+        rounds = booster.best_iteration
+        if by_auc and booster.best_score["valid_0"]["auc"] <= auc(y_va, init["valid"]):
+            rounds = 0  # no round beats the base model's valid AUC: keep its scores
+        elif base is not None and not by_auc and best_logloss(booster) >= logloss(y_va, _sigmoid(init["valid"])):
+            rounds = 0
+        info[f"{task}_best_iteration"] = rounds
+        for s, x in (("train", x_tr), ("valid", x_va), ("test", x_te)):
+            own = booster.predict(x, num_iteration=rounds, raw_score=True) if rounds else np.zeros(len(x))
+            logits[s].append(own + (0.0 if init[s] is None else init[s]))
+        out[f"test_{task}"] = _sigmoid(logits["test"][-1])
         out[f"test_label_{task}"] = test.labels[:, j]
     info["seconds"] = time.perf_counter() - t0
     out.update({"test_user": test.user_ids, "test_item": test.item_ids, "test_cold": test.cold, "test_new": test.new})
     path = cfg.out_dir / "scores.npz"
     write_npz_atomic(path, out)
+    if cfg.save_logits:
+        split = {"train": train, "valid": valid, "test": test}
+        arrays = {s: np.stack(v, axis=1).astype(np.float32) for s, v in logits.items()}
+        write_npz_atomic(cfg.out_dir / LOGITS_FILE, {**arrays, **{f"{s}_labels": e.labels for s, e in split.items()}})
     (cfg.out_dir / "train.json").write_text(json.dumps(info, indent=2, default=str))
     return path

@@ -213,19 +213,25 @@ class SailRanker(nn.Module):
 
 @dataclass
 class RankerBatch:
-    """One batch: dense (B, Dd), sparse KJT, content (B, E) or None, labels (B, T) in {0, 1}."""
+    """One batch: dense (B, Dd), sparse KJT, content (B, E) or None, labels (B, T) in {0, 1}, and offset (B, T) or
+    None: a base model's logits that the model's output is added to (a residual variant, see recsys.train)."""
 
     dense: torch.Tensor
     sparse: KeyedJaggedTensor
     content: torch.Tensor | None
     labels: torch.Tensor
+    offset: torch.Tensor | None = None
 
     def to(self, device: torch.device, non_blocking: bool = False) -> RankerBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
         return RankerBatch(
             dense=self.dense.to(device, non_blocking=non_blocking),
             sparse=self.sparse.to(device, non_blocking=non_blocking),
-            content=None if self.content is None else self.content.to(device, non_blocking=non_blocking),
+            content=move(self.content),
             labels=self.labels.to(device, non_blocking=non_blocking),
+            offset=move(self.offset),
         )
 
     def __len__(self) -> int:
@@ -241,11 +247,23 @@ class RankerTrain(nn.Module):
         self.register_buffer("task_weights", torch.tensor(task_weights, dtype=torch.float32), persistent=False)
 
     def forward(self, batch: RankerBatch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """batch of B rows -> loss (), (loss, logits (B, T), labels (B, T)) detached."""
+        """batch of B rows -> loss (), (loss, logits (B, T), labels (B, T)) detached; the logits include the
+        batch's offset when it has one."""
         logits = self.model(batch.dense, batch.sparse, batch.content)
+        if batch.offset is not None:
+            logits = logits + batch.offset
         per_task = nn.functional.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none").mean(0)
         loss = (per_task * self.task_weights).sum()
         return loss, (loss.detach(), logits.detach(), batch.labels.detach())
+
+
+def zero_output(model: SailRanker) -> None:
+    """Zeroes the last layer of every task tower: the model outputs 0 logits until it trains, so a residual
+    variant (logits added to a base model's) starts as exactly its base model."""
+    with torch.no_grad():
+        for tower in model.over_arch.towers:
+            tower[-1].weight.zero_()
+            tower[-1].bias.zero_()
 
 
 def build_ranker(

@@ -7,11 +7,19 @@ end, and scores the valid and test splits. A rerun with the same output director
 checkpoint: the data order is a function of (seed, epoch), so a resumed run takes the same steps as an
 uninterrupted one.
 
-Model selection uses the valid split only: after every epoch the model scores the valid split, and the epoch
-with the best validation AUC (mean over the tasks; logloss where a task's AUC is undefined) is the model whose
+Model selection uses the valid split only: after every epoch (or every 1 / `evals_per_epoch` of one: an epoch is
+then evals_per_epoch equal parts, the few batches left over dropped) the model scores the valid split, and the
+point with the best validation AUC (mean over the tasks; logloss where a task's AUC is undefined) is the model whose
 test scores are written, whose item table is exported and which `checkpoints/selected` points at (what
-`offline_eval.serve` loads). Training stops early once `patience` epochs in a row have not improved on the best one.
+`offline_eval.serve` loads). Training stops early once `patience` validation points in a row have not improved on
+the best one.
 The validation history and the selected epoch are recorded in `train.json`.
+
+Residual variants (`base_dir`): the model's logits are added to a trained base model's (control's, read from its
+`logits.npz`, which a run with `save_logits` writes for every split), and its task towers' last layers start at
+zero, so before any step the variant is exactly its base model. That state is epoch 0, a candidate like every
+other epoch: a variant whose features do not improve the valid days keeps its base model's scores rather than
+being worse on them. The variant's own features, ids included, learn what the base model's logits miss.
 
 Every rank takes a contiguous 1 / world slice of each global batch (batch_size is global): with the loss a mean
 over the local rows, DDP's gradient averaging and TorchRec's gradient division in the embedding all-to-all give
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +56,7 @@ from recsys.distributed import (
     shutdown,
 )
 from recsys.features import TASKS, Variant, feature_spec
-from recsys.model import ITEM_TABLE, RankerConfig, RankerTrain, build_ranker
+from recsys.model import ITEM_TABLE, RankerConfig, RankerTrain, build_ranker, zero_output
 
 FAULT_ENV = RANKER_FAULT_ENV  # test hook: SIGKILL this process right after that global step
 
@@ -59,7 +68,8 @@ class TrainConfig:
     variant: Variant = "control"
     ranker: RankerConfig = field(default_factory=RankerConfig)
     epochs: int = 2  # at most this many passes over the train split (the best epoch on valid is kept)
-    patience: int = 1  # stop once this many epochs in a row have not beaten the best validation score
+    patience: int = 1  # stop once this many validation points in a row have not beaten the best one
+    evals_per_epoch: int = 1  # validation points (and checkpoints) per epoch
     batch_size: int = 2048  # global batch (split evenly across ranks)
     sparse_lr: float = 0.05  # fused row-wise Adagrad of the tables
     dense_lr: float = 2e-3  # Adam of the dense arches
@@ -72,6 +82,8 @@ class TrainConfig:
     item_id_dropout: float = 0.0  # share of train rows whose target item_id is replaced by the OOV row
     sail_dropout: float = 0.0  # share of train rows whose SAIL vector (zeros) and SIDs (OOV rows) are hidden
     export_item_table: bool = True  # writes item_table.safetensors for the embedding model's ID2item stage
+    base_dir: Path | None = None  # residual on this trained run's logits.npz (see the module docstring)
+    save_logits: bool = False  # writes logits.npz: the selected model's logits on every split (a base model's)
 
 
 @dataclass
@@ -90,8 +102,11 @@ def _check_world(cfg: TrainConfig, env: DistEnv) -> int:
     for key in ("item_id_dropout", "sail_dropout"):
         if not 0.0 <= getattr(cfg, key) < 1.0:
             raise ValueError(f"{key} must be in [0, 1), got {getattr(cfg, key)}")
-    if cfg.epochs < 1 or cfg.patience < 1:
-        raise ValueError(f"epochs and patience must be >= 1, got {cfg.epochs} and {cfg.patience}")
+    if cfg.epochs < 1 or cfg.patience < 1 or cfg.evals_per_epoch < 1:
+        raise ValueError(
+            f"epochs, patience and evals_per_epoch must be >= 1, got {cfg.epochs}, {cfg.patience} and "
+            f"{cfg.evals_per_epoch}"
+        )
     if cfg.batch_size % env.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {env.world_size}")
     return cfg.batch_size // env.world_size
@@ -99,7 +114,8 @@ def _check_world(cfg: TrainConfig, env: DistEnv) -> int:
 
 @torch.no_grad()
 def score(dmp: torch.nn.Module, enc: Encoded, spec, env: DistEnv, batch_size: int) -> np.ndarray:
-    """(N, T) probabilities of every row; each rank scores a contiguous slice and the slices are all-gathered."""
+    """(N, T) logits of every row (a residual variant's include its base's); each rank scores a contiguous slice
+    and the slices are all-gathered."""
     n = len(enc)
     per_rank = math.ceil(n / env.world_size)
     lo = env.rank * per_rank
@@ -109,7 +125,7 @@ def score(dmp: torch.nn.Module, enc: Encoded, spec, env: DistEnv, batch_size: in
     for s in range(0, per_rank, batch_size):
         idx = local[s : s + batch_size]
         _, (_, logits, _) = dmp(make_batch(enc, idx, spec).to(env.device))
-        out[s : s + idx.shape[0]] = torch.sigmoid(logits.float()).cpu()
+        out[s : s + idx.shape[0]] = logits.float().cpu()
     dmp.train()
     if env.world_size > 1:
         parts = [torch.empty_like(out) for _ in range(env.world_size)]
@@ -145,8 +161,37 @@ def _stopped_early(history: dict[int, dict[str, float]], patience: int) -> bool:
     return bool(history) and max(history) - select_epoch(history) >= patience
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+
+
 def _score_epoch(dmp: torch.nn.Module, valid: Encoded, spec, env: DistEnv, batch_size: int, step: int) -> dict:
-    return {"step": step, **validation_score(score(dmp, valid, spec, env, batch_size), valid.labels)}
+    return {"step": step, **validation_score(sigmoid(score(dmp, valid, spec, env, batch_size)), valid.labels)}
+
+
+LOGITS_FILE = "logits.npz"
+"""A run's logits on every split ("train", "valid", "test": (N, T) float32), the base of residual variants."""
+
+
+def attach_base_logits(splits, base_dir: Path) -> None:
+    """Sets each split's `offset` to the base run's logits, after checking they are of the same rows."""
+    path = Path(base_dir) / LOGITS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a residual variant needs its base run's logits (save_logits)")
+    base = np.load(path)
+    for name in ("train", "valid", "test"):
+        enc: Encoded = getattr(splits, name)
+        logits = base[name]
+        if logits.shape != enc.labels.shape:
+            raise ValueError(f"{path}: {name} logits are {logits.shape}, the {name} split has {enc.labels.shape}")
+        if not np.array_equal(base[f"{name}_labels"], enc.labels):
+            raise ValueError(f"{path}: the {name} labels differ from this run's: not the same samples")
+        enc.offset = logits.astype(np.float32)
+
+
+def _epochs(point: int, per_epoch: int) -> int | float:
+    """Validation point -> epochs trained (an int when points are whole epochs)."""
+    return point if per_epoch == 1 else round(point / per_epoch, 4)
 
 
 def _epoch_checkpoint(ckpt_root: Path, step: int) -> Path:
@@ -167,6 +212,8 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
     local_batch = _check_world(cfg, env)
     spec = feature_spec(cfg.variant, cfg.sid_levels)
     splits = load_encoded_splits(cfg.samples_dir, spec, cfg.max_train_rows)
+    if cfg.base_dir is not None:
+        attach_base_logits(splits, cfg.base_dir)
     encoder, train = splits.encoder, splits.train
     evals = {"valid": splits.valid, "test": splits.test}
 
@@ -174,6 +221,8 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
     model = build_ranker(
         cfg.ranker, spec, encoder.table_rows(), len(spec.dense_features), encoder.content_dim, device="meta"
     )
+    if cfg.base_dir is not None:
+        zero_output(model)
     dmp = shard_model(RankerTrain(model, cfg.ranker.task_weights), env, cfg.sparse_lr)
     init_tables(dmp, cfg.seed)
     dense_opt = torch.optim.Adam(dense_parameters(dmp), lr=cfg.dense_lr)
@@ -192,16 +241,24 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
 
     if len(splits.valid) == 0:
         raise ValueError(f"{cfg.samples_dir}: the valid split has no rows; the epoch is chosen on it")
-    n_batches = len(train) // cfg.batch_size
-    if n_batches == 0:
-        raise ValueError(f"the train split has {len(train)} rows, fewer than one batch of {cfg.batch_size}")
+    per_eval = len(train) // cfg.batch_size // cfg.evals_per_epoch  # steps between validation points
+    if per_eval == 0:
+        raise ValueError(
+            f"the train split has {len(train)} rows, fewer than {cfg.evals_per_epoch} batch(es) of {cfg.batch_size} "
+            f"(evals_per_epoch {cfg.evals_per_epoch})"
+        )
+    n_batches = per_eval * cfg.evals_per_epoch
     total = cfg.epochs * n_batches
     meta = {"variant": cfg.variant, "seed": cfg.seed, "batch_size": cfg.batch_size}
-    history_path = ckpt_root / "validation.json"  # epoch -> validation score, kept beside the checkpoints
+    history_path = ckpt_root / "validation.json"  # point -> validation score, kept beside the checkpoints
     history = {int(k): v for k, v in json.loads(history_path.read_text()).items()} if history_path.exists() else {}
-    history = {e: v for e, v in history.items() if e * n_batches <= step}  # only epochs this state has passed
-    if step and step % n_batches == 0 and step // n_batches not in history:  # killed before scoring that epoch
-        history[step // n_batches] = _score_epoch(dmp, splits.valid, spec, env, cfg.eval_batch_size, step)
+    history = {e: v for e, v in history.items() if e * per_eval <= step}  # only points this state has passed
+    if step and step % per_eval == 0 and step // per_eval not in history:  # killed before scoring that point
+        history[step // per_eval] = _score_epoch(dmp, splits.valid, spec, env, cfg.eval_batch_size, step)
+    if cfg.base_dir is not None and 0 not in history:  # epoch 0: the base model itself (the output is zero)
+        if step == 0:
+            save_checkpoint(ckpt_root, 0, dmp, dense_opt, env, meta)
+        history[0] = {"step": 0, **validation_score(sigmoid(splits.valid.offset), splits.valid.labels)}
     losses: list[float] = []
     t0 = time.perf_counter()
     trained = 0
@@ -226,9 +283,9 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
         step += 1
         trained += cfg.batch_size
         losses.append(float(loss.detach()))
-        if step % n_batches == 0:  # an epoch's end: checkpoint, then score the valid split
+        if step % per_eval == 0:  # a validation point: checkpoint, then score the valid split
             save_checkpoint(ckpt_root, step, dmp, dense_opt, env, meta)
-            history[step // n_batches] = _score_epoch(dmp, splits.valid, spec, env, cfg.eval_batch_size, step)
+            history[step // per_eval] = _score_epoch(dmp, splits.valid, spec, env, cfg.eval_batch_size, step)
             if env.rank == 0:
                 write_json_atomic(history_path, history)
         elif cfg.ckpt_every and step % cfg.ckpt_every == 0:
@@ -245,7 +302,10 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
         pointer.write_text(_epoch_checkpoint(ckpt_root, history[best]["step"]).name)
         pointer.replace(ckpt_root / "selected")
 
-    scores = {s: score(dmp, e, spec, env, cfg.eval_batch_size) for s, e in evals.items()}
+    logits = {s: score(dmp, e, spec, env, cfg.eval_batch_size) for s, e in evals.items()}
+    if cfg.save_logits:
+        logits["train"] = score(dmp, train, spec, env, cfg.eval_batch_size)
+    scores = {s: sigmoid(logits[s]) for s in evals}
     if cfg.export_item_table:
         export_table(dmp, ITEM_TABLE, encoder.vocabs["item_id"], cfg.out_dir / "item_table.safetensors", env)
     scores_path = None
@@ -266,12 +326,19 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
                 }
             )
         write_npz_atomic(scores_path, arrays)
+        if cfg.save_logits:
+            split = {"train": train, **evals}
+            write_npz_atomic(
+                cfg.out_dir / LOGITS_FILE,
+                {**logits, **{f"{s}_labels": e.labels for s, e in split.items()}},
+            )
         info = {
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
             "steps": step,
             "resumed_from": resumed_from,
-            "epochs_trained": max(history),
-            "selected_epoch": best,
+            "epochs_trained": _epochs(max(history), cfg.evals_per_epoch),
+            "selected_epoch": _epochs(best, cfg.evals_per_epoch),
+            "base_dir": None if cfg.base_dir is None else os.path.relpath(cfg.base_dir, cfg.out_dir),
             "selected_step": history[best]["step"],
             "validation": {str(e): v for e, v in sorted(history.items())},
             "world_size": env.world_size,

@@ -64,9 +64,19 @@ def main() -> None:
             (HERE / image).parent.mkdir(parents=True, exist_ok=True)
             _photo(COLOURS[colour], t, rng).save(HERE / image)
         desc = f"{TYPES[t]} in {fabric}, {fit}." + (" Soft brushed inside." if rng.random() < 0.3 else "")
-        articles.append({"article_id": aid, "prod_name": name, "product_type_name": TYPES[t],
-                         "colour_group_name": colour, "detail_desc": desc, "image": image,
-                         "_type": t, "_colour": c, "_launch": int(rng.integers(0, DAYS - 10)) if k % 5 == 0 else 0})
+        articles.append(
+            {
+                "article_id": aid,
+                "prod_name": name,
+                "product_type_name": TYPES[t],
+                "colour_group_name": colour,
+                "detail_desc": desc,
+                "image": image,
+                "_type": t,
+                "_colour": c,
+                "_launch": int(rng.integers(0, DAYS - 10)) if k % 5 == 0 else 0,
+            }
+        )
     with open(HERE / "articles.csv", "w", newline="") as f:
         w = csv.DictWriter(f, [k for k in articles[0] if not k.startswith("_")], extrasaction="ignore")
         w.writeheader()
