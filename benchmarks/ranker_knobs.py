@@ -37,7 +37,8 @@ def validation_scores(work: Path) -> dict[str, float]:
     return out
 
 
-def _with(cfg, assignment: str):
+def with_ranker_setting(cfg, assignment: str):
+    """The run config with one [ranker] setting `key=value` (a JSON value) changed, range-checked."""
     key, _, value = assignment.partition("=")
     ranker = dataclasses.asdict(cfg.ranker) | {key: json.loads(value)}
     return dataclasses.replace(cfg, ranker=_build(type(cfg.ranker), ranker, "--set [ranker]"))
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     base = load_config(args.config)
     samples = args.run / "ranking_samples" / "ranking_samples_ext"
-    settings = {"base": base, **{s: _with(base, s) for s in args.set}}
+    settings = {"base": base, **{s: with_ranker_setting(base, s) for s in args.set}}
     rows = {}
     for name, cfg in settings.items():
         work = args.work / name.replace("=", "-")

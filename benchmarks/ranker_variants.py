@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks.machine import describe_machine, write_results  # noqa: E402
+from benchmarks.ranker_knobs import with_ranker_setting  # noqa: E402
 from core.metrics import auc  # noqa: E402
 from jobs.pipeline import load_config, ranker_variants_args  # noqa: E402
 from recsys.cli import run_variants  # noqa: E402
@@ -78,7 +79,9 @@ def _iv(m: dict) -> str:
 def markdown(result: dict) -> str:
     src = result["samples_run"]
     lines = [
-        f"# Ranker variants on `{result['samples']}` ({result['config']} ranker settings)",
+        f"# Ranker variants on `{result['samples']}` ({result['config']} ranker settings"
+        + "".join(f", {c}" for c in result.get("changed", []))
+        + ")",
         "",
         f"Samples and SAIL features: run `{src['run_dir']}` at commit {str(src['commit'])[:7]}; ranker, evaluation: "
         f"commit {str(result['machine']['code']['commit'])[:7]}. Click AUC on the test period; intervals: paired "
@@ -118,8 +121,11 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="shipped config (or YAML) whose [ranker] settings to use")
     p.add_argument("--work", type=Path, default=Path("/tmp/sail_ranker_variants"))
     p.add_argument("--out", type=Path, default=None, help="default: results/ranker_variants/<config>.json")
+    p.add_argument("--set", action="append", default=[], help="a [ranker] setting key=value (JSON value) to change")
     args = p.parse_args(argv)
     cfg = load_config(args.config, run_dir=str(args.work / "unused"))
+    for assignment in args.set:
+        cfg = with_ranker_setting(cfg, assignment)
     r = cfg.ranker
     samples = args.run / "ranking_samples" / "ranking_samples_ext"
     if not samples.is_dir():
@@ -148,6 +154,7 @@ def main(argv=None) -> int:
         "machine": info,
         "config": args.config,
         "ranker": dataclasses.asdict(r),
+        "changed": args.set,
         "samples": str(samples),
         "samples_run": {"run_dir": str(args.run), "commit": run_info.get("code", {}).get("commit")},
         "seconds": seconds,
