@@ -546,7 +546,13 @@ class Trainer:
         positives = src.positives_by_query()
         if src.query_kind == "item":
             positives = [p | {int(qi)} for p, qi in zip(positives, src.queries.tolist(), strict=True)]
-        return MiningSource(positives, len(self.data.store), lambda rows: self.embed_queries(src, rows), item_cache)
+
+        def embed_queries(rows: np.ndarray) -> np.ndarray:
+            if src.query_kind == "item":  # an item query is embedded as its item: shared with the catalogue / pool
+                return item_cache(src.queries[rows])
+            return self.embed_queries(src, rows)
+
+        return MiningSource(positives, len(self.data.store), embed_queries, item_cache)
 
     def mining_sources(self) -> Callable[[str], MiningSource]:
         """`mining_source` for one refresh: its sources share one item cache."""

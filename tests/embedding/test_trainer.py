@@ -168,7 +168,9 @@ def test_a_stage_iii_refresh_mines_the_rows_drawn_before_the_next_one_as_a_full_
     catalogue = trainer.embed_rows(np.arange(len(data.store)))
     for k, s in enumerate(trainer.miner.sources):
         src = data.sources[s]
-        queries = trainer.embed_queries(src, np.arange(len(src)))
+        # (an item query is its catalogue item's embedding: the refresh takes it from the catalogue it embedded)
+        every_row = np.arange(len(src))
+        queries = catalogue[src.queries] if src.query_kind == "item" else trainer.embed_queries(src, every_row)
         positives = src.positives_by_query()
         if src.query_kind == "item":
             positives = [p | {int(q)} for p, q in zip(positives, src.queries.tolist(), strict=True)]
