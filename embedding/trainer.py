@@ -103,7 +103,7 @@ class TrainConfig:
     hn_range_max: int = 50  # candidates searched per query when mining
     hn_catalogue_pool: int = 0  # items a hard-negative refresh searches: 0 = the whole catalogue; P > 0 = a seeded
     # uniform sample of P items, new at each refresh (negatives are the hardest within the pool, not the catalogue;
-    # the refresh embeds the pool and the rows drawn before the next refresh instead of the whole catalogue)
+    # the refresh embeds the pool, the rows drawn before the next refresh and their positives, not the whole catalogue)
     fuser: bool = True  # True: the LLM fuser (SailEmbeddingModel); False: ConcatFusionModel (ablation / CLIP-style)
     audio: bool = True  # False: every item's audio is dropped (ablation)
     collaborative: bool = True  # False: no CRE stage (content-only model)
