@@ -54,6 +54,13 @@ def _add_train_args(p: argparse.ArgumentParser, base: TrainConfig | None = None)
         "--precision", default=d.precision, choices=("fp32", "bf16"), help="bf16: bfloat16 autocast (weights stay fp32)"
     )
     p.add_argument("--refresh-every", type=int, default=d.refresh_every)
+    p.add_argument(
+        "--hn-catalogue-pool",
+        type=int,
+        default=d.hn_catalogue_pool,
+        help="items a hard-negative refresh searches: 0 = the whole catalogue; N > 0 = a seeded sample of N items, "
+        "new at each refresh (negatives are the hardest within the sample)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--no-balancing", action="store_true")
     p.add_argument("--no-hard-negatives", action="store_true")
@@ -88,6 +95,7 @@ def train_config_from_args(args: argparse.Namespace, base: TrainConfig | None = 
         device=args.device,
         precision=args.precision,
         refresh_every=args.refresh_every,
+        hn_catalogue_pool=args.hn_catalogue_pool,
         checkpoint_every=args.checkpoint_every,
         balancing=base.balancing and not args.no_balancing,
         hard_negatives=base.hard_negatives and not args.no_hard_negatives,

@@ -13,7 +13,9 @@ Notation: B pairs per batch (per rank: B / world), N hard negatives per query, D
   + softmax) gives the weights, mixed with a uniform floor; each batch is ONE source drawn by them
   (`StochasticSpecialisationSampler`). Without balancing the weights are uniform.
 - Hard negatives (stage III sources): `HardNegativeMiner` refreshed every `refresh_every` stage steps (faiss over the
-  current catalogue embeddings, F1-optimal false-negative threshold); negatives are forwarded with gradients.
+  current catalogue embeddings, F1-optimal false-negative threshold); negatives are forwarded with gradients. A
+  refresh mines only the rows the seeded sampler draws before the next refresh, and with `hn_catalogue_pool` P > 0
+  searches a seeded sample of P catalogue items instead of the whole catalogue (`embedding.negatives`).
 - Loss (`SailTrain`, the thin train wrapper): Matryoshka(InfoNCE with the source's temperature) + cosent_weight *
   COSENT (graded q2i) + micl_weight * mICL (visual-only / text-only terms) [+ id2item InfoNCE through `id_proj`].
 - Determinism / resume: every step reseeds torch and the batch's field-dropout generator from (seed, step); the
@@ -40,6 +42,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -58,7 +61,7 @@ from embedding.data import DataConfig, PairSource, TrainingData
 from embedding.device import autocast, check_device, check_precision, resolve_device
 from embedding.losses import CoSENTLoss, InfoNCELoss, MatryoshkaLoss, MICLLoss, TemperatureBank
 from embedding.model import EmbeddingOutput, build_embedding_model
-from embedding.negatives import HardNegativeMiner, SourceEmbeddings
+from embedding.negatives import HardNegativeMiner, MiningSource
 from embedding.preprocess import ItemBatch, ItemInputs, build_text, build_tokenizer, collate_items
 from embedding.towers import (
     l2_normalize,
@@ -98,6 +101,9 @@ class TrainConfig:
     refresh_every: int = 30  # stage steps between hard-negative refreshes
     num_negatives: int = 2  # N hard negatives per query
     hn_range_max: int = 50  # candidates searched per query when mining
+    hn_catalogue_pool: int = 0  # items a hard-negative refresh searches: 0 = the whole catalogue; P > 0 = a seeded
+    # uniform sample of P items, new at each refresh (negatives are the hardest within the pool, not the catalogue;
+    # the refresh embeds the pool, the rows drawn before the next refresh and their positives, not the whole catalogue)
     fuser: bool = True  # True: the LLM fuser (SailEmbeddingModel); False: ConcatFusionModel (ablation / CLIP-style)
     audio: bool = True  # False: every item's audio is dropped (ablation)
     collaborative: bool = True  # False: no CRE stage (content-only model)
@@ -320,6 +326,29 @@ def _step_seed(seed: int, step: int, salt: int = 0) -> int:
     return int(np.random.SeedSequence([seed, step, salt]).generate_state(1)[0])
 
 
+class _ItemEmbeddings:
+    """Catalogue indices -> embeddings, each item embedded (by `embed_rows`) at most once: the hard-negative sources
+    of one refresh share the catalogue or pool."""
+
+    def __init__(self, embed_rows) -> None:
+        self.embed_rows = embed_rows
+        self.idx = np.zeros(0, np.int64)  # sorted catalogue indices embedded so far
+        self.emb: np.ndarray | None = None  # (len(idx), D)
+
+    def __call__(self, items: np.ndarray) -> np.ndarray:
+        items = np.asarray(items, dtype=np.int64)
+        missing = np.setdiff1d(items, self.idx)
+        if missing.size:
+            new = self.embed_rows(missing)
+            idx = np.concatenate([self.idx, missing])
+            emb = new if self.emb is None else np.concatenate([self.emb, new])
+            order = np.argsort(idx, kind="stable")
+            self.idx, self.emb = idx[order], emb[order]
+        if items.size == self.idx.size and np.array_equal(items, self.idx):
+            return self.emb
+        return self.emb[np.searchsorted(self.idx, items)]
+
+
 class Trainer:
     """Holds the model, optimizer, data and state; `run()` trains to the end (or `stop_after`)."""
 
@@ -363,6 +392,7 @@ class Trainer:
             refresh_every=cfg.refresh_every,
             num_negatives=cfg.num_negatives,
             range_max=cfg.hn_range_max,
+            catalogue_pool=cfg.hn_catalogue_pool,
             seed=cfg.seed,
         )
         self.ckpt_root = self.out_dir / "checkpoints"
@@ -509,21 +539,35 @@ class Trainer:
         f = self.cfg.balance_floor
         return {s: (1 - f) * w[s] + f / len(names) for s in names}
 
-    def embed_source(self, name: str) -> SourceEmbeddings:
-        """For the hard-negative miner: the source's queries, the whole catalogue, positives per query."""
+    def mining_source(self, name: str, item_cache: _ItemEmbeddings) -> MiningSource:
+        """For the hard-negative miner: the source's positives per row, its queries and catalogue items embedded with
+        the current model on demand (items through `item_cache`, shared by the sources of one refresh)."""
         src = self.data.sources[name]
-        was_training = self.model.training
-        self.model.eval()
-        if self._catalogue_cache is None:
-            self._catalogue_cache = self.embed_rows(np.arange(len(self.data.store)))
-        q = self.embed_queries(src, np.arange(len(src)))
-        self.model.train(was_training)
         positives = src.positives_by_query()
         if src.query_kind == "item":
             positives = [p | {int(qi)} for p, qi in zip(positives, src.queries.tolist(), strict=True)]
-        return SourceEmbeddings(q, self._catalogue_cache, positives)
 
-    _catalogue_cache: np.ndarray | None = None
+        def embed_queries(rows: np.ndarray) -> np.ndarray:
+            if src.query_kind == "item":  # an item query is embedded as its item: shared with the catalogue / pool
+                return item_cache(src.queries[rows])
+            return self.embed_queries(src, rows)
+
+        return MiningSource(positives, len(self.data.store), embed_queries, item_cache)
+
+    def mining_sources(self) -> Callable[[str], MiningSource]:
+        """`mining_source` for one refresh: its sources share one item cache."""
+        items = _ItemEmbeddings(self.embed_rows)
+        return lambda name: self.mining_source(name, items)
+
+    def refresh_rows(self, sampler: StochasticSpecialisationSampler, local: int, n: int) -> dict[str, np.ndarray]:
+        """Per hard-negative source, the rows the stage's sampler draws in stage steps [local, local + refresh_every)
+        (the steps that use a refresh at `local`): a fresh pass of the seeded sampler, so a resumed run gets the
+        same rows."""
+        rows: dict[str, list[np.ndarray]] = {s: [] for s in self.miner.sources}
+        for name, r in islice(iter(sampler), local, min(local + self.cfg.refresh_every, n)):
+            if name in rows:
+                rows[name].append(r)
+        return {s: np.unique(np.concatenate(v)) if v else np.zeros(0, np.int64) for s, v in rows.items()}
 
     @torch.no_grad()
     def probe_loss(self, stage: str) -> dict[str, Any]:
@@ -682,9 +726,8 @@ class Trainer:
                 self.probes[stage] = {"start": self.probe_loss(stage)}
             for local in range(self.step - offset, n):
                 bar.set_description(f"stage {stage}")
-                if stage == "III" and self.miner.sources:
-                    self._catalogue_cache = None
-                    self.miner.maybe_refresh(local, self.embed_source)
+                if stage == "III" and self.miner.sources and self.miner.due(local):
+                    self.miner.refresh(local, self.mining_sources(), self.refresh_rows(sampler, local, n))
                 name, rows = next(batches)
                 t0 = time.perf_counter()
                 torch.manual_seed(_step_seed(self.cfg.seed, self.step, 2))

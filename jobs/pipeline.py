@@ -133,6 +133,8 @@ class EmbeddingSection:
     pretrained_lr_scale: float = 0.1  # the pretrained text layer and the residual projection learn at lr x this
     keep_start_weight: float = 0.0  # pretrained start: weight of the pull back to each item's start embedding
     refresh_every: int = 30  # stage-III steps between hard-negative refreshes
+    hn_catalogue_pool: int = 0  # items a hard-negative refresh searches: 0 = the whole catalogue; N > 0 = a seeded
+    # sample of N items, new at each refresh (negatives are the hardest within it; bounds a refresh's cost)
     checkpoint_every: int = 50  # steps between checkpoints (a killed run resumes from the last one)
     holdout_frac: float = 0.5  # share of the log's last days held out from embedding training (core.timeline)
     word_queries: int = 4  # stage I pseudo-queries per item (title / tag words -> item); 0: none
@@ -451,6 +453,7 @@ RANGES: dict[str, dict[str, str]] = {
         "pretrained_lr_scale": ">= 0",
         "keep_start_weight": ">= 0",
         "refresh_every": ">= 1",
+        "hn_catalogue_pool": ">= 0",
         "checkpoint_every": ">= 1",
         "holdout_frac": "in (0, 1)",
         "word_queries": ">= 0",
@@ -865,6 +868,7 @@ def embedding_train_config(cfg: RunConfig):
         pretrained_lr_scale=e.pretrained_lr_scale,
         keep_start_weight=e.keep_start_weight,
         refresh_every=e.refresh_every,
+        hn_catalogue_pool=e.hn_catalogue_pool,
         checkpoint_every=e.checkpoint_every,
         threads=e.threads,
         device=e.device,

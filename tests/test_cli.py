@@ -158,7 +158,7 @@ def test_a_training_command_prints_its_progress_without_library_chatter(tmp_path
         assert chatter not in proc.stderr, chatter
 
 
-@pytest.mark.parametrize("config", ["smoke", "demo", "movielens"])
+@pytest.mark.parametrize("config", ["smoke", "demo", "movielens", "large"])
 def test_train_embedding_with_a_run_config_trains_what_sail_run_trains(config, monkeypatch, tmp_path):
     import embedding.trainer
     from jobs.pipeline import embedding_train_config, load_config
@@ -179,6 +179,9 @@ def test_train_embedding_with_a_run_config_trains_what_sail_run_trains(config, m
         cli.main([*argv, "--steps", "1,2,3,4"])
     assert seen["cfg"].steps() == {"I": 1, "II": 2, "III": 3, "CRE": 4}
     assert seen["cfg"].model == load_config(config).embedding.model
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--hn-catalogue-pool", "123"])
+    assert seen["cfg"].hn_catalogue_pool == 123
     with pytest.raises(SystemExit):
         cli.main(["train-embedding", "--data", "d", "--pairs", "p", "--out", str(tmp_path)])
     assert seen["cfg"] == embedding.trainer.TrainConfig()

@@ -1,11 +1,19 @@
-"""Hard-negative mining: F1-optimal threshold, false negatives and positives never returned, order, cadence."""
+"""Hard-negative mining: F1-optimal threshold, false negatives and positives never returned, order, cadence; a
+refresh of only the rows drawn before the next one, and of a catalogue pool."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from embedding.negatives import HardNegativeMiner, SourceEmbeddings, f1_optimal_threshold, mine_hard_negatives
+from embedding.negatives import (
+    HardNegativeMiner,
+    MiningSource,
+    SourceEmbeddings,
+    f1_optimal_threshold,
+    mine_hard_negatives,
+    positive_and_negative_scores,
+)
 
 COS = np.array([0.95, 0.9, 0.85, 0.7, 0.6, 0.5, 0.3, 0.1])
 
@@ -83,3 +91,119 @@ def test_miner_refresh_cadence_and_per_source_thresholds():
     # positives score 0.95 and 0.9; random non-positives score <= 0.85 -> the F1 threshold is 0.9
     assert miner.thresholds["i2i"] == pytest.approx(0.9, abs=1e-6)
     assert miner.negatives_for("i2i", np.array([0])).indices.tolist() == [[2, 3]]
+
+
+def _unit(rng: np.random.Generator, n: int, d: int = 16) -> np.ndarray:
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _world(m: int = 400, q: int = 120, seed: int = 0):
+    """q queries near their own positives in an m-item catalogue (positives: 2-3 items per query, shared by query
+    pairs like rows of one query), as precomputed embeddings."""
+    rng = np.random.default_rng(seed)
+    targets = _unit(rng, m)
+    positives = [set(rng.choice(m, size=2 + i % 2, replace=False).tolist()) for i in range(q // 2)]
+    positives = [positives[i // 2] for i in range(q)]
+    queries = np.stack([targets[sorted(p)].mean(0) for p in positives]) + 0.3 * _unit(rng, q)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return queries.astype(np.float32), targets, positives
+
+
+class _Recorder:
+    """A MiningSource over precomputed embeddings that records what the miner asks to embed."""
+
+    def __init__(self, queries, targets, positives):
+        self.queries, self.targets, self.positives = queries, targets, positives
+        self.query_rows: list[np.ndarray] = []
+        self.items: list[np.ndarray] = []
+
+    def __call__(self, source: str) -> MiningSource:
+        def embed_queries(rows):
+            self.query_rows.append(np.asarray(rows))
+            return self.queries[rows]
+
+        def embed_items(idx):
+            self.items.append(np.asarray(idx))
+            return self.targets[idx]
+
+        return MiningSource(self.positives, len(self.targets), embed_queries, embed_items)
+
+
+def test_refreshing_only_the_drawn_rows_gives_them_the_negatives_of_a_full_refresh():
+    # Given one source of 120 query rows over a 400-item catalogue, and the rows drawn before the next refresh
+    queries, targets, positives = _world()
+    drawn = np.array([3, 4, 17, 40, 41, 42, 77, 118])
+    miner = HardNegativeMiner(sources=("s",), num_negatives=4, range_max=30, seed=5)
+    # When the miner refreshes only those rows (the whole catalogue: catalogue_pool 0)
+    miner.refresh(0, _Recorder(queries, targets, positives), {"s": drawn})
+    # Then they get exactly what the full refresh (every row, the whole catalogue) gave them
+    seed = miner.seed + 1000 * 0 + 0  # refresh 0, source 0
+    pos, neg = positive_and_negative_scores(queries, targets, positives, miner.negatives_per_query, seed)
+    threshold, f1 = f1_optimal_threshold(pos, neg)
+    full = mine_hard_negatives(queries, targets, positives, threshold, 4, 0, 30, "top", seed)
+    assert miner.thresholds["s"] == threshold and miner.f1["s"] == f1
+    got = miner.negatives_for("s", drawn)
+    assert got.indices.tolist() == full.indices[drawn].tolist()
+    np.testing.assert_allclose(got.scores, full.scores[drawn], rtol=0, atol=1e-6)
+    assert got.mask.any(axis=1).all()
+    # and the other rows (not used before the next refresh) are padding
+    rest = np.setdiff1d(np.arange(len(queries)), drawn)
+    assert (miner.negatives_for("s", rest).indices == -1).all()
+    assert miner.negatives["s"].indices.shape == (len(queries), 4)
+
+
+def test_random_sampling_of_a_row_does_not_depend_on_the_other_rows_mined():
+    queries, targets, positives = _world()
+    drawn = np.array([5, 6, 50, 99])
+    runs = []
+    for rows in ({"s": drawn}, None):
+        miner = HardNegativeMiner(sources=("s",), num_negatives=3, range_max=40, sampling_strategy="random", seed=1)
+        miner.refresh(0, lambda _: SourceEmbeddings(queries, targets, positives), rows)
+        runs.append(miner.negatives_for("s", drawn).indices)
+    assert runs[0].tolist() == runs[1].tolist()
+
+
+def test_catalogue_pool_negatives_come_from_that_refreshs_pool_as_global_indices():
+    # Given a 400-item catalogue, a pool of 80 items per refresh and some drawn rows
+    queries, targets, positives = _world()
+    drawn = np.array([0, 1, 9, 30, 31, 64, 100, 101, 119])
+    rec = _Recorder(queries, targets, positives)
+    miner = HardNegativeMiner(sources=("s",), num_negatives=4, range_max=30, catalogue_pool=80, seed=3)
+    pools = []
+    for refresh in range(2):
+        # When the miner refreshes
+        miner.refresh(refresh, rec, {"s": drawn})
+        pool = miner.pool(refresh, len(targets))
+        pools.append(pool)
+        assert pool.shape == (80,) and np.unique(pool).size == 80 and (np.diff(pool) > 0).all()
+        got = miner.negatives_for("s", drawn)
+        # Then every negative is an item of that refresh's pool, never a positive of its query, indexed globally
+        # (its stored score is the query's score with that catalogue item)
+        assert got.mask.any(axis=1).all()
+        for k, row in enumerate(drawn):
+            real = got.indices[k][got.mask[k]]
+            assert set(real.tolist()) <= set(pool.tolist())
+            assert not set(real.tolist()) & positives[row]
+            np.testing.assert_allclose(got.scores[k][got.mask[k]], targets[real] @ queries[row], atol=1e-5)
+            assert (got.scores[k][got.mask[k]] < miner.thresholds["s"]).all()
+        # and only the pool, the drawn rows' positives and the drawn rows were embedded
+        wanted = set(pool.tolist()) | {j for r in drawn for j in positives[r]}
+        assert set(rec.items[-1].tolist()) == wanted
+        assert rec.query_rows[-1].tolist() == drawn.tolist()
+    # The same seed gives the same pools, the next refresh another one, another seed another one
+    again = HardNegativeMiner(sources=("s",), catalogue_pool=80, seed=3)
+    assert again.pool(0, 400).tolist() == pools[0].tolist()
+    assert pools[1].tolist() != pools[0].tolist()
+    assert HardNegativeMiner(sources=("s",), catalogue_pool=80, seed=4).pool(0, 400).tolist() != pools[0].tolist()
+    # and a pool at least as large as the catalogue is the whole catalogue
+    assert HardNegativeMiner(sources=("s",), catalogue_pool=400).pool(0, 400) is None
+
+
+def test_a_source_without_drawn_rows_is_not_embedded():
+    queries, targets, positives = _world()
+    rec = _Recorder(queries, targets, positives)
+    miner = HardNegativeMiner(sources=("s",), catalogue_pool=50)
+    miner.refresh(0, rec, {"s": np.zeros(0, np.int64)})
+    assert rec.items == [] and rec.query_rows == []
+    assert (miner.negatives["s"].indices == -1).all() and miner.refreshes == 1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import embedding_cuda_check, embedding_throughput
+from benchmarks import embedding_cuda_check, embedding_throughput, hn_refresh
 
 
 def test_throughput_benchmark_reports_one_row_per_setting(tiny_world_and_work, tmp_path):
@@ -30,6 +30,24 @@ def test_throughput_benchmark_reports_one_row_per_setting(tiny_world_and_work, t
         assert np.isfinite(r["train_pairs_per_s"]) and r["train_pairs_per_s"] > 0 and r["infer_items_per_s"] > 0
     md = out.with_suffix(".md").read_text()
     assert md.count("| tiny | cpu |") == 4 and md.count("| MiniLM forward-only (peer) | cpu | fp32 | 1 | - | - |") == 1
+
+
+def test_hn_refresh_benchmark_reports_each_way_and_the_rows_agreement(tiny_world_and_work, tmp_path):
+    world, _, _ = tiny_world_and_work
+    out = tmp_path / "hn.json"
+    # When timing the three refreshes once on the tiny world (its world / pairs / work directories)
+    hn_refresh.main(
+        ["--world-dir", str(world.parent), "--repeats", "1", "--pool", "60", "--refresh-every", "3"]
+        + ["--batch-size", "8", "--out", str(out)]
+    )
+    # Then each way has a timing and its embedding counts, and the drawn rows got the full refresh's negatives
+    res = json.loads(out.read_text())
+    assert [r["way"] for r in res["results"]] == ["full", "rows", "pool"]
+    assert all(r["seconds_median"] > 0 and r["items_embedded"] > 0 for r in res["results"])
+    full, rows, pool = res["results"]
+    assert full["items_embedded"] == rows["items_embedded"] == res["settings"]["items"]
+    assert pool["items_embedded"] < full["items_embedded"] and res["rows_equal_full_on_drawn_rows"] is True
+    assert "| pool | 60 |" in out.with_suffix(".md").read_text()
 
 
 @pytest.mark.gpu

@@ -135,3 +135,109 @@ def test_inference_is_batch_invariant(world, tmp_path):
     b = ItemEncoder.from_checkpoint(res.model_path, data_dir / "media", batch_size=5).embed_items(items)
     for d in a:
         np.testing.assert_allclose(a[d], b[d], atol=1e-5)
+
+
+STAGE_III = dataclasses.replace(
+    FAST, steps_i=1, steps_ii=1, steps_iii=6, steps_cre=1, refresh_every=3, checkpoint_every=4, balancing=False
+)
+
+
+def test_a_stage_iii_refresh_mines_the_rows_drawn_before_the_next_one_as_a_full_refresh_would(world, tmp_path):
+    from embedding.balancing import StochasticSpecialisationSampler
+    from embedding.config import ModelConfig
+    from embedding.negatives import f1_optimal_threshold, mine_hard_negatives, positive_and_negative_scores
+    from embedding.trainer import Trainer, load_training_data
+
+    data_dir, work, pairs = world
+    data = load_training_data(STAGE_III, data_dir, pairs, work, ModelConfig.tiny())
+    trainer = Trainer(STAGE_III, data, tmp_path / "t", ModelConfig.tiny())
+    names = trainer._stage_sources("III")
+    assert set(trainer.miner.sources) <= set(names) and trainer.miner.sources
+    sizes = {s: len(data.sources[s]) for s in names}
+    sampler = StochasticSpecialisationSampler(sizes, dict.fromkeys(names, 1.0), STAGE_III.batch_size, 6, seed=9)
+    # Given the rows the stage's sampler draws in steps [3, 6) (a refresh at stage step 3 serves them)
+    drawn = trainer.refresh_rows(sampler, 3, 6)
+    batches = list(sampler)[3:6]
+    for s in trainer.miner.sources:
+        want = [r for name, rows in batches if name == s for r in rows.tolist()]
+        assert drawn[s].tolist() == sorted(set(want))
+    assert sum(len(v) for v in drawn.values()) > 0
+    # When the miner refreshes only those rows, then they get the negatives the full refresh (every query, the
+    # whole catalogue embedded with the current model) gives them
+    trainer.miner.refresh(3, trainer.mining_sources(), drawn)
+    catalogue = trainer.embed_rows(np.arange(len(data.store)))
+    for k, s in enumerate(trainer.miner.sources):
+        src = data.sources[s]
+        # (an item query is its catalogue item's embedding: the refresh takes it from the catalogue it embedded)
+        every_row = np.arange(len(src))
+        queries = catalogue[src.queries] if src.query_kind == "item" else trainer.embed_queries(src, every_row)
+        positives = src.positives_by_query()
+        if src.query_kind == "item":
+            positives = [p | {int(q)} for p, q in zip(positives, src.queries.tolist(), strict=True)]
+        pos, neg = positive_and_negative_scores(queries, catalogue, positives, 8, STAGE_III.seed + k)
+        threshold = f1_optimal_threshold(pos, neg)[0]
+        full = mine_hard_negatives(queries, catalogue, positives, threshold, 2, 0, STAGE_III.hn_range_max)
+        got = trainer.miner.negatives_for(s, drawn[s])
+        assert trainer.miner.thresholds[s] == threshold
+        assert got.indices.tolist() == full.indices[drawn[s]].tolist()
+        np.testing.assert_allclose(got.scores, full.scores[drawn[s]], rtol=0, atol=1e-5)
+
+
+def test_stage_iii_with_a_catalogue_pool_trains_on_pool_negatives_of_the_drawn_rows(world, tmp_path, monkeypatch):
+    from embedding import negatives
+
+    data_dir, work, pairs = world
+    real_refresh, real_for = negatives.HardNegativeMiner.refresh, negatives.HardNegativeMiner.negatives_for
+    refreshes, calls = [], []
+
+    def refresh(self, step, source_fn, rows=None):
+        real_refresh(self, step, source_fn, rows)
+        pool = self.pool(self.refreshes - 1, source_fn(self.sources[0]).num_items)
+        refreshes.append((pool, rows, {s: source_fn(s).positives for s in self.sources}))
+
+    def negatives_for(self, source, query_indices):
+        got = real_for(self, source, query_indices)
+        calls.append((source, np.asarray(query_indices), got, refreshes[-1]))
+        return got
+
+    monkeypatch.setattr(negatives.HardNegativeMiner, "refresh", refresh)
+    monkeypatch.setattr(negatives.HardNegativeMiner, "negatives_for", negatives_for)
+    # Given stage III of 6 steps with a refresh every 3, each searching a pool of 40 catalogue items
+    cfg = dataclasses.replace(STAGE_III, hn_catalogue_pool=40, checkpoint_every=100)
+    assert train(cfg, data_dir, tmp_path / "p", pairs, work_dir=work).completed
+    # Then the two refreshes searched two different pools
+    assert len(refreshes) == 2
+    pools = [r[0] for r in refreshes]
+    assert all(p is not None and len(p) == 40 for p in pools) and pools[0].tolist() != pools[1].tolist()
+    # and each of the 6 training steps (the calls after them are stage III's end-of-stage probes) asked for rows
+    # its refresh mined, and got negatives from its pool, never a positive of the row
+    assert len(calls) >= 6
+    n_real = 0
+    for source, rows, got, (pool, mined_rows, positives) in calls[:6]:
+        assert set(rows.tolist()) <= set(mined_rows[source].tolist())
+        for row, idx in zip(rows.tolist(), got.indices, strict=True):
+            real = idx[idx >= 0].tolist()
+            n_real += len(real)
+            assert set(real) <= set(pool.tolist()) and not set(real) & positives[source][row]
+    assert n_real > 0
+
+
+def test_resume_mid_stage_iii_with_a_catalogue_pool_matches_an_unbroken_run(world, tmp_path):
+    data_dir, work, pairs = world
+    # Given an unbroken run whose stage III (stage steps 0-5) refreshes at stage steps 0 and 3, each over a new pool
+    cfg = dataclasses.replace(STAGE_III, hn_catalogue_pool=40)
+    full = train(cfg, data_dir, tmp_path / "a", pairs, work_dir=work)
+    # When a run is killed after global step 5 (last checkpoint at step 4: stage III step 1 done, between the
+    # refreshes) and resumed: it trains stage step 2 on the checkpoint's negatives, then refreshes at step 3
+    killed = train(dataclasses.replace(cfg, stop_after=5), data_dir, tmp_path / "b", pairs, work_dir=work)
+    assert killed.checkpoint_dir.name == "step-0000004"
+    resumed = train(cfg, data_dir, tmp_path / "b", pairs, work_dir=work)
+    # Then every step's loss and the final weights are identical
+    la = [json.loads(x)["loss"] for x in full.metrics_path.read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in resumed.metrics_path.read_text().splitlines()]
+    assert len(la) == len(lb) == 9
+    np.testing.assert_allclose(lb, la, rtol=0, atol=1e-6)
+    ma, mb = load_embedding_model(full.model_path).model, load_embedding_model(resumed.model_path).model
+    for (na, pa), (nb, pb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
+        assert na == nb
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6)
