@@ -137,6 +137,8 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
         for s, x in (("train", x_tr), ("valid", x_va), ("test", x_te)):
             own = booster.predict(x, num_iteration=rounds, raw_score=True) if rounds else np.zeros(len(x))
             logits[s].append(own + (0.0 if init[s] is None else init[s]))
+        if 0 < y_va.sum() < len(y_va):  # the chosen model's valid AUC (what a knob is picked on)
+            info[f"{task}_valid_auc"] = auc(y_va, logits["valid"][-1])
         out[f"test_{task}"] = _sigmoid(logits["test"][-1])
         out[f"test_label_{task}"] = test.labels[:, j]
     info["seconds"] = time.perf_counter() - t0
