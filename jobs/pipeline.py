@@ -1429,7 +1429,11 @@ class RunResult:
 
 
 def _file_logger(path: Path) -> logging.Handler:
+    """A stage's log file, appended to: each attempt starts with a dated line, so an earlier attempt's failure
+    stays readable but is not taken for this one's."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(f"==== {path.stem}: attempt started {datetime.now(UTC).isoformat(timespec='seconds')}\n")
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return handler

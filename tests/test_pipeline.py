@@ -287,6 +287,9 @@ def test_a_failed_stage_leaves_no_output_and_the_rerun_resumes_there(tmp_path, m
     monkeypatch.setattr(pipeline, "STAGES", real)
     res = run_pipeline(cfg, echo=lambda s: None)
     assert [v["status"] for v in res.stages.values()] == ["skipped", "ran", "ran"]
+    # the stage log keeps the failed attempt's traceback, and the rerun's attempt starts on a dated line after it
+    attempts = (run_dir / "logs" / "validate.log").read_text().split("==== validate: attempt started ")
+    assert len(attempts) == 3 and "Traceback" in attempts[1] and "Traceback" not in attempts[2]
 
 
 def test_a_stage_that_does_not_apply_is_recorded_with_its_reason(tmp_path, monkeypatch):
