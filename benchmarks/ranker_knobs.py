@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks.machine import describe_machine, write_results  # noqa: E402
 from jobs.pipeline import _build, load_config, ranker_variants_args  # noqa: E402
-from recsys.cli import run_variants  # noqa: E402
+from recsys.cli import run_train_ranker  # noqa: E402
 
 
 def validation_scores(work: Path) -> dict[str, float]:
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, cfg in settings.items():
         work = args.work / name.replace("=", "-")
         a = ranker_variants_args(cfg, samples, work)
-        run_variants(
-            a.samples, a.out, a.variants, ["torchrec"], a.train_kwargs, a.lgbm_kwargs, a.n_boot, "", a.seeds, a.residual
-        )
+        run_train_ranker(dataclasses.replace(a, trainers=("torchrec",)))
         scores = validation_scores(work)
         rows[name] = {"valid": scores, "minus_control": {k: v - scores["control"] for k, v in scores.items()}}
         print(name, {k: round(v, 4) for k, v in rows[name]["minus_control"].items()}, flush=True)

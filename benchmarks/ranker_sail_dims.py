@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks.machine import describe_machine, write_results  # noqa: E402
 from benchmarks.ranker_knobs import validation_scores, with_ranker_setting  # noqa: E402
-from jobs.pipeline import load_config, ranker_variants_args, run_cutoff  # noqa: E402
-from recsys.cli import run_variants  # noqa: E402
+from jobs.pipeline import load_config, ranker_variants_args, ranking_samples_config  # noqa: E402
+from recsys.cli import run_train_ranker  # noqa: E402
 from recsys.features import TASKS  # noqa: E402
-from recsys.samples import SamplesConfig  # noqa: E402
 from recsys.samples import run as build_samples  # noqa: E402
 
 
@@ -46,29 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = with_ranker_setting(load_config(args.config), 'variants=["control", "emb"]')
     r = cfg.ranker
-    export = json.loads((args.run / "export" / "stage.json").read_text())["metrics"]
-    offline = args.run / "export" / "feature_repo" / "offline" / export["feature_view"]
     rows = {}
     for dims in args.dims:
         work = args.work / f"dims-{dims}"
-        res = build_samples(
-            SamplesConfig(
-                data_dir=args.run / "validate",
-                out_dir=work / "samples",
-                item_features_dir=offline,
-                model_version=export["version"],
-                recent_len=r.recent_len,
-                valid_days=r.valid_days,
-                test_days=r.test_days,
-                train_start=run_cutoff(args.run).date(),
-                embedding_prefix=dims or None,
-                master="local[2]",
-            )
-        )
-        a = ranker_variants_args(cfg, res.ext_path, work / "ranker")
-        run_variants(
-            a.samples, a.out, a.variants, a.trainers, a.train_kwargs, a.lgbm_kwargs, 50, "", a.seeds, a.residual
-        )
+        res = build_samples(replace(ranking_samples_config(cfg, args.run, work / "samples", dims), master="local[2]"))
+        a = replace(ranker_variants_args(cfg, res.ext_path, work / "ranker"), n_boot=50)
+        run_train_ranker(a)
         row = {"embedding_dim": res.embedding_dim}
         if "torchrec" in a.trainers:
             v = validation_scores(work / "ranker")

@@ -28,7 +28,7 @@ from benchmarks.machine import describe_machine, write_results  # noqa: E402
 from benchmarks.ranker_knobs import with_ranker_setting  # noqa: E402
 from core.metrics import auc  # noqa: E402
 from jobs.pipeline import load_config, ranker_variants_args  # noqa: E402
-from recsys.cli import run_variants  # noqa: E402
+from recsys.cli import run_train_ranker  # noqa: E402
 from recsys.evaluate import load_scores  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ranker_variants"
@@ -134,18 +134,7 @@ def main(argv=None) -> int:
     a = ranker_variants_args(cfg, samples, args.work)
     info = describe_machine("torch", "lightgbm")
     t0 = time.perf_counter()
-    res = run_variants(
-        a.samples,
-        a.out,
-        list(a.variants),
-        list(a.trainers),
-        a.train_kwargs,
-        a.lgbm_kwargs,
-        a.n_boot,
-        "",
-        a.seeds,
-        a.residual,
-    )
+    res = run_train_ranker(a)
     seconds = time.perf_counter() - t0
     results = json.loads(res.results_json.read_text())
     result = {

@@ -1054,28 +1054,35 @@ def _check_time_layout(cfg: RunConfig, data_dir: Path) -> None:
         raise ValueError(f"[embedding] / [ranker] of run '{cfg.name}': {e}") from None
 
 
+def ranking_samples_config(cfg: RunConfig, run_dir: Path, out: Path, sail_dims: int | None = None):
+    """The `recsys.samples.SamplesConfig` of a run's ranking_samples stage (from its validated log and exported
+    features), writing to `out`; sail_dims overrides [ranker] sail_dims (0: the whole vector)."""
+    from recsys.samples import SamplesConfig
+
+    r = cfg.ranker
+    meta = json.loads((run_dir / "export" / "stage.json").read_text())["metrics"]
+    dims = r.sail_dims if sail_dims is None else sail_dims
+    return SamplesConfig(
+        data_dir=run_dir / "validate",
+        out_dir=out,
+        item_features_dir=run_dir / "export" / "feature_repo" / "offline" / meta["feature_view"],
+        model_version=meta["version"],
+        recent_len=r.recent_len,
+        valid_days=r.valid_days,
+        test_days=r.test_days,
+        train_start=run_cutoff(run_dir).date(),
+        embedding_prefix=dims or None,
+        master=cfg.spark.master,
+    )
+
+
 def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
     """Point-in-time ranking samples; the ranker's train split starts at the embedding cutoff (`core.timeline`)."""
-    from recsys.samples import SamplesConfig, run
+    from recsys.samples import run
 
-    r = ctx.cfg.ranker
     _check_time_layout(ctx.cfg, ctx.stage_dir("validate"))
-    meta = json.loads((ctx.stage_dir("export") / "stage.json").read_text())["metrics"]
-    offline = ctx.stage_dir("export") / "feature_repo" / "offline" / meta["feature_view"]
-    res = run(
-        SamplesConfig(
-            data_dir=ctx.stage_dir("validate"),
-            out_dir=ctx.out,
-            item_features_dir=offline,
-            model_version=meta["version"],
-            recent_len=r.recent_len,
-            valid_days=r.valid_days,
-            test_days=r.test_days,
-            train_start=run_cutoff(ctx.run_dir).date(),
-            embedding_prefix=r.sail_dims or None,
-            master=ctx.cfg.spark.master,
-        )
-    )
+    samples_cfg = ranking_samples_config(ctx.cfg, ctx.run_dir, ctx.out)
+    res = run(samples_cfg)
     return {
         "rows": res.rows,
         "train_start": str(res.train_start),
@@ -1083,7 +1090,7 @@ def _stage_ranking_samples(ctx: StageContext) -> dict[str, Any]:
         "test_start": str(res.test_start),
         "feature_version": res.model_version,
         "embedding_dim": res.embedding_dim,
-        "item_features": str(offline),
+        "item_features": str(samples_cfg.item_features_dir),
     }
 
 
@@ -1145,7 +1152,7 @@ def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
     """Every (trainer, variant) trains and is evaluated the same way; checkpoints live in the work directory. With
     `nproc` > 1 the whole `train-ranker` runs as that many torchrun ranks (every rank trains the TorchRec models; rank
     0 also LightGBM and the evaluation) and writes the same files into the work directory."""
-    from recsys.cli import read_runs, run_variants, train_ranker_argv
+    from recsys.cli import read_runs, run_train_ranker, train_ranker_argv
 
     r = ctx.cfg.ranker
     samples = ctx.stage_dir("ranking_samples") / "ranking_samples_ext"
@@ -1156,18 +1163,7 @@ def _stage_ranker(ctx: StageContext) -> dict[str, Any]:
     )
     a = ranker_variants_args(ctx.cfg, samples, ctx.work, note)
     if r.nproc == 1:
-        runs = run_variants(
-            a.samples,
-            a.out,
-            list(a.variants),
-            list(a.trainers),
-            a.train_kwargs,
-            a.lgbm_kwargs,
-            a.n_boot,
-            note,
-            a.seeds,
-            a.residual,
-        ).runs
+        runs = run_train_ranker(a).runs
     else:
         _torchrun(ctx, "recsys.cli", ["train-ranker", *train_ranker_argv(a)], r.nproc, a.train_kwargs["threads"])
         runs = read_runs(ctx.work)

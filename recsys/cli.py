@@ -372,9 +372,9 @@ def train_ranker_argv(a: TrainRankerArgs) -> list[str]:
     return argv if a.table else [*argv, "--no-table"]
 
 
-def main_train_ranker(argv: Sequence[str]) -> int:
-    a = parse_train_ranker(argv)
-    res = run_variants(
+def run_train_ranker(a: TrainRankerArgs) -> VariantsResult:
+    """`run_variants` with the arguments `a` holds."""
+    return run_variants(
         a.samples,
         a.out,
         list(a.variants),
@@ -386,6 +386,11 @@ def main_train_ranker(argv: Sequence[str]) -> int:
         a.seeds,
         a.residual,
     )
+
+
+def main_train_ranker(argv: Sequence[str]) -> int:
+    a = parse_train_ranker(argv)
+    res = run_train_ranker(a)
     if res.results_md is not None:
         if a.table:
             print(res.results_md.read_text())
