@@ -385,3 +385,30 @@ def test_movielens_config_produces_its_report_from_the_real_data(tmp_path, monke
     assert s["ab"] is None and s["ranker"] is not None and s["retrieval"] is not None
     assert s["data_source"]["label"] == "real logs: movielens (logged impressions)"
     assert "simulated world" not in (tmp_path / "run" / "report" / "summary.md").read_text()
+
+
+def test_ranker_benchmarks_rebuild_samples_and_rerun_the_ranker_on_a_finished_run(smoke_run, tmp_path):
+    from benchmarks import ranker_sail_dims, ranker_variants
+
+    run_dir, _ = smoke_run
+    out = tmp_path / "dims.json"
+    work = str(tmp_path / "w")
+    assert (
+        ranker_sail_dims.main(
+            ["--run", str(run_dir), "--config", "smoke", "--dims", "8", "0", "--work", work, "--out", str(out)]
+        )
+        == 0
+    )
+    got = json.loads(out.read_text())
+    assert set(got["sizes"]) == {"8", "0"} and str(got["best_on_valid"]) in got["sizes"]
+    assert got["sizes"]["8"]["embedding_dim"] == 8 and got["sizes"]["0"]["embedding_dim"] > 8
+    for row in got["sizes"].values():
+        for trainer in ("torchrec", "lgbm"):
+            v = row[trainer]["valid"]
+            assert row[trainer]["emb_minus_control"] == pytest.approx(v["emb"] - v["control"])
+    joint = tmp_path / "joint.json"
+    args = ["--run", str(run_dir), "--config", "smoke", "--work", str(tmp_path / "v"), "--out", str(joint)]
+    assert ranker_variants.main([*args, "--set", "residual=false"]) == 0
+    result = json.loads(joint.read_text())
+    assert result["changed"] == ["residual=false"] and result["ranker"]["residual"] is False
+    assert "residual=false" in joint.with_suffix(".md").read_text().splitlines()[0]
