@@ -44,6 +44,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -726,8 +727,9 @@ class Trainer:
                 self.probes[stage] = {"start": self.probe_loss(stage)}
             for local in range(self.step - offset, n):
                 bar.set_description(f"stage {stage}")
-                if stage == "III" and self.miner.sources and self.miner.due(local):
-                    self.miner.refresh(local, self.mining_sources(), self.refresh_rows(sampler, local, n))
+                if stage == "III" and self.miner.sources:
+                    rows_due = partial(self.refresh_rows, sampler, local, n)  # computed only when a refresh is due
+                    self.miner.maybe_refresh(local, self.mining_sources(), rows_due)
                 name, rows = next(batches)
                 t0 = time.perf_counter()
                 torch.manual_seed(_step_seed(self.cfg.seed, self.step, 2))

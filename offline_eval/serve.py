@@ -161,7 +161,8 @@ def load_trained_ranker(variant_dir: str | Path, threads: int | None = 1) -> Tra
     if ckpt is None:
         raise FileNotFoundError(f"{vdir / 'checkpoints'} holds no complete checkpoint (no 'selected' or 'latest')")
     encoder = Encoder.load(vdir / "encoder.json")
-    config = json.loads((vdir / "train.json").read_text())["config"]
+    info = json.loads((vdir / "train.json").read_text())
+    config = info["config"]
     meta = json.loads((ckpt / "meta.json").read_text())
     if meta.get("variant") != encoder.spec.variant:
         raise ValueError(
@@ -176,7 +177,6 @@ def load_trained_ranker(variant_dir: str | Path, threads: int | None = 1) -> Tra
     except RuntimeError as e:
         raise ValueError(f"checkpoint {ckpt} does not fit the model of encoder.json and train.json: {e}") from e
     model.eval()
-    info = json.loads((vdir / "train.json").read_text())
     base = load_trained_ranker(vdir / info["base_dir"], threads) if info.get("base_dir") else None
     return TrainedRanker(model, encoder, vdir, ckpt, config, base)
 

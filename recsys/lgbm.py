@@ -26,7 +26,7 @@ from core.io import write_npz_atomic
 from core.metrics import auc, logloss
 from recsys.data import Encoded, load_encoded_splits
 from recsys.features import TASKS, Variant, feature_spec
-from recsys.train import LOGITS_FILE, attach_base_logits
+from recsys.train import LOGITS_FILE, attach_base_logits, sigmoid
 
 CATEGORICAL = ("user_id", "item_id", "author_id", "category", "surface", "hour", "position")
 
@@ -71,14 +71,6 @@ def _fit_pca(content: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, vt[:k]
 
 
-def best_logloss(booster) -> float:
-    return booster.best_score["valid_0"]["binary_logloss"]
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
-
-
 def _base_logits(base_dir: Path, splits) -> dict[str, np.ndarray]:
     """The base run's raw scores per split, checked to be of this run's rows (see recsys.train)."""
     attach_base_logits(splits, base_dir)
@@ -108,19 +100,21 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
         "min_data_per_group": 50,
     }
     base = _base_logits(cfg.base_dir, splits) if cfg.base_dir is not None else None
-    logits: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
+    splits_out = ("train", "valid", "test") if cfg.save_logits else ("valid", "test")  # train logits: a base's only
+    logits: dict[str, list[np.ndarray]] = {s: [] for s in splits_out}
     out: dict[str, np.ndarray] = {}
     info = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "features": names}
     t0 = time.perf_counter()
     for j, task in enumerate(TASKS):
         # a label column of the (N, T) array is a strided view: LightGBM would warn and copy it anyway
         y_tr, y_va = np.ascontiguousarray(train.labels[:, j]), np.ascontiguousarray(valid.labels[:, j])
-        init = {s: None if base is None else base[s][:, j] for s in logits}
+        init = {s: None if base is None else base[s][:, j] for s in ("train", "valid", "test")}
         dtrain = lgb.Dataset(
             x_tr, y_tr, feature_name=names, categorical_feature=cats, free_raw_data=False, init_score=init["train"]
         )
         dvalid = lgb.Dataset(x_va, y_va, reference=dtrain, init_score=init["valid"])
-        by_auc = base is not None and 0 < y_va.sum() < len(y_va)  # a residual is chosen as TorchRec's epochs are
+        two_classes = bool(0 < y_va.sum() < len(y_va))
+        by_auc = base is not None and two_classes  # a residual is chosen as TorchRec's epochs are
         booster = lgb.train(
             {**params, "metric": "auc"} if by_auc else params,
             dtrain,
@@ -129,17 +123,20 @@ def train_lgbm(cfg: LgbmConfig) -> Path:
             callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)],
         )
         rounds = booster.best_iteration
-        if by_auc and booster.best_score["valid_0"]["auc"] <= auc(y_va, init["valid"]):
-            rounds = 0  # no round beats the base model's valid AUC: keep its scores
-        elif base is not None and not by_auc and best_logloss(booster) >= logloss(y_va, _sigmoid(init["valid"])):
-            rounds = 0
+        if base is not None:  # no round beats the base model on valid (AUC; logloss for one class): keep its scores
+            best = booster.best_score["valid_0"]
+            if by_auc:
+                rounds = rounds if best["auc"] > auc(y_va, init["valid"]) else 0
+            else:
+                rounds = rounds if best["binary_logloss"] < logloss(y_va, sigmoid(init["valid"])) else 0
         info[f"{task}_best_iteration"] = rounds
-        for s, x in (("train", x_tr), ("valid", x_va), ("test", x_te)):
-            own = booster.predict(x, num_iteration=rounds, raw_score=True) if rounds else np.zeros(len(x))
+        x_of = {"train": x_tr, "valid": x_va, "test": x_te}
+        for s in logits:
+            own = booster.predict(x_of[s], num_iteration=rounds, raw_score=True) if rounds else np.zeros(len(x_of[s]))
             logits[s].append(own + (0.0 if init[s] is None else init[s]))
-        if 0 < y_va.sum() < len(y_va):  # the chosen model's valid AUC (what a knob is picked on)
+        if two_classes:  # the chosen model's valid AUC (what a knob is picked on)
             info[f"{task}_valid_auc"] = auc(y_va, logits["valid"][-1])
-        out[f"test_{task}"] = _sigmoid(logits["test"][-1])
+        out[f"test_{task}"] = sigmoid(logits["test"][-1])
         out[f"test_label_{task}"] = test.labels[:, j]
     info["seconds"] = time.perf_counter() - t0
     out.update({"test_user": test.user_ids, "test_item": test.item_ids, "test_cold": test.cold, "test_new": test.new})
