@@ -1,7 +1,7 @@
 """`sail`: the one console entry point. Each subcommand is a `main(argv)` so tests can call it.
 
 sail run --config demo|smoke|movielens|large|FILE [--run-dir DIR] [--until STAGE]
-sail generate --size tiny|small|large [--seed N] --out DIR
+sail generate --size tiny|small|medium|large [--seed N] --out DIR
 sail adapt-movielens [--src DIR] --out DIR [--session-gap-s S] [--positive-rating R] [--content-cutoff ISO]
 sail validate --data DIR --out DIR [--max-rejected-share F] [--clock-skew-s S]
 sail mine-pairs --engine spark|polars --data DIR --out DIR [--holdout-frac F | --cutoff ISO | --split-ts ISO] [...]

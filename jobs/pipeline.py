@@ -71,7 +71,7 @@ SHIPPED_CONFIGS = ("demo", "smoke", "movielens", "large")
 class DataConfig:
     source: str = "generated"  # "generated" (the simulated world), "logs" (your own files, mapped by [data.logs];
     # docs/DATA.md) or "movielens" (the shipped MovieLens mapping, sources.logs.MOVIELENS)
-    size: str = "small"  # generated world size: tiny | small | large
+    size: str = "small"  # generated world size: tiny | small | medium | large
     seed: int = 7  # generated world seed
     movielens_dir: str | None = None  # MovieLens folder; None: $SAIL_MOVIELENS_DIR or ../shared/data/...
     session_gap_s: int = 1800  # MovieLens sessionisation gap (seconds)

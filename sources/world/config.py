@@ -1,6 +1,6 @@
 """Configuration of the generated world: one frozen dataclass, scaled by a single size knob.
 
-`WorldConfig.for_size("tiny" | "small" | "large", seed=N)` gives the preset; any field can be overridden by
+`WorldConfig.for_size("tiny" | "small" | "medium" | "large", seed=N)` gives the preset; any field can be overridden by
 keyword. The config is serialised into the manifest (`to_dict`) and can be rebuilt from it (`from_dict`), which
 is how on-demand media rendering recovers a world's catalogue from its seed.
 """
@@ -17,7 +17,7 @@ from sources.world.response import ResponseParams
 
 @dataclass(frozen=True)
 class WorldConfig:
-    size: str = "tiny"  # preset label ("tiny", "small", "large" or "custom"), recorded in the manifest
+    size: str = "tiny"  # preset label ("tiny", "small", "medium", "large" or "custom"), recorded in the manifest
     seed: int = 0  # master seed; every random stream is derived from it (same seed -> identical output)
     start_date: str = "2025-03-03"  # first UTC day of the log (ISO date); the log covers [start, start + days)
     days: int = 14  # length of the log in days
@@ -125,6 +125,20 @@ SIZES: dict[str, WorldConfig] = {
         n_topics=24,
         n_categories=6,
         collab_clusters=12,
+    ),
+    # the scaling curve's middle point: large's shape with 9,000 users (~3M interactions), media on demand
+    "medium": WorldConfig(
+        size="medium",
+        days=30,
+        n_items=22_500,
+        n_users=9_000,
+        n_topics=32,
+        n_categories=8,
+        collab_clusters=24,
+        words_per_topic=40,
+        n_noise_words=500,
+        search_prob=0.1,
+        write_media=False,
     ),
     # scale test: >= 10M impressions, media rendered on demand from the seed
     "large": WorldConfig(
