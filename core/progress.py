@@ -17,8 +17,8 @@ class PlainProgress:
     """The part of tqdm's interface the project uses (update, set_description, set_postfix, close), as lines."""
 
     def __init__(self, total: int, initial: int = 0, desc: str = "", every_s: float = 30.0,
-                 stream: TextIO | None = None, disable: bool = False):  # fmt: skip
-        self.total, self.n, self.desc = total, initial, desc
+                 stream: TextIO | None = None, disable: bool = False, unit: str = "steps"):  # fmt: skip
+        self.total, self.n, self.desc, self.unit = total, initial, desc, unit
         self.every_s, self.disable = every_s, disable
         self.stream = stream if stream is not None else sys.stderr
         self.stage = ""
@@ -35,7 +35,7 @@ class PlainProgress:
     def line(self) -> str:
         rate = (self.n - self._start_n) / max(time.monotonic() - self._t0, 1e-9)
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        parts = [f"{self.desc}: {self.n}/{self.total} steps{pct}", f"{rate:.2f} steps/s"]
+        parts = [f"{self.desc}: {self.n}/{self.total} {self.unit}{pct}", f"{rate:.2f} {self.unit}/s"]
         parts += [p for p in (self.stage, self.postfix) if p]
         return ", ".join(parts)
 
@@ -50,10 +50,12 @@ class PlainProgress:
         pass
 
 
-def progress(total: int, initial: int = 0, desc: str = "", disable: bool = False, every_s: float = 30.0):
-    """A tqdm bar when stderr is a terminal, else `PlainProgress` lines every `every_s` seconds."""
+def progress(
+    total: int, initial: int = 0, desc: str = "", disable: bool = False, every_s: float = 30.0, unit: str = "steps"
+):
+    """A tqdm bar when stderr is a terminal, else `PlainProgress` lines every `every_s` seconds (counting `unit`)."""
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True)
-    return PlainProgress(total, initial, desc, every_s=every_s, disable=disable)
+        return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True, unit=unit)
+    return PlainProgress(total, initial, desc, every_s=every_s, disable=disable, unit=unit)

@@ -45,6 +45,7 @@ import pyarrow as pa
 from core.contracts import ITEM_EMBEDDINGS, ITEMS
 from core.io import read_table, write_json_atomic, write_table
 from core.media import UnsafeMediaPath, read_media
+from core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -336,9 +337,12 @@ def embed_local(cfg: BatchEmbedConfig) -> BatchEmbedResult:
     failures: Counter = Counter()
     counts = {"written": 0, "with_failures": 0}
 
+    bar = progress(items.num_rows, desc="batch-embed", unit="items")
+
     def chunks() -> Iterator[pa.Table]:
         frames = (b.to_pandas() for b in items.to_batches(max_chunksize=max(cfg.batch_size, 4096)))
         for b in embed_batches(embedder, frames, cfg.batch_size):
+            bar.update(len(b.item_ids))
             for r in b.reasons:
                 failures.update(r)
                 counts["with_failures"] += bool(r)

@@ -27,6 +27,7 @@ import pyarrow as pa
 import torch
 import torch.nn as nn
 
+from core.progress import progress
 from embedding.checkpoint import load_embedding_model
 from embedding.config import ModelConfig, PreprocessConfig
 from embedding.device import autocast, check_precision, resolve_device
@@ -42,20 +43,26 @@ def embed_item_inputs(
     task: str = "item",
     batch_size: int = 64,
     precision: str = "fp32",
+    desc: str | None = None,
 ) -> dict[int, np.ndarray]:
     """Preprocessed inputs -> {d: (N, d) float32} with `model` in eval mode (its previous mode is restored).
-    Batches are collated on the CPU and run on the model's device, under bf16 autocast when `precision` is 'bf16'."""
+    Batches are collated on the CPU and run on the model's device, under bf16 autocast when `precision` is 'bf16'.
+    With `desc`, progress lines (`core.progress`) count the items done."""
+    bar = progress(len(inputs), desc=desc, unit="items") if desc else None
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out: dict[int, list[np.ndarray]] = {d: [] for d in model.matryoshka_dims}
     try:
         for s in range(0, len(inputs), batch_size):
-            batch = collate_items(list(inputs[s : s + batch_size]), tokenizer, pre).to(device)
+            batch_inputs = list(inputs[s : s + batch_size])
+            batch = collate_items(batch_inputs, tokenizer, pre).to(device)
             with autocast(device, precision):
                 res = model(batch, task)
             for d in model.matryoshka_dims:
                 out[d].append(res.matryoshka[d].float().cpu().numpy())
+            if bar is not None:
+                bar.update(len(batch_inputs))
     finally:
         model.train(was_training)
     return {d: np.concatenate(v) if v else np.zeros((0, d), np.float32) for d, v in out.items()}

@@ -367,7 +367,8 @@ def model_method(
     tok = build_tokenizer(lm.cfg.text)
     d = lm.cfg.embed_dim
     inputs = store.inputs(range(len(store)), audio=lm.use_audio)
-    items = embed_item_inputs(model, inputs, tok, lm.cfg.preprocess, "item", batch_size, precision)[d]
+    desc = f"embed catalogue ({Path(path).parent.name}/{Path(path).name})"
+    items = embed_item_inputs(model, inputs, tok, lm.cfg.preprocess, "item", batch_size, precision, desc)[d]
 
     def texts(qs: list[str]) -> np.ndarray:
         queries = [ItemInputs(text=q.strip()) for q in qs]

@@ -32,3 +32,11 @@ def test_disabled_progress_writes_nothing_and_a_pipe_gets_plain_lines():
     bar.update(2)
     assert out.getvalue() == ""
     assert isinstance(progress(3), PlainProgress)  # pytest captures stderr: not a terminal
+
+
+def test_progress_counts_its_unit():
+    out = io.StringIO()
+    bar = PlainProgress(10, desc="batch-embed", stream=out, unit="items")
+    bar.update(10)
+    assert out.getvalue().startswith("batch-embed: 10/10 items (100%), ")
+    assert " items/s" in out.getvalue()

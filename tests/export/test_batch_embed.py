@@ -125,11 +125,13 @@ def _local_cfg(tmp_path: Path, items: Path, media: Path, out: str, **kw) -> Batc
     return BatchEmbedConfig(str(items), str(tmp_path / out), "v1", spec, event_timestamp=TS, batch_size=7, **kw)
 
 
-def test_local_path_counts_corrupt_and_missing_media(tmp_path):
+def test_local_path_counts_corrupt_and_missing_media(tmp_path, capsys):
     # Given a catalogue with one corrupt cover, one absent cover file and one item with nothing to embed
     items, media = make_catalogue(tmp_path)
     # When it is embedded in one process
     res = embed_local(_local_cfg(tmp_path, items, media, "emb"))
+    # Then its progress ends with every item counted
+    assert capsys.readouterr().err.splitlines()[-1].startswith("batch-embed: 30/30 items (100%)")
     # Then the failures are counted by reason and only the empty item is dropped
     assert res.report["failures"] == {"corrupt_image": 1, "missing": 1, EMPTY_EMBEDDING: 1}
     assert (res.report["items_in"], res.report["items_written"], res.report["items_with_failures"]) == (30, 29, 3)
