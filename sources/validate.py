@@ -16,12 +16,12 @@ string column (event, request and search ids, surfaces) the row is rejected (`in
 
 No event table is held whole: only the catalogue (`items`) is read whole, its valid rows being the context of the
 other tables' rules. Every other table streams through `validate_stream` in batches of at most
-`ValidationConfig.batch_rows` rows, twice: every rule but `duplicate_key` looks at one row (and the catalogue), so
-the first pass judges them batch by batch and keeps, of the rows that pass, only the key, the time and the position
-(a few tens of bytes a row), from which the duplicates are found over the whole table; the second pass judges each
-batch again with its duplicates marked, writes its valid rows and keeps its (few) quarantine rows. The result is
-the same as judging each table whole (`split_valid`, `assign_reasons`): the same rows kept, in input order, the
-same reasons and counts.
+`ValidationConfig.batch_rows` rows, twice. Every rule but `duplicate_key` looks at one row (and the catalogue), so
+the first pass judges them batch by batch and spills, of the rows that pass, only the key, the time and the
+position, partitioned by the key's hash, to `out_dir/.staging/`; the duplicates are then found one partition at a
+time (`_duplicate_rows`). The second pass judges each batch again with its duplicates marked, writes its valid rows
+and keeps its (few) quarantine rows. The result is the same as judging each table whole (`split_valid`,
+`assign_reasons`): the same rows kept, in input order, the same reasons and counts.
 
 Validation first removes what an earlier run published in `out_dir` (clean tables, quarantine, manifest and
 counts), so a run that fails leaves no `_SUCCESS` marker that later commands could mistake for clean data: the
@@ -35,7 +35,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -427,6 +427,44 @@ def _split(judged: pl.DataFrame, table: str, source: str) -> tuple[pl.DataFrame,
     return good.drop(helpers), _quarantine_rows(bad, table, source), counts, repaired
 
 
+_MAX_KEY_PARTITIONS = 256
+"""At most this many partitions of a table's keys (`_duplicate_rows`): beyond `batch_rows` times as many rows, a
+partition holds more than `batch_rows` keys."""
+
+
+def _duplicate_rows(
+    judged: Iterable[pl.DataFrame], schema: K.TableSchema, rows: int, batch_rows: int, work: Path
+) -> np.ndarray:
+    """The positions (`_row`, sorted) of the rows of a table that `duplicate_key` rejects, from its batches as
+    judged by `_judge`: `_duplicates` over the whole table, without holding all its keys at once.
+
+    The key, time and position (`_duplicate_columns`) of each row that passed every other rule are spilled to
+    `work`, into one of about `rows / batch_rows` partitions by the hash of the key; every copy of a key lands in
+    the same partition, so `_duplicates` on each partition in turn finds every duplicate.
+    """
+    parts = max(1, min(_MAX_KEY_PARTITIONS, -(-rows // batch_rows)))
+    cols = _duplicate_columns(schema)
+    work.mkdir(parents=True, exist_ok=True)
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    try:
+        for df in judged:
+            passing = df.filter(pl.col("_reason").is_null()).select(cols)
+            passing = passing.with_columns(_part=passing.select(schema.key).hash_rows() % parts)
+            for (part,), keys in passing.partition_by("_part", as_dict=True, include_key=False).items():
+                t = keys.to_arrow()
+                if part not in writers:
+                    writers[part] = pa.ipc.new_stream(str(work / f"keys-{part}.arrows"), t.schema)
+                writers[part].write_table(t)
+    finally:
+        for w in writers.values():
+            w.close()
+    found = [
+        _duplicates(pl.from_arrow(pa.ipc.open_stream(str(work / f"keys-{part}.arrows")).read_all()), schema)
+        for part in sorted(writers)
+    ]
+    return np.sort(np.concatenate([d.to_numpy().astype(np.int64) for d in found])) if found else np.zeros(0, np.int64)
+
+
 def validate_stream(
     path: Path,
     schema: K.TableSchema,
@@ -439,10 +477,10 @@ def validate_stream(
     `batch_rows` rows: the valid rows are written to `dest` (`write_table`, chunk by chunk, in input order), the
     quarantine rows and the report returned. The result is `split_valid`'s on the whole table.
 
-    Two passes over the table. The first judges every rule but `duplicate_key` (each looks at one row) and keeps,
-    of the rows that pass them, the key, the time and the position (`_duplicate_columns`), from which it finds
-    the duplicates as `assign_reasons` does; the second judges each batch again, marks its duplicates and splits
-    it. Neither holds more than one batch of whole rows.
+    Two passes over the table. The first judges every rule but `duplicate_key` (each looks at one row) and finds
+    the duplicates among the rows that pass them (`_duplicate_rows`, which spills their keys beside `dest`); the
+    second judges each batch again, marks its duplicates and splits it. Neither holds more than one batch of whole
+    rows.
     """
 
     def judged_batches() -> Iterator[tuple[int, int, pl.DataFrame]]:
@@ -453,11 +491,12 @@ def validate_stream(
 
     dup_rows = np.zeros(0, dtype=np.int64)
     if schema.key:
-        cols = _duplicate_columns(schema)
-        passing = [judged.filter(pl.col("_reason").is_null()).select(cols) for _, _, judged in judged_batches()]
-        if passing:
-            dup_rows = np.sort(_duplicates(pl.concat(passing), schema).to_numpy().astype(np.int64))
-        del passing
+        work = dest.parent / f".{dest.name}.keys"
+        try:
+            judged = (j for _, _, j in judged_batches())
+            dup_rows = _duplicate_rows(judged, schema, table_rows(path, schema), batch_rows, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     rows_in = rows_ok = repaired = 0
     rejected: Counter[str] = Counter()
