@@ -396,6 +396,51 @@ def read_table(path: str | os.PathLike, schema: TableSchema) -> pa.Table:
     return pa.concat_tables(parts) if parts else schema.empty_arrow()
 
 
+def _open_parquet(f: Path, schema: TableSchema) -> pq.ParquetFile:
+    """`f` opened for reading, its columns checked against the contract (even where it holds no rows)."""
+    try:
+        pf = pq.ParquetFile(f)
+    except (pa.ArrowException, OSError) as exc:  # truncated, emptied or not parquet: name the file
+        raise SchemaError(f"{f}: not a readable parquet file ({exc})") from exc
+    try:
+        conform(pf.schema_arrow.empty_table(), schema, source=str(f))
+    except BaseException:
+        pf.close()
+        raise
+    return pf
+
+
+def table_rows(path: str | os.PathLike, schema: TableSchema) -> int:
+    """Rows of a table, from its files' parquet footers (no data is read), every file's columns checked against
+    the contract as `read_table` checks them."""
+    n = 0
+    for f in table_files(path):
+        with _open_parquet(f, schema) as pf:
+            n += pf.metadata.num_rows
+    return n
+
+
+def iter_table(path: str | os.PathLike, schema: TableSchema, batch_rows: int) -> Iterator[pa.Table]:
+    """A table in chunks of at most `batch_rows` rows, each conformed to its contract: `read_table`'s rows in
+    its order, without holding more than one chunk (and the parquet row group it comes from) at a time.
+
+    A chunk never spans two files; the errors are `read_table`'s (SchemaError naming the file and column).
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    for f in table_files(path):
+        with _open_parquet(f, schema) as pf:
+            batches = pf.iter_batches(batch_size=batch_rows)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as exc:
+                    raise SchemaError(f"{f}: not a readable parquet file ({exc})") from exc
+                yield conform(pa.Table.from_batches([batch]), schema, source=str(f))
+
+
 def read_dataset_manifest(data_dir: str | os.PathLike) -> dict[str, Any] | None:
     """`<data_dir>/manifest.json` as a dict; None when there is none.
 

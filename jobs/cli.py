@@ -134,11 +134,16 @@ def main_validate(argv: Sequence[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="where clean tables and quarantine/ are written")
     p.add_argument("--max-rejected-share", type=float, default=0.01)
     p.add_argument("--clock-skew-s", type=int, default=300)
+    p.add_argument(
+        "--batch-rows", type=int, default=ValidationConfig.batch_rows, help="rows of an event table judged at once"
+    )
     args = p.parse_args(argv)
     res = validate_dataset(
         args.data,
         args.out,
-        ValidationConfig(max_rejected_share=args.max_rejected_share, clock_skew_s=args.clock_skew_s),
+        ValidationConfig(
+            max_rejected_share=args.max_rejected_share, clock_skew_s=args.clock_skew_s, batch_rows=args.batch_rows
+        ),
     )
     for name, r in res.tables.items():
         repaired = f"; repaired {r.repaired}" if r.repaired else ""

@@ -92,6 +92,7 @@ class DataConfig:
 class ValidationSection:
     max_rejected_share: float = 0.01  # fail when more than this share of one table's rows is rejected
     clock_skew_s: int = 300  # tolerance (s) for late timestamps and events just before their item's creation
+    batch_rows: int = 2_000_000  # rows of an event table judged at once (bounds the stage's memory, not its output)
 
 
 @dataclass(frozen=True)
@@ -427,7 +428,7 @@ RANGES: dict[str, dict[str, str]] = {
         "quality_in_frames": "in [0, 1]",
     },
     **LOGS_RANGES,
-    "validation": {"max_rejected_share": "in [0, 1]", "clock_skew_s": ">= 0"},
+    "validation": {"max_rejected_share": "in [0, 1]", "clock_skew_s": ">= 0", "batch_rows": ">= 1"},
     "mining": {
         "top_k": ">= 1",
         "heldout_top_k": ">= 1",
@@ -780,7 +781,7 @@ def _stage_validate(ctx: StageContext) -> dict[str, Any]:
     res = validate_dataset(
         ctx.stage_dir("data"),
         ctx.out,
-        ValidationConfig(max_rejected_share=v.max_rejected_share, clock_skew_s=v.clock_skew_s),
+        ValidationConfig(max_rejected_share=v.max_rejected_share, clock_skew_s=v.clock_skew_s, batch_rows=v.batch_rows),
     )
     return {
         "rejected": {k: r.rejected for k, r in res.tables.items()},

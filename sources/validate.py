@@ -1,20 +1,32 @@
 """Validation of a data set's log tables against the contracts, with a counted quarantine.
 
-`validate_dataset(data_dir, out_dir, cfg)` reads every log table (a missing or mistyped column is a
+`validate_dataset(data_dir, out_dir, cfg)` checks every file of every log table (a missing or mistyped column is a
 `SchemaError` naming the column and the file; an empty `items` or `interactions` table is an `EmptyTableError`
-naming it), assigns each bad row one reason (the first rule it breaks, in the order of `REASONS`), repairs what
-can be repaired in the rows it keeps (`REPAIRS`: free text that is not valid UTF-8, unsafe media references),
-writes the clean rows, a `quarantine/` table (table, source, reason, row as JSON: one row per rejected row and
-per dropped media reference) and a `validation.json` of counts. It raises `TooManyRejectedError` when any table's
-rejected share exceeds `ValidationConfig.max_rejected_share` (repairs do not count: their rows are kept).
+naming it), then reads the tables, assigns each bad row one reason (the first rule it breaks, in the order of
+`REASONS`), repairs what can be repaired in the rows it keeps (`REPAIRS`: free text that is not valid UTF-8, unsafe
+media references), writes the clean rows, a `quarantine/` table (table, source, reason, row as JSON: one row per
+rejected row and per dropped media reference) and a `validation.json` of counts. It raises `TooManyRejectedError`
+when any table's rejected share exceeds `ValidationConfig.max_rejected_share` (repairs do not count: their rows are
+kept).
 
 Bytes that are not valid UTF-8 in a string column never reach the clean tables: in free text (`TEXT_COLUMNS`:
 titles, OCR / ASR text, tags, categories, queries) they become U+FFFD and the row is kept (counted under
 `repaired["invalid_utf8"]`); in a media reference the reference is dropped (`unsafe_media_path`); in any other
 string column (event, request and search ids, surfaces) the row is rejected (`invalid_utf8`).
 
+No event table is held whole: only the catalogue (`items`) is read whole, its valid rows being the context of the
+other tables' rules. Every other table streams through `validate_stream` in batches of at most
+`ValidationConfig.batch_rows` rows, twice. Every rule but `duplicate_key` looks at one row (and the catalogue), so
+the first pass judges them batch by batch and spills, of the rows that pass, only the key, the time and the
+position, partitioned by the key's hash, to `out_dir/.staging/`; the duplicates are then found one partition at a
+time (`_duplicate_rows`). The second pass judges each batch again with its duplicates marked, writes its valid rows
+and keeps its (few) quarantine rows. The result is the same as judging each table whole (`split_valid`,
+`assign_reasons`): the same rows kept, in input order, the same reasons and counts.
+
 Validation first removes what an earlier run published in `out_dir` (clean tables, quarantine, manifest and
-counts), so a run that fails leaves no `_SUCCESS` marker that later commands could mistake for clean data.
+counts), so a run that fails leaves no `_SUCCESS` marker that later commands could mistake for clean data: the
+clean event tables are written under `out_dir/.staging/` and moved into place only once every check has passed (a
+failed run removes them).
 """
 
 from __future__ import annotations
@@ -22,7 +34,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +46,15 @@ import polars as pl
 import pyarrow as pa
 
 from core import contracts as K
-from core.io import SUCCESS, read_dataset_manifest, read_table, write_json_atomic, write_table
+from core.io import (
+    SUCCESS,
+    iter_table,
+    read_dataset_manifest,
+    read_table,
+    table_rows,
+    write_json_atomic,
+    write_table,
+)
 from core.media import media_ref_problem
 
 REASONS: dict[str, str] = {
@@ -84,6 +105,7 @@ class ValidationConfig:
     max_rejected_share: float = 0.01  # fail when more than this share of one table's rows is rejected (0..1)
     clock_skew_s: int = 300  # tolerance (seconds) for timestamps slightly after `now` or before item creation
     now: datetime | None = None  # end of the data; None: the manifest's "now", else the wall clock
+    batch_rows: int = 2_000_000  # rows of a log table judged at once (the catalogue is read whole): bounds memory
 
 
 @dataclass
@@ -195,13 +217,11 @@ def _sort_key(schema: K.TableSchema) -> list[str]:
     return []
 
 
-def assign_reasons(df: pl.DataFrame, schema: K.TableSchema, ctx: Context) -> pl.DataFrame:
-    """Adds a `_reason` column: null for a valid row, else the first rule (in REASONS order) it breaks.
-
-    Duplicate keys are judged among the rows that passed every other rule; the earliest (by time, then
-    input order) is kept.
-    """
-    df = df.with_row_index("_row")
+def _judge(df: pl.DataFrame, schema: K.TableSchema, ctx: Context, offset: int = 0) -> pl.DataFrame:
+    """`df` with `_row` (its rows' positions in the whole table: `offset` onwards) and `_reason`: null, or the first
+    rule (in REASONS order) the row breaks among every rule but `duplicate_key`. Each of those rules looks at one
+    row (and the catalogue in `ctx`), so a table can be judged in batches."""
+    df = df.with_row_index("_row", offset=offset)
     if "item_id" in df.columns and ctx.items is not None and schema.name != "items":
         df = df.join(
             ctx.items.select("item_id", pl.col("created_ts").alias("_item_created_ts")),
@@ -224,16 +244,39 @@ def assign_reasons(df: pl.DataFrame, schema: K.TableSchema, ctx: Context) -> pl.
             cond = pl.lit(cond)
         reason = pl.when(cond.fill_null(False)).then(pl.lit(name)).otherwise(reason)
     df = df.with_columns(_reason=reason)
+    return df.sort("_row").drop([c for c in ("_item_created_ts",) if c in df.columns])
+
+
+def _duplicate_columns(schema: K.TableSchema) -> list[str]:
+    """What `_duplicates` needs of a passing row: its key, its time and `_row`."""
+    return list(dict.fromkeys([*schema.key, *_sort_key(schema), "_row"]))
+
+
+def _duplicates(passing: pl.DataFrame, schema: K.TableSchema) -> pl.Series:
+    """`_row` of every row of `passing` (the rows that broke no other rule, with at least `_duplicate_columns`)
+    whose key an earlier row holds: the earliest by time, then by `_row` (input order), is the one kept."""
+    ok = passing.sort(_sort_key(schema) + ["_row"])
+    return ok.filter(~pl.struct(list(schema.key)).is_first_distinct())["_row"]
+
+
+def _mark_duplicates(judged: pl.DataFrame, dup_rows: pl.Series) -> pl.DataFrame:
+    return judged.with_columns(
+        _reason=pl.when(pl.col("_row").is_in(dup_rows.implode()))
+        .then(pl.lit("duplicate_key"))
+        .otherwise(pl.col("_reason"))
+    )
+
+
+def assign_reasons(df: pl.DataFrame, schema: K.TableSchema, ctx: Context) -> pl.DataFrame:
+    """Adds a `_reason` column: null for a valid row, else the first rule (in REASONS order) it breaks.
+
+    Duplicate keys are judged among the rows that passed every other rule; the earliest (by time, then
+    input order) is kept.
+    """
+    df = _judge(df, schema, ctx)
     if schema.key:
-        order = _sort_key(schema) + ["_row"]
-        ok = df.filter(pl.col("_reason").is_null()).sort(order)
-        dup_rows = ok.filter(~pl.struct(list(schema.key)).is_first_distinct())["_row"]
-        df = df.with_columns(
-            _reason=pl.when(pl.col("_row").is_in(dup_rows.implode()))
-            .then(pl.lit("duplicate_key"))
-            .otherwise(pl.col("_reason"))
-        )
-    return df.sort("_row").drop([c for c in ("_row", "_item_created_ts") if c in df.columns])
+        df = _mark_duplicates(df, _duplicates(df.filter(pl.col("_reason").is_null()), schema))
+    return df.drop("_row")
 
 
 def _quarantine_rows(bad: pl.DataFrame, table: str, source: str) -> pl.DataFrame:
@@ -359,25 +402,132 @@ def split_valid(
 
     Rows are judged first; the repairs (REPAIRS) are then applied to, and counted on, the rows that are kept.
     """
-    helpers = [c for c in (_INVALID_UTF8, _REPAIRED_UTF8) if c in df.columns]
-    judged = assign_reasons(df, schema, ctx)
-    good = judged.filter(pl.col("_reason").is_null()).drop("_reason")
-    bad = judged.filter(pl.col("_reason").is_not_null()).drop(helpers)
-    counts = dict(sorted(bad.group_by("_reason").len().iter_rows())) if bad.height else {}
-    repaired: dict[str, int] = {}
-    if _REPAIRED_UTF8 in good.columns and good[_REPAIRED_UTF8].sum():
-        repaired["invalid_utf8"] = int(good[_REPAIRED_UTF8].sum())
-    good = good.drop(helpers)
-    quarantine = [_quarantine_rows(bad, schema.name, source)]
+    good, bad, rejected, repaired_utf8 = _split(assign_reasons(df, schema, ctx), schema.name, source)
+    repaired = {"invalid_utf8": repaired_utf8} if repaired_utf8 else {}
+    quarantine = [bad]
     if schema.name == "items":
         good, refs = drop_unsafe_media(good, source)
         if refs.height:
             repaired["unsafe_media_path"] = refs.height
         quarantine.append(refs)
     report = TableReport(
-        schema.name, source, df.height, good.height, rejected=counts, repaired=dict(sorted(repaired.items()))
+        schema.name, source, df.height, good.height, rejected=rejected, repaired=dict(sorted(repaired.items()))
     )
     return good, pl.concat(quarantine), report
+
+
+def _split(judged: pl.DataFrame, table: str, source: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], int]:
+    """(kept rows without the helper columns, their quarantine rows, rows rejected per reason, free-text values
+    repaired in the kept rows) of frame judged by `assign_reasons` (or `_judge`, with `_row`)."""
+    helpers = [c for c in (_INVALID_UTF8, _REPAIRED_UTF8, "_row") if c in judged.columns]
+    good = judged.filter(pl.col("_reason").is_null()).drop("_reason")
+    bad = judged.filter(pl.col("_reason").is_not_null()).drop(helpers)
+    counts = dict(sorted(bad.group_by("_reason").len().iter_rows())) if bad.height else {}
+    repaired = int(good[_REPAIRED_UTF8].sum()) if _REPAIRED_UTF8 in good.columns else 0
+    return good.drop(helpers), _quarantine_rows(bad, table, source), counts, repaired
+
+
+_MAX_KEY_PARTITIONS = 256
+"""At most this many partitions of a table's keys (`_duplicate_rows`): beyond `batch_rows` times as many rows, a
+partition holds more than `batch_rows` keys."""
+
+
+def _duplicate_rows(
+    judged: Iterable[pl.DataFrame], schema: K.TableSchema, rows: int, batch_rows: int, work: Path
+) -> np.ndarray:
+    """The positions (`_row`, sorted) of the rows of a table that `duplicate_key` rejects, from its batches as
+    judged by `_judge`: `_duplicates` over the whole table, without holding all its keys at once.
+
+    The key, time and position (`_duplicate_columns`) of each row that passed every other rule are spilled to
+    `work`, into one of about `rows / batch_rows` partitions by the hash of the key; every copy of a key lands in
+    the same partition, so `_duplicates` on each partition in turn finds every duplicate.
+    """
+    parts = max(1, min(_MAX_KEY_PARTITIONS, -(-rows // batch_rows)))
+    cols = _duplicate_columns(schema)
+    work.mkdir(parents=True, exist_ok=True)
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    try:
+        for df in judged:
+            passing = df.filter(pl.col("_reason").is_null()).select(cols)
+            passing = passing.with_columns(_part=passing.select(schema.key).hash_rows() % parts)
+            for (part,), keys in passing.partition_by("_part", as_dict=True, include_key=False).items():
+                t = keys.to_arrow()
+                if part not in writers:
+                    writers[part] = pa.ipc.new_stream(str(work / f"keys-{part}.arrows"), t.schema)
+                writers[part].write_table(t)
+    finally:
+        for w in writers.values():
+            w.close()
+    found = [
+        _duplicates(pl.from_arrow(pa.ipc.open_stream(str(work / f"keys-{part}.arrows")).read_all()), schema)
+        for part in sorted(writers)
+    ]
+    return np.sort(np.concatenate([d.to_numpy().astype(np.int64) for d in found])) if found else np.zeros(0, np.int64)
+
+
+def validate_stream(
+    path: Path,
+    schema: K.TableSchema,
+    ctx: Context,
+    source: str,
+    batch_rows: int,
+    dest: Path,
+) -> tuple[pl.DataFrame, TableReport]:
+    """`split_valid` of the table at `path` (an event table: no media references are judged) in batches of at most
+    `batch_rows` rows: the valid rows are written to `dest` (`write_table`, chunk by chunk, in input order), the
+    quarantine rows and the report returned. The result is `split_valid`'s on the whole table.
+
+    Two passes over the table. The first judges every rule but `duplicate_key` (each looks at one row) and finds
+    the duplicates among the rows that pass them (`_duplicate_rows`, which spills their keys beside `dest`); the
+    second judges each batch again, marks its duplicates and splits it. Neither holds more than one batch of whole
+    rows.
+    """
+
+    def judged_batches() -> Iterator[tuple[int, int, pl.DataFrame]]:
+        offset = 0
+        for chunk in iter_table(path, schema, batch_rows):
+            yield offset, offset + chunk.num_rows, _judge(repair_utf8(chunk, schema), schema, ctx, offset)
+            offset += chunk.num_rows
+
+    dup_rows = np.zeros(0, dtype=np.int64)
+    if schema.key:
+        work = dest.parent / f".{dest.name}.keys"
+        try:
+            judged = (j for _, _, j in judged_batches())
+            dup_rows = _duplicate_rows(judged, schema, table_rows(path, schema), batch_rows, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    rows_in = rows_ok = repaired = 0
+    rejected: Counter[str] = Counter()
+    quarantine: list[pl.DataFrame] = []
+
+    def clean() -> Iterator[pa.Table]:
+        nonlocal rows_in, rows_ok, repaired
+        for start, stop, judged in judged_batches():
+            dups = dup_rows[np.searchsorted(dup_rows, start) : np.searchsorted(dup_rows, stop)]
+            if len(dups):
+                judged = _mark_duplicates(judged, pl.Series("_row", dups, dtype=judged.schema["_row"]))
+            good, bad, counts, fixed = _split(judged, schema.name, source)
+            rows_in += stop - start
+            rows_ok += good.height
+            repaired += fixed
+            rejected.update(counts)
+            if bad.height:
+                quarantine.append(bad)
+            if good.height:
+                yield good.to_arrow()
+
+    write_table(clean(), schema, dest)
+    report = TableReport(
+        schema.name,
+        source,
+        rows_in,
+        rows_ok,
+        rejected=dict(sorted(rejected.items())),
+        repaired={"invalid_utf8": repaired} if repaired else {},
+    )
+    return pl.concat([_quarantine_frame(schema.name, source, [], []), *quarantine]), report
 
 
 def _read(path: Path, schema: K.TableSchema) -> pl.DataFrame:
@@ -430,10 +580,15 @@ def _unpublish(data_dir: Path, out_dir: Path) -> None:
             shutil.rmtree(table)
     for name in ("manifest.json", "validation.json"):
         (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / _STAGING, ignore_errors=True)  # left by a run that was killed
 
 
-def _check_required(tables: dict[str, pl.DataFrame], data_dir: Path, what: str, hint: str) -> None:
-    empty = [name for name in REQUIRED_TABLES if tables[name].height == 0]
+_STAGING = ".staging"
+"""Where validation writes the clean event tables (in `out_dir`) until every check has passed."""
+
+
+def _check_required(rows: dict[str, int], data_dir: Path, what: str, hint: str) -> None:
+    empty = [name for name in REQUIRED_TABLES if rows[name] == 0]
     if empty:
         raise EmptyTableError(
             "; ".join(f"table {name!r} ({data_dir / name}) has {what}" for name in empty) + f". {hint}"
@@ -445,51 +600,61 @@ def validate_dataset(
 ) -> ValidationResult:
     """Validates every log table of `data_dir`; writes clean tables, `quarantine/` and `validation.json`."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if cfg.batch_rows < 1:
+        raise ValueError(f"validation batch_rows must be at least 1, got {cfg.batch_rows}")
     _unpublish(data_dir, out_dir)
     now = cfg.now or _manifest_now(data_dir) or datetime.now(UTC)
     skew = timedelta(seconds=cfg.clock_skew_s)
-    raw = {name: _read(data_dir / name, K.ALL_TABLES[name]) for name in K.LOG_TABLES}
-    _check_required(raw, data_dir, "no rows", "A data set needs items and interactions; nothing was validated.")
+    # every file's columns are checked, and the tables' rows counted, before any row is read
+    rows_in = {name: table_rows(data_dir / name, K.ALL_TABLES[name]) for name in K.LOG_TABLES}
+    _check_required(rows_in, data_dir, "no rows", "A data set needs items and interactions; nothing was validated.")
     reports: dict[str, TableReport] = {}
     quarantined: list[pl.DataFrame] = []
 
-    clean: dict[str, pl.DataFrame] = {}
     items_src = data_dir / "items"
     ctx = Context(now=now + skew, catalogue_start=None, skew=skew, items=None)
-    clean["items"], q, reports["items"] = split_valid(raw.pop("items"), K.ITEMS, ctx, str(items_src))
+    items, q, reports["items"] = split_valid(_read(items_src, K.ITEMS), K.ITEMS, ctx, str(items_src))
     quarantined.append(q)
-    items = clean["items"]
     start = items["created_ts"].min() if items.height else None
     ctx = Context(now=now + skew, catalogue_start=start, skew=skew, items=items.select("item_id", "created_ts"))
-    for name in K.LOG_TABLES:
-        if name == "items":
-            continue
-        schema = K.ALL_TABLES[name]
-        src = data_dir / name
-        clean[name], q, reports[name] = split_valid(raw.pop(name), schema, ctx, str(src))
-        quarantined.append(q)
+    staging = out_dir / _STAGING
+    try:
+        # The event tables stream through in batches, their clean rows to `staging` (published below).
+        for name in K.LOG_TABLES:
+            if name == "items":
+                continue
+            schema = K.ALL_TABLES[name]
+            src = data_dir / name
+            q, reports[name] = validate_stream(src, schema, ctx, str(src), cfg.batch_rows, staging / name)
+            quarantined.append(q)
 
-    # The quarantine and the counts are written whatever happens, so a failed run can be inspected.
-    write_table(pl.concat(quarantined).to_arrow(), K.QUARANTINE, out_dir / "quarantine")
-    summary = {
-        "data_dir": str(data_dir),
-        "now": now.isoformat(),
-        "max_rejected_share": cfg.max_rejected_share,
-        "tables": {k: {**asdict(r), "rejected_share": r.rejected_share} for k, r in reports.items()},
-    }
-    write_json_atomic(out_dir / "validation.json", summary)
-    over = {k: r for k, r in reports.items() if r.rejected_share > cfg.max_rejected_share}
-    if over:
-        detail = "; ".join(
-            f"{k}: {r.rows_in - r.rows_ok} of {r.rows_in} rows ({r.rejected_share:.2%}) {r.rejected} from {r.source}"
-            for k, r in over.items()
-        )
-        raise TooManyRejectedError(
-            f"rejected share above the limit {cfg.max_rejected_share:.2%} — {detail}. "
-            f"Rejected rows are in {out_dir / 'quarantine'}; raise validation.max_rejected_share to accept them."
-        )
-    _check_required(clean, data_dir, "no valid rows left", f"Rejected rows are in {out_dir / 'quarantine'}.")
-    for name, df in clean.items():
-        write_table(df.to_arrow(), K.ALL_TABLES[name], out_dir / name)
+        # The quarantine and the counts are written whatever happens, so a failed run can be inspected.
+        write_table(pl.concat(quarantined).to_arrow(), K.QUARANTINE, out_dir / "quarantine")
+        summary = {
+            "data_dir": str(data_dir),
+            "now": now.isoformat(),
+            "max_rejected_share": cfg.max_rejected_share,
+            "tables": {k: {**asdict(r), "rejected_share": r.rejected_share} for k, r in reports.items()},
+        }
+        write_json_atomic(out_dir / "validation.json", summary)
+        over = {k: r for k, r in reports.items() if r.rejected_share > cfg.max_rejected_share}
+        if over:
+            detail = "; ".join(
+                f"{k}: {r.rows_in - r.rows_ok} of {r.rows_in} rows ({r.rejected_share:.2%}) {r.rejected} "
+                f"from {r.source}"
+                for k, r in over.items()
+            )
+            raise TooManyRejectedError(
+                f"rejected share above the limit {cfg.max_rejected_share:.2%} — {detail}. "
+                f"Rejected rows are in {out_dir / 'quarantine'}; raise validation.max_rejected_share to accept them."
+            )
+        rows_ok = {k: r.rows_ok for k, r in reports.items()}
+        _check_required(rows_ok, data_dir, "no valid rows left", f"Rejected rows are in {out_dir / 'quarantine'}.")
+        write_table(items.to_arrow(), K.ITEMS, out_dir / "items")
+        for name in K.LOG_TABLES:
+            if name != "items":
+                (staging / name).rename(out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     _write_manifest(data_dir, out_dir, now, reports)
     return ValidationResult(out_dir=out_dir, tables=reports)

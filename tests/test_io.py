@@ -8,7 +8,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import contracts as K
-from core.io import SchemaError, atomic_dir, is_complete, read_table, write_table, write_text_atomic
+from core.io import (
+    SchemaError,
+    atomic_dir,
+    is_complete,
+    iter_table,
+    read_table,
+    table_rows,
+    write_table,
+    write_text_atomic,
+)
 
 
 def _activity(n: int) -> pa.Table:
@@ -92,6 +101,35 @@ def test_mistyped_column_names_the_column_and_file(tmp_path):
     pq.write_table(t, f)
     with pytest.raises(SchemaError, match=r"activity\.parquet: column 'sessions'.*type string, expected int32"):
         read_table(f, K.USER_ACTIVITY)
+
+
+def test_iter_table_yields_read_tables_rows_in_bounded_chunks(tmp_path):
+    write_table((_activity(n) for n in (5, 0, 7)), K.USER_ACTIVITY, tmp_path / "t", rows_per_file=4)
+    assert len(list((tmp_path / "t").glob("*.parquet"))) == 2  # a chunk never spans two files
+    whole = read_table(tmp_path / "t", K.USER_ACTIVITY)
+    for batch_rows in (1, 3, 4, 100):
+        chunks = list(iter_table(tmp_path / "t", K.USER_ACTIVITY, batch_rows))
+        assert max(c.num_rows for c in chunks) <= batch_rows
+        assert all(c.schema == whole.schema for c in chunks)
+        assert pa.concat_tables(chunks).equals(whole)
+    assert table_rows(tmp_path / "t", K.USER_ACTIVITY) == 12
+    with pytest.raises(ValueError, match="batch_rows"):
+        next(iter_table(tmp_path / "t", K.USER_ACTIVITY, 0))
+
+
+def test_a_mistyped_column_of_a_file_without_rows_is_still_named(tmp_path):
+    d = tmp_path / "t"
+    write_table(_activity(2), K.USER_ACTIVITY, d)
+    t = _activity(0).set_column(2, "sessions", pa.array([], pa.string()))
+    pq.write_table(t, d / "part-00001.parquet")
+    want = r"part-00001\.parquet: column 'sessions'.*type string, expected int32"
+    with pytest.raises(SchemaError, match=want):
+        list(iter_table(d, K.USER_ACTIVITY, 10))
+    with pytest.raises(SchemaError, match=want):
+        table_rows(d, K.USER_ACTIVITY)
+    (d / "part-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(SchemaError, match=r"part-00001\.parquet: not a readable parquet file"):
+        list(iter_table(d, K.USER_ACTIVITY, 10))
 
 
 def test_writer_refuses_nulls_in_non_nullable_columns(tmp_path):
