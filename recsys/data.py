@@ -95,6 +95,8 @@ class Encoded:
     cold: np.ndarray  # (N,) bool: the item had no impression in the training split (its id row never trained)
     new: np.ndarray  # (N,) bool: the item was created within this split's window (on or after its first day)
     offset: np.ndarray | None = None  # (N, T) float32 base-model logits of a residual variant (recsys.train)
+    offset_cold: np.ndarray | None = None  # (N, T) the base model's logits with every target item id unknown (OOV):
+    # a row whose item id is dropped in training takes these, so the variant learns on the base a cold item has
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -378,7 +380,8 @@ def make_batch(
 
     drop_item: optional (len(idx),) bool; those rows' target item_id becomes the OOV row 0, as a cold item's is
     (item-id dropout in training: row 0 learns "an item we have no id for" and the rest of the model learns to
-    rank such items from their other features). drop_sail: optional (len(idx),) bool; those rows' SAIL vector
+    rank such items from their other features); in a residual variant with `offset_cold`, those rows' base logits
+    are the base model's for an unknown item too. drop_sail: optional (len(idx),) bool; those rows' SAIL vector
     becomes zeros and their semantic-ID levels the OOV rows, as for an item without them (SAIL dropout).
     """
     n = idx.shape[0]
@@ -412,8 +415,15 @@ def make_batch(
         sparse=kjt,
         content=None if enc.content is None else torch.from_numpy(_hide(enc.content[idx], drop_sail)),
         labels=torch.from_numpy(enc.labels[idx]),
-        offset=None if enc.offset is None else torch.from_numpy(enc.offset[idx]),
+        offset=None if enc.offset is None else torch.from_numpy(_base_logits(enc, idx, drop_item)),
     )
+
+
+def _base_logits(enc: Encoded, idx: np.ndarray, drop_item: np.ndarray | None) -> np.ndarray:
+    """A residual batch's base logits: the base model's, its cold-item logits where the item id is dropped."""
+    if drop_item is None or enc.offset_cold is None or not drop_item.any():
+        return enc.offset[idx]
+    return np.where(drop_item[:, None], enc.offset_cold[idx], enc.offset[idx])
 
 
 def _hide(content: np.ndarray, drop: np.ndarray | None) -> np.ndarray:

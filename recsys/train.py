@@ -113,9 +113,11 @@ def _check_world(cfg: TrainConfig, env: DistEnv) -> int:
 
 
 @torch.no_grad()
-def score(dmp: torch.nn.Module, enc: Encoded, spec, env: DistEnv, batch_size: int) -> np.ndarray:
+def score(
+    dmp: torch.nn.Module, enc: Encoded, spec, env: DistEnv, batch_size: int, unknown_items: bool = False
+) -> np.ndarray:
     """(N, T) logits of every row (a residual variant's include its base's); each rank scores a contiguous slice
-    and the slices are all-gathered."""
+    and the slices are all-gathered. unknown_items: every target item id is the OOV row (as a cold item's)."""
     n = len(enc)
     per_rank = math.ceil(n / env.world_size)
     lo = env.rank * per_rank
@@ -124,7 +126,8 @@ def score(dmp: torch.nn.Module, enc: Encoded, spec, env: DistEnv, batch_size: in
     dmp.eval()
     for s in range(0, per_rank, batch_size):
         idx = local[s : s + batch_size]
-        _, (_, logits, _) = dmp(make_batch(enc, idx, spec).to(env.device))
+        drop = np.ones(idx.shape[0], dtype=bool) if unknown_items else None
+        _, (_, logits, _) = dmp(make_batch(enc, idx, spec, drop).to(env.device))
         out[s : s + idx.shape[0]] = logits.float().cpu()
     dmp.train()
     if env.world_size > 1:
@@ -170,7 +173,9 @@ def _score_epoch(dmp: torch.nn.Module, valid: Encoded, spec, env: DistEnv, batch
 
 
 LOGITS_FILE = "logits.npz"
-"""A run's logits on every split ("train", "valid", "test": (N, T) float32), the base of residual variants."""
+"""A run's logits on every split ("train", "valid", "test": (N, T) float32), the base of residual variants, and
+"train_cold": its train-split logits with every item id unknown (the base of the rows a variant's item-id dropout
+drops)."""
 
 
 def attach_base_logits(splits, base_dir: Path) -> None:
@@ -187,6 +192,8 @@ def attach_base_logits(splits, base_dir: Path) -> None:
         if not np.array_equal(base[f"{name}_labels"], enc.labels):
             raise ValueError(f"{path}: the {name} labels differ from this run's: not the same samples")
         enc.offset = logits.astype(np.float32)
+    if "train_cold" in base.files:
+        splits.train.offset_cold = base["train_cold"].astype(np.float32)
 
 
 def _epochs(point: int, per_epoch: int) -> int | float:
@@ -305,6 +312,7 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
     logits = {s: score(dmp, e, spec, env, cfg.eval_batch_size) for s, e in evals.items()}
     if cfg.save_logits:
         logits["train"] = score(dmp, train, spec, env, cfg.eval_batch_size)
+        logits["train_cold"] = score(dmp, train, spec, env, cfg.eval_batch_size, unknown_items=True)
     scores = {s: sigmoid(logits[s]) for s in evals}
     if cfg.export_item_table:
         export_table(dmp, ITEM_TABLE, encoder.vocabs["item_id"], cfg.out_dir / "item_table.safetensors", env)

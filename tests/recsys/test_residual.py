@@ -142,3 +142,47 @@ def test_evals_per_epoch_scores_parts_of_an_epoch(samples, tmp_path):
     steps = [v["step"] for v in info["validation"].values()]
     assert len(steps) == 4 and steps == [steps[0] * k for k in (1, 2, 3, 4)]
     assert info["epochs_trained"] == 1.0 and info["selected_epoch"] in (0.25, 0.5, 0.75, 1.0)
+
+
+def test_control_s_cold_logits_are_its_logits_for_unknown_items(samples, control):
+    import pyarrow as pa
+
+    from offline_eval.serve import load_trained_ranker, score_encoded
+    from recsys.data import load_samples, split_of
+
+    cold = np.load(control / LOGITS_FILE)["train_cold"]
+    train = split_of(load_samples(samples), "train")
+    unknown = train.set_column(
+        train.schema.get_field_index("item_id"), "item_id", pa.array(np.full(train.num_rows, 10**9), pa.int64())
+    )
+    ranker = load_trained_ranker(control)
+    np.testing.assert_allclose(score_encoded(ranker, ranker.encoder.encode(unknown)), cold, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(cold, np.load(control / LOGITS_FILE)["train"])  # the item ids mattered
+
+
+def test_a_dropped_item_id_takes_the_base_s_cold_logits(samples, control):
+    from recsys.data import load_encoded_splits, make_batch
+    from recsys.features import feature_spec
+    from recsys.train import attach_base_logits
+
+    spec = feature_spec("both")
+    splits = load_encoded_splits(samples, spec)
+    attach_base_logits(splits, control)
+    base = np.load(control / LOGITS_FILE)
+    idx = np.arange(8)
+    drop = np.array([True, False] * 4)
+    batch = make_batch(splits.train, idx, spec, drop)
+    want = np.where(drop[:, None], base["train_cold"][idx], base["train"][idx])
+    np.testing.assert_allclose(batch.offset.numpy(), want)
+    np.testing.assert_allclose(make_batch(splits.train, idx, spec).offset.numpy(), base["train"][idx])
+
+
+def test_residual_item_id_dropout_is_the_variants_only(samples, tmp_path):
+    from recsys.cli import run_variants
+
+    kw = {"ranker": SMALL, "batch_size": 128, "eval_batch_size": 4096, "epochs": 1, "item_id_dropout": 0.3}
+    run_variants(samples, tmp_path, ["control", "emb"], ["torchrec"], kw, {}, n_boot=10, residual=True)
+    config = {
+        v: json.loads((tmp_path / "torchrec" / v / "train.json").read_text())["config"] for v in ("control", "emb")
+    }
+    assert config["control"]["item_id_dropout"] == 0.0 and config["emb"]["item_id_dropout"] == 0.3
