@@ -113,6 +113,20 @@ def _tuples(d: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+_LARGE = WorldConfig(
+    size="large",
+    days=30,
+    n_items=100_000,
+    n_users=40_000,
+    n_topics=32,
+    n_categories=8,
+    collab_clusters=24,
+    words_per_topic=40,
+    n_noise_words=500,
+    search_prob=0.1,
+    write_media=False,
+)
+
 SIZES: dict[str, WorldConfig] = {
     # a few hundred items, tens of thousands of impressions; used by the tests (whole generation < 10 s)
     "tiny": WorldConfig(size="tiny"),
@@ -127,32 +141,8 @@ SIZES: dict[str, WorldConfig] = {
         collab_clusters=12,
     ),
     # the scaling curve's middle point: large's shape with 9,000 users (~3M interactions), media on demand
-    "medium": WorldConfig(
-        size="medium",
-        days=30,
-        n_items=22_500,
-        n_users=9_000,
-        n_topics=32,
-        n_categories=8,
-        collab_clusters=24,
-        words_per_topic=40,
-        n_noise_words=500,
-        search_prob=0.1,
-        write_media=False,
-    ),
+    "medium": dataclasses.replace(_LARGE, size="medium", n_items=22_500, n_users=9_000),
     # scale test: >= 10M impressions, media rendered on demand from the seed
-    "large": WorldConfig(
-        size="large",
-        days=30,
-        n_items=100_000,
-        n_users=40_000,
-        n_topics=32,
-        n_categories=8,
-        collab_clusters=24,
-        words_per_topic=40,
-        n_noise_words=500,
-        search_prob=0.1,
-        write_media=False,
-    ),
+    "large": _LARGE,
 }
 """Preset configurations by size name."""
