@@ -97,19 +97,14 @@ def mine_twin(size: str, runs: Path, base: str = "large") -> dict[str, Any]:
 
 
 def size_row(size: str, runs: Path, base: str = "large") -> dict[str, Any]:
-    """Runs one size (its `sail run` and the mine twin in a subprocess) and reads its stages."""
-    from jobs.pipeline import run_pipeline
-
+    """Runs one size (its `sail run`, then the mine twin, each in its own process: a stage's peak memory is then
+    its own, not what an earlier size left in the process) and reads its stages."""
     cfg = scaling_config(size, runs, base)
+    args = ["--runs", str(runs), "--base", base]
     t0 = time.perf_counter()
-    run_pipeline(cfg, until="ranker")
+    subprocess.run([sys.executable, __file__, "--run-size", size, *args], check=True)
     wall = time.perf_counter() - t0
-    twin = subprocess.run(
-        [sys.executable, __file__, "--twin", size, "--runs", str(runs), "--base", base],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    twin = subprocess.run([sys.executable, __file__, "--twin", size, *args], check=True, capture_output=True, text=True)
     run_dir = Path(cfg.run_dir)
     stages = {}
     for name in STAGES:
@@ -210,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", default="large", help="the config whose stages run at each size")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--twin", default=None, help=argparse.SUPPRESS)  # internal: the mine twin of one size
+    p.add_argument("--run-size", default=None, help=argparse.SUPPRESS)  # internal: the `sail run` of one size
     args = p.parse_args(argv)
+    if args.run_size:
+        from jobs.pipeline import run_pipeline
+
+        run_pipeline(scaling_config(args.run_size, args.runs, args.base), until="ranker")
+        return 0
     if args.twin:
         print(json.dumps(mine_twin(args.twin, args.runs, args.base)), flush=True)
         return 0
