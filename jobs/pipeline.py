@@ -182,9 +182,8 @@ class RankerSection:
     nproc: int = 1  # TorchRec training processes: 1 trains inside `sail run`; N > 1 launches N torchrun ranks on this
     # machine (gloo on the CPU), each on batch_size / N of every batch (batch_size must divide by N)
     lgbm_threads: int = 2  # LightGBM threads (it scales well on an otherwise idle machine)
-    item_id_dropout: float = 0.1  # TorchRec: share of train rows whose item id is replaced by the OOV row (residual:
-    # the variants' only, each dropped row on control's logits for an unknown item; 0.1 picked on the valid days,
-    # benchmarks/results/ranker_knobs/)
+    item_id_dropout: float = 0.0  # TorchRec: share of train rows whose item id is replaced by the OOV row (residual:
+    # a variant's dropped row takes control's logits for an unknown item)
     sid_levels: int = 0  # semantic-ID levels the sid variants use, coarse first (0: every level of [features]);
     # fine levels are nearly one code per item, i.e. a second item id
     sail_dropout: float = 0.0  # TorchRec: share of train rows whose SAIL vector and semantic IDs are hidden (as an

@@ -142,9 +142,10 @@ def run_variants(
     on the demo moves test AUC by about as much as the features under test. LightGBM is deterministic.
 
     residual: every variant but control is trained as a residual on control's logits (control of the same seed;
-    see recsys.train), so control trains first and must be among the variants. The TorchRec item-id dropout
-    (`item_id_dropout` in train_kwargs) is then the corrections': control trains on every id, and a dropped row of
-    a variant takes control's logits for an unknown item as its base."""
+    see recsys.train), so control trains first and must be among the variants. With the TorchRec item-id dropout
+    (`item_id_dropout` in train_kwargs) control learns to rank an item it has no id for from its other features,
+    and a dropped row of a variant takes control's logits for an unknown item as its base: the correction learns
+    only what its own features add for such items."""
     from recsys.distributed import init_distributed, shutdown
     from recsys.lgbm import LgbmConfig, train_lgbm
     from recsys.train import TrainConfig, train_ranker
@@ -161,7 +162,7 @@ def run_variants(
         if not residual:
             return {}
         if v == "control":
-            return {"save_logits": True, **({"item_id_dropout": 0.0} if trainer == "torchrec" else {})}
+            return {"save_logits": True}
         return {"base_dir": member_dir(trainer, "control", k)}
 
     env = init_distributed()

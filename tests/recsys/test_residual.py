@@ -175,14 +175,3 @@ def test_a_dropped_item_id_takes_the_base_s_cold_logits(samples, control):
     want = np.where(drop[:, None], base["train_cold"][idx], base["train"][idx])
     np.testing.assert_allclose(batch.offset.numpy(), want)
     np.testing.assert_allclose(make_batch(splits.train, idx, spec).offset.numpy(), base["train"][idx])
-
-
-def test_residual_item_id_dropout_is_the_variants_only(samples, tmp_path):
-    from recsys.cli import run_variants
-
-    kw = {"ranker": SMALL, "batch_size": 128, "eval_batch_size": 4096, "epochs": 1, "item_id_dropout": 0.3}
-    run_variants(samples, tmp_path, ["control", "emb"], ["torchrec"], kw, {}, n_boot=10, residual=True)
-    config = {
-        v: json.loads((tmp_path / "torchrec" / v / "train.json").read_text())["config"] for v in ("control", "emb")
-    }
-    assert config["control"]["item_id_dropout"] == 0.0 and config["emb"]["item_id_dropout"] == 0.3
