@@ -65,10 +65,13 @@ def build_spark(
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     if driver_memory:
         builder = builder.config("spark.driver.memory", driver_memory)
-    if master and master.startswith("spark://") and master[8:].split(":")[0] in ("127.0.0.1", "localhost"):
-        # a cluster on this machine (scripts/spark-cluster.sh): the driver listens on loopback only, as it does
+    local = bool(master) and master.startswith("local")
+    if local or (master and master.startswith("spark://") and master[8:].split(":")[0] in ("127.0.0.1", "localhost")):
+        # local mode or a cluster on this machine (scripts/spark-cluster.sh): the driver's RPC and block manager
+        # listen on loopback only (by default they bind to the address the host name resolves to)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-    if master and master.startswith("local"):  # cluster runs keep their own logging and JVM set-up
+    if local:  # cluster runs keep their own logging and JVM set-up
         log4j = Path(__file__).with_name("log4j2.properties")
         # The throughput collector: a local job is batch work in one JVM on a few cores, where G1's concurrent
         # marking competes with the tasks (pair mining at 20M events: about 5% faster, benchmarks/mine_pairs.py).

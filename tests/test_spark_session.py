@@ -1,6 +1,9 @@
 """The shared Spark session works and uses the contracts' types."""
 
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from core import contracts as K
 
@@ -15,7 +18,6 @@ def test_session_round_trips_a_contract_table(spark):
 
 
 def test_a_local_session_logs_errors_only_through_the_shipped_log4j_file(spark):
-    from pathlib import Path
     from urllib.parse import urlparse
 
     opts = spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
@@ -24,3 +26,39 @@ def test_a_local_session_logs_errors_only_through_the_shipped_log4j_file(spark):
     assert "rootLogger.level = error" in props
     level = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getRootLogger().getLevel().toString()
     assert level == "ERROR"
+
+
+LOOPBACK = {"tcp": {"0100007F"}, "tcp6": {"0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}}
+"""127.0.0.1 as /proc/net/tcp writes it; ::ffff:127.0.0.1 and ::1 as /proc/net/tcp6 does."""
+
+
+def _listening(pid: int) -> list[tuple[str, str]]:
+    """(table, address) of every listening TCP socket the process holds, from /proc."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:
+                out.append((table, f[1].split(":")[0]))
+    return out
+
+
+def test_a_local_session_listens_on_loopback_only(spark):
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux's /proc")
+    # the driver's RPC and block manager (by default on the address the host name resolves to) and py4j
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.driver.host") == "127.0.0.1" and conf.get("spark.driver.bindAddress") == "127.0.0.1"
+    sockets = _listening(spark.sparkContext._gateway.proc.pid)
+    assert len(sockets) >= 2, sockets
+    assert all(addr in LOOPBACK[table] for table, addr in sockets), sockets
