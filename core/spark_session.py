@@ -31,6 +31,14 @@ def local_shuffle_partitions() -> int:
     return 4 * (os.cpu_count() or 2)
 
 
+def local_driver_memory() -> str:
+    """The JVM heap of a local session when none is given: 40% of this machine's memory, 1 to 32 GB. In local mode
+    every task runs in the driver, and Spark's default of 1 GB makes the large world's ranking-sample join spill
+    for twenty minutes or fail (SparkOutOfMemoryError while spilling)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(1, min(32, int(0.4 * total / 2**30)))}g"
+
+
 def build_spark(
     app_name: str = "sail",
     master: str | None = "local[*]",
@@ -40,7 +48,8 @@ def build_spark(
 ):
     """A SparkSession with adaptive query execution on and UTC as the session time zone.
 
-    `master=None` leaves the master to `spark-submit` (cluster runs); `local[*]` is the single-machine default.
+    `master=None` leaves the master to `spark-submit` (cluster runs); `local[*]` is the single-machine default. A
+    local session gets `local_driver_memory()` unless `driver_memory` says otherwise, and listens on loopback only.
     """
     check_java()
     # Python workers must run this interpreter (the venv's), not whatever `python3` is on PATH.
@@ -63,9 +72,11 @@ def build_spark(
         shuffle_partitions = local_shuffle_partitions()
     if shuffle_partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    local = bool(master) and master.startswith("local")
+    if driver_memory is None and local:
+        driver_memory = local_driver_memory()
     if driver_memory:
         builder = builder.config("spark.driver.memory", driver_memory)
-    local = bool(master) and master.startswith("local")
     if local or (master and master.startswith("spark://") and master[8:].split(":")[0] in ("127.0.0.1", "localhost")):
         # local mode or a cluster on this machine (scripts/spark-cluster.sh): the driver's RPC and block manager
         # listen on loopback only (by default they bind to the address the host name resolves to)

@@ -129,7 +129,7 @@ class MiningConfig:
     ts_until: datetime | None = None  # and ts < this (UTC); None: up to the end of the log
     master: str | None = "local[*]"  # Spark master; None leaves it to spark-submit
     shuffle_partitions: int | None = None  # spark.sql.shuffle.partitions; None: Spark's default (AQE coalesces)
-    driver_memory: str | None = None  # spark.driver.memory for local runs, e.g. "8g"; None: Spark's default
+    driver_memory: str | None = None  # spark.driver.memory for local runs, e.g. "8g"; None: 40% of the RAM
     output_files: int | None = None  # files per output table (Spark repartition); None: let Spark/AQE decide
 
     def __post_init__(self) -> None:

@@ -62,3 +62,16 @@ def test_a_local_session_listens_on_loopback_only(spark):
     sockets = _listening(spark.sparkContext._gateway.proc.pid)
     assert len(sockets) >= 2, sockets
     assert all(addr in LOOPBACK[table] for table, addr in sockets), sockets
+
+
+def test_a_local_session_gets_a_share_of_the_machine_s_memory(spark):
+    import os
+
+    from core.spark_session import local_driver_memory
+
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    want = local_driver_memory()
+    assert want == f"{max(1, min(32, int(0.4 * ram_gb)))}g"
+    assert spark.sparkContext.getConf().get("spark.driver.memory") == want
+    heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**30
+    assert heap > 0.8 * int(want[:-1])  # the JVM was started with it (not Spark's 1 GB default)
