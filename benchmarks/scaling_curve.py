@@ -96,18 +96,23 @@ def mine_twin(size: str, runs: Path, base: str = "large") -> dict[str, Any]:
     }
 
 
-def size_row(size: str, runs: Path, base: str = "large") -> dict[str, Any]:
+def size_row(size: str, runs: Path, base: str = "large", run: bool = True) -> dict[str, Any]:
     """Runs one size (its `sail run`, then the mine twin, each in its own process: a stage's peak memory is then
-    its own, not what an earlier size left in the process) and reads its stages."""
+    its own, not what an earlier size left in the process) and reads its stages. run=False: reads the stages the
+    size's run directory finished (the others recorded as not finished) and runs only the twin."""
     cfg = scaling_config(size, runs, base)
     args = ["--runs", str(runs), "--base", base]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--run-size", size, *args], check=True)
-    wall = time.perf_counter() - t0
+    if run:
+        subprocess.run([sys.executable, __file__, "--run-size", size, *args], check=True)
+    wall = time.perf_counter() - t0 if run else None
     twin = subprocess.run([sys.executable, __file__, "--twin", size, *args], check=True, capture_output=True, text=True)
     run_dir = Path(cfg.run_dir)
-    stages = {}
+    stages: dict[str, dict[str, Any]] = {}
     for name in STAGES:
+        if not (run_dir / name / "_SUCCESS").exists():
+            stages[name] = {"seconds": None, "peak_rss_mb": None, "status": "not finished"}
+            continue
         meta = json.loads((run_dir / name / "stage.json").read_text())
         stages[name] = {"seconds": round(float(meta["seconds"]), 2), "peak_rss_mb": meta.get("peak_rss_mb")}
     stages["mine (polars twin)"] = json.loads(twin.stdout.strip().splitlines()[-1])
@@ -135,6 +140,8 @@ def growth(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for a, b in zip(rows, rows[1:], strict=False):
         for stage, driver in DRIVERS.items():
             ta, tb = a["stages"][stage]["seconds"], b["stages"][stage]["seconds"]
+            if ta is None or tb is None:  # a stage one of the sizes did not finish
+                continue
             size_ratio = b["drivers"][driver] / a["drivers"][driver]
             time_ratio = tb / ta if ta > 0 else float("inf")
             quotient = time_ratio / size_ratio
@@ -160,6 +167,12 @@ def twin_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def _cells(stage: dict[str, Any]) -> str:
+    if stage["seconds"] is None:
+        return "not finished | —"
+    return f"{stage['seconds']:.1f} | {stage['peak_rss_mb']}"
+
+
 def markdown(payload: dict[str, Any]) -> str:
     rows = payload["sizes"]
     head = " | ".join(f"{r['size']} s | {r['size']} MB" for r in rows)
@@ -170,6 +183,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"model, steps {'/'.join(map(str, STEPS))}, no retrieval table, control and +both rankers); the mine "
         f"stage ({payload['mine_engine']}) and its polars twin, in its own process, on the same validated log.",
         "",
+        *([payload["note"], ""] if payload.get("note") else []),
         "| driver | " + " | ".join(r["size"] for r in rows) + " |",
         "|---|" + "---|" * len(rows),
     ]
@@ -177,7 +191,7 @@ def markdown(payload: dict[str, Any]) -> str:
         lines.append(f"| {d} | " + " | ".join(f"{r['drivers'][d]:,}" for r in rows) + " |")
     lines += ["", f"| stage | grows with | {head} |", "|---|---|" + "---|---|" * len(rows)]
     for stage, driver in DRIVERS.items():
-        cells = " | ".join(f"{r['stages'][stage]['seconds']:.1f} | {r['stages'][stage]['peak_rss_mb']}" for r in rows)
+        cells = " | ".join(_cells(r["stages"][stage]) for r in rows)
         lines.append(f"| {stage} | {driver} | {cells} |")
     lines += [
         "",
@@ -204,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/scaling"))
     p.add_argument("--base", default="large", help="the config whose stages run at each size")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--read-only", action="store_true", help="read the finished stages of earlier runs, run only twins")
+    p.add_argument("--note", default="", help="a line for the Markdown (e.g. what else ran on the machine)")
     p.add_argument("--twin", default=None, help=argparse.SUPPRESS)  # internal: the mine twin of one size
     p.add_argument("--run-size", default=None, help=argparse.SUPPRESS)  # internal: the `sail run` of one size
     args = p.parse_args(argv)
@@ -217,12 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for size in (s for s in args.sizes.split(",") if s):
-        rows.append(size_row(size, args.runs, args.base))
+        rows.append(size_row(size, args.runs, args.base, run=not args.read_only))
         print(json.dumps({"size": size, "stages": rows[-1]["stages"]}), flush=True)
     payload = {
         "benchmark": "scaling_curve",
         "machine": describe_machine("pyspark", "polars", "torch", "torchrec"),
         "base_config": args.base,
+        "note": args.note,
         "sizes": rows,
         "growth": growth(rows),
         "mine_engine": rows[0]["config"]["mining"]["engine"] if rows else None,

@@ -64,3 +64,16 @@ def test_one_size_of_the_smoke_config_end_to_end(tmp_path):
         assert stage.height > 0
         assert_frame_equal(twin, stage, check_exact=False, rel_tol=1e-9)
     assert "| mine (polars twin) | interactions |" in out.with_suffix(".md").read_text()
+
+
+def test_a_stage_a_size_did_not_finish_is_left_out_of_the_ratios_and_shown():
+    a = _row("m", 3_000, 400, 1_000, {"ranker": 100.0})
+    b = _row("l", 14_000, 1_000, 4_000, {})
+    b["stages"]["ranker"] = {"seconds": None, "peak_rss_mb": None, "status": "not finished"}
+    stages = {g["stage"] for g in scaling_curve.growth([a, b])}
+    assert "ranker" not in stages and "mine" in stages
+    md = scaling_curve.markdown(
+        {"machine": {"code": {"commit": "abc1234"}}, "base_config": "large", "mine_engine": "spark", "sizes": [a, b],
+         "growth": scaling_curve.growth([a, b]), "mine_over_polars_twin": scaling_curve.twin_ratios([a, b])}
+    )  # fmt: skip
+    assert "| ranker | ranker_train_rows | 100.0 | 100 | not finished | — |" in md
