@@ -161,3 +161,27 @@ class PeakRss:
         if self._thread is not None:
             self._thread.join()
         self._sample()
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[str, str]]:
+    """(table, address) of every listening TCP socket the processes hold, from Linux's /proc: table "tcp" or "tcp6",
+    the address as /proc/net writes it (127.0.0.1 is "0100007F"; ::ffff:127.0.0.1 "0000000000000000FFFF00000100007F").
+    Used to check that a server (Spark's driver, torchrun's store, gloo) listens on loopback only."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # the process has exited
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    out = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                out.append((table, f[1].split(":")[0]))
+    return out

@@ -22,18 +22,7 @@ _RANK_SCRIPT = """
 import os, sys
 import torch.distributed as dist
 
-
-def socket_inodes(pid):
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            out.add(link[8:-1])
-    return out
-
+from core.machine import listening_sockets
 
 dist.init_process_group("gloo")
 dist.barrier()
@@ -43,12 +32,8 @@ if dist.get_rank() == 0:  # every listening socket of the launcher and of its ra
         int(p) for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{p}/stat").read().split(")")[-1].split()[1]
         == str(launcher)
     ]
-    inodes = set().union(*(socket_inodes(p) for p in pids))
-    for table in ("tcp", "tcp6"):
-        for line in open(f"/proc/net/{table}").read().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and f[9] in inodes:
-                print("LISTEN", table, f[1].split(":")[0], flush=True)
+    for table, addr in listening_sockets(pids):
+        print("LISTEN", table, addr, flush=True)
     print("THREADS", os.environ["OMP_NUM_THREADS"], flush=True)
 dist.barrier()
 if dist.get_rank() == 1:

@@ -32,34 +32,15 @@ LOOPBACK = {"tcp": {"0100007F"}, "tcp6": {"0000000000000000FFFF00000100007F", "0
 """127.0.0.1 as /proc/net/tcp writes it; ::ffff:127.0.0.1 and ::1 as /proc/net/tcp6 does."""
 
 
-def _listening(pid: int) -> list[tuple[str, str]]:
-    """(table, address) of every listening TCP socket the process holds, from /proc."""
-    import os
-
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    out = []
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and f[9] in inodes:
-                out.append((table, f[1].split(":")[0]))
-    return out
-
-
 def test_a_local_session_listens_on_loopback_only(spark):
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs Linux's /proc")
     # the driver's RPC and block manager (by default on the address the host name resolves to) and py4j
     conf = spark.sparkContext.getConf()
     assert conf.get("spark.driver.host") == "127.0.0.1" and conf.get("spark.driver.bindAddress") == "127.0.0.1"
-    sockets = _listening(spark.sparkContext._gateway.proc.pid)
+    from core.machine import listening_sockets
+
+    sockets = listening_sockets([spark.sparkContext._gateway.proc.pid])
     assert len(sockets) >= 2, sockets
     assert all(addr in LOOPBACK[table] for table, addr in sockets), sockets
 
