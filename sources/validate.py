@@ -472,6 +472,7 @@ def validate_stream(
     source: str,
     batch_rows: int,
     dest: Path,
+    rows: int | None = None,
 ) -> tuple[pl.DataFrame, TableReport]:
     """`split_valid` of the table at `path` (an event table: no media references are judged) in batches of at most
     `batch_rows` rows: the valid rows are written to `dest` (`write_table`, chunk by chunk, in input order), the
@@ -480,7 +481,7 @@ def validate_stream(
     Two passes over the table. The first judges every rule but `duplicate_key` (each looks at one row) and finds
     the duplicates among the rows that pass them (`_duplicate_rows`, which spills their keys beside `dest`); the
     second judges each batch again, marks its duplicates and splits it. Neither holds more than one batch of whole
-    rows.
+    rows. `rows`: the table's row count where the caller has it (else read from the parquet footers).
     """
 
     def judged_batches() -> Iterator[tuple[int, int, pl.DataFrame]]:
@@ -494,7 +495,8 @@ def validate_stream(
         work = dest.parent / f".{dest.name}.keys"
         try:
             judged = (j for _, _, j in judged_batches())
-            dup_rows = _duplicate_rows(judged, schema, table_rows(path, schema), batch_rows, work)
+            n = table_rows(path, schema) if rows is None else rows
+            dup_rows = _duplicate_rows(judged, schema, n, batch_rows, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -625,7 +627,9 @@ def validate_dataset(
                 continue
             schema = K.ALL_TABLES[name]
             src = data_dir / name
-            q, reports[name] = validate_stream(src, schema, ctx, str(src), cfg.batch_rows, staging / name)
+            q, reports[name] = validate_stream(
+                src, schema, ctx, str(src), cfg.batch_rows, staging / name, rows=rows_in[name]
+            )
             quarantined.append(q)
 
         # The quarantine and the counts are written whatever happens, so a failed run can be inspected.
