@@ -72,6 +72,11 @@ def code_version() -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+def ram_bytes() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def describe_machine(*packages: str, **extra: Any) -> dict[str, Any]:
     """CPU (model, family, SIMD extensions), cores, RAM, Python, platform, load average now, `packages`' versions,
     and the code's git commit (`code_version`)."""
@@ -79,7 +84,7 @@ def describe_machine(*packages: str, **extra: Any) -> dict[str, Any]:
         "code": code_version(),
         **cpu_info(),
         "cores": os.cpu_count(),
-        "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "ram_gib": round(ram_bytes() / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average_at_start": list(os.getloadavg()),

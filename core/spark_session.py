@@ -35,8 +35,9 @@ def local_driver_memory() -> str:
     """The JVM heap of a local session when none is given: 40% of this machine's memory, 1 to 32 GB. In local mode
     every task runs in the driver, and with Spark's default of 1 GB all but a sliver of a large join spills to local
     disk (the large world's ranking samples took 19 minutes at 1 GB)."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return f"{max(1, min(32, int(0.4 * total / 2**30)))}g"
+    from core.machine import ram_bytes
+
+    return f"{max(1, min(32, int(0.4 * ram_bytes() / 2**30)))}g"
 
 
 def build_spark(
