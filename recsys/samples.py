@@ -11,8 +11,11 @@ Point-in-time rules (what "known at impression time" means here)
   the row joined to an impression at ts is the one whose interval holds ts (the latest row with
   event_timestamp <= ts). A row stamped after ts is never joined; an impression with no valid row gets nulls.
   `user_hist_sim` uses, for each recent item, its row valid at the impression's ts too.
-The interval join is an equi-join on item_id with a range condition (one match at most), so it needs no
-group-by; the feature table is broadcast (it has one row per item and version).
+The feature table has one row per item and version, so it is collected once and broadcast, and every partition
+looks rows up per batch of impressions (`recsys.feature_lookup`): no join and no shuffle, whatever the number of
+recent items. `sail_engine="join"` keeps the plain Spark formulation (an interval join per target and per recent
+item, then a group-by per impression) as the reference the lookup is tested and benchmarked against. Rows before
+`train_start` are dropped before any SAIL feature is attached.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ from pathlib import Path
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from core.contracts import INTERACTIONS, ITEM_FEATURES, ITEMS, RANKING_SAMPLES
+from recsys.feature_lookup import SAIL_COLUMNS, FeatureRows
 from recsys.features import RANKING_SAMPLES_EXT
+
+SAIL_ENGINES = ("lookup", "join")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class SamplesConfig:
     # Matryoshka prefix: the model trains its losses on it); None: the whole vector
     master: str | None = "local[2]"  # Spark master; None: leave it to spark-submit
     shuffle_partitions: int = 8
+    sail_engine: str = "lookup"  # "lookup" (broadcast feature rows, no shuffle) or "join" (the plain Spark reference)
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,26 @@ def add_history_similarity(impressions: DataFrame, intervals: DataFrame, dim: in
     return impressions.join(sums, "event_id", "left").withColumn("user_hist_sim", sim.cast("float")).drop("_s")
 
 
+def attach_sail_features(impressions: DataFrame, rows: FeatureRows) -> DataFrame:
+    """Adds sail_embedding, semantic_ids, sail_model_version and user_hist_sim (as `join_item_features_pit` and
+    `add_history_similarity` define them) in one pass over each partition: `rows` is broadcast and looked up per
+    Arrow batch. The rows keep their partitioning and order."""
+    import pyarrow as pa
+
+    bc = impressions.sparkSession.sparkContext.broadcast(rows)
+    ext = {f.name: f for f in RANKING_SAMPLES_EXT.to_spark().fields}
+    schema = StructType([*impressions.schema.fields, *(ext[c] for c in SAIL_COLUMNS)])
+    names = [*impressions.columns, *SAIL_COLUMNS]
+
+    def with_sail(batches):
+        lookup = bc.value
+        for b in batches:
+            extra = lookup.sail_columns(b.column("item_id"), b.column("ts"), b.column("user_recent_items"))
+            yield pa.RecordBatch.from_arrays([*b.columns, *extra], names=names)
+
+    return impressions.mapInArrow(with_sail, schema)
+
+
 def add_null_sail_columns(impressions: DataFrame) -> DataFrame:
     """The SAIL columns as typed nulls (no feature table given)."""
     return (
@@ -269,23 +297,33 @@ def build_ranking_samples(
     model_version: str | None = None,
     embedding_dim: int = 0,
     train_start: dt.date | None = None,
+    sail_engine: str = "lookup",
 ) -> DataFrame:
-    """Interactions + items (+ ITEM_FEATURES) -> RANKING_SAMPLES_EXT rows (exactly its columns)."""
+    """Interactions + items (+ ITEM_FEATURES) -> RANKING_SAMPLES_EXT rows (exactly its columns).
+
+    sail_engine: "lookup" (the feature rows broadcast and looked up per batch; collects the feature intervals) or
+    "join" (the plain Spark reference; `embedding_dim` <= 0 leaves user_hist_sim null there).
+    """
+    if sail_engine not in SAIL_ENGINES:
+        raise ValueError(f"sail_engine must be one of {SAIL_ENGINES}, got {sail_engine!r}")
     df = (
         interactions.transform(add_calendar)
         .transform(add_item_attributes, items)
         .transform(add_prior_counters)
         .transform(add_recent_positives, recent_len)
+        .transform(add_labels_and_split, valid_start, test_start, train_start)
     )
     if item_features is None:
         df = df.transform(add_null_sail_columns)
     else:
         intervals = feature_validity_intervals(select_feature_version(item_features, model_version))
-        df = df.transform(join_item_features_pit, intervals)
-        df = df.transform(add_history_similarity, intervals, embedding_dim) if embedding_dim > 0 else df
-        if embedding_dim <= 0:
-            df = df.withColumn("user_hist_sim", F.lit(None).cast("float"))
-    df = df.transform(add_labels_and_split, valid_start, test_start, train_start)
+        if sail_engine == "lookup":
+            df = df.transform(attach_sail_features, FeatureRows.from_arrow(intervals.toArrow()))
+        else:
+            df = df.transform(join_item_features_pit, intervals)
+            df = df.transform(add_history_similarity, intervals, embedding_dim) if embedding_dim > 0 else df
+            if embedding_dim <= 0:
+                df = df.withColumn("user_hist_sim", F.lit(None).cast("float"))
     return df.select(*RANKING_SAMPLES_EXT.names)
 
 
@@ -335,6 +373,7 @@ def run(cfg: SamplesConfig, spark: SparkSession | None = None) -> SamplesResult:
         model_version=version,
         embedding_dim=dim,
         train_start=cfg.train_start,
+        sail_engine=cfg.sail_engine,
     )
     ext_path = cfg.out_dir / "ranking_samples_ext"
     core_path = cfg.out_dir / "ranking_samples"

@@ -158,3 +158,48 @@ def test_matryoshka_prefix_is_the_renormalised_head(spark):
     df = spark.createDataFrame(rows, "item_id long, embedding array<float>")
     got = {r["item_id"]: r["e"] for r in df.select("item_id", matryoshka_prefix("embedding", 2).alias("e")).collect()}
     assert got[1] == pytest.approx([0.6, 0.8]) and got[2] == [0.0, 0.0] and got[3] is None
+
+
+def test_lookup_engine_equals_the_spark_join_reference(spark):
+    """Random log and feature rows (several rows per item, some stamped mid-log, some items without any): the
+    broadcast lookup gives the plain Spark join's rows, vectors and history similarity."""
+    rng = np.random.default_rng(11)
+    n_items, dim = 30, 5
+    items = spark.createDataFrame(
+        [(i, _ts(1, 0), 100 + i % 4, "c", f"t{i}", None, None, [], 5000, None, [], None) for i in range(n_items)],
+        ITEMS.to_spark(),
+    )
+    imps = []
+    for k in range(600):
+        day, hour, minute = int(rng.integers(1, 9)), int(rng.integers(0, 24)), int(rng.integers(0, 60))
+        imps.append(_imp(f"e{k}", int(rng.integers(0, 25)), int(rng.integers(0, n_items)), _ts(day, hour, minute),
+                         bool(rng.random() < 0.4)))  # fmt: skip
+    interactions = spark.createDataFrame(imps, INTERACTIONS.to_spark())
+    feats = []
+    for i in range(n_items - 5):  # the last five items have no row
+        for d in sorted(rng.choice(np.arange(1, 8), size=int(rng.integers(1, 4)), replace=False)):
+            feats.append((i, rng.normal(size=dim).astype(np.float32).tolist(), [i, int(d)], "v", _ts(int(d), 12),
+                          _ts(9, 0)))  # fmt: skip
+    features = spark.createDataFrame(feats, ITEM_FEATURES.to_spark())
+    kw = dict(valid_start=dt.date(2025, 3, 6), test_start=dt.date(2025, 3, 7), recent_len=3, embedding_dim=dim,
+              train_start=dt.date(2025, 3, 3))  # fmt: skip
+    got = {
+        engine: {
+            r["event_id"]: r
+            for r in build_ranking_samples(interactions, items, features, sail_engine=engine, **kw).collect()
+        }  # fmt: skip
+        for engine in ("lookup", "join")
+    }
+    assert got["lookup"].keys() == got["join"].keys() and len(got["join"]) > 300
+    sims = 0
+    for eid, want in got["join"].items():
+        row = got["lookup"][eid]
+        for col in RANKING_SAMPLES_EXT.names:
+            if col == "user_hist_sim" and want[col] is not None:
+                assert row[col] == pytest.approx(want[col], rel=1e-5, abs=1e-6)
+                sims += 1
+            else:
+                assert row[col] == want[col], (eid, col)
+    assert sims > 100  # the comparison covered rows with a history similarity
+    with pytest.raises(ValueError, match="sail_engine"):
+        build_ranking_samples(interactions, items, features, sail_engine="hash", **kw)
