@@ -12,6 +12,7 @@ evaluated model's row was computed from, relative to --out).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from recsys.features import VARIANTS
 
 
 def main_build_ranking_data(argv: Sequence[str]) -> int:
-    from recsys.samples import SamplesConfig, run
+    from recsys.samples import SAIL_ENGINES, SamplesConfig, run
     from recsys.standin import STANDIN_VERSION, write_standin_features
 
     p = argparse.ArgumentParser(prog="sail build-ranking-data", description="Point-in-time ranking samples (Spark).")
@@ -42,6 +43,26 @@ def main_build_ranking_data(argv: Sequence[str]) -> int:
     p.add_argument("--recent-len", type=int, default=10)
     p.add_argument("--valid-days", type=int, default=3)
     p.add_argument("--test-days", type=int, default=4)
+    p.add_argument(
+        "--train-start",
+        type=dt.date.fromisoformat,
+        default=None,
+        help="first day of the train split, YYYY-MM-DD (`sail run` uses the embedding cutoff's day, in "
+        "mine/mining.json); earlier impressions only feed counters and recent items (default: the log's first day)",
+    )
+    p.add_argument(
+        "--embedding-prefix",
+        type=int,
+        default=None,
+        help="carry the first N dims of each SAIL vector, re-normalised (`sail run`: [ranker] sail_dims)",
+    )
+    p.add_argument(
+        "--sail-engine",
+        choices=SAIL_ENGINES,
+        default="lookup",
+        help="lookup: feature rows broadcast and looked up per batch; join: the plain Spark join (reference)",
+    )
+    p.add_argument("--shuffle-partitions", type=int, default=8)
     p.add_argument("--master", default="local[2]", help="Spark master ('' leaves it to spark-submit)")
     args = p.parse_args(argv)
     features = args.item_features
@@ -57,7 +78,11 @@ def main_build_ranking_data(argv: Sequence[str]) -> int:
             recent_len=args.recent_len,
             valid_days=args.valid_days,
             test_days=args.test_days,
+            train_start=args.train_start,
+            embedding_prefix=args.embedding_prefix,
             master=args.master or None,
+            shuffle_partitions=args.shuffle_partitions,
+            sail_engine=args.sail_engine,
         )
     )
     summary = {
@@ -68,6 +93,7 @@ def main_build_ranking_data(argv: Sequence[str]) -> int:
         "test_start": str(res.test_start),
         "feature_version": res.model_version,
         "embedding_dim": res.embedding_dim,
+        "train_start": None if res.train_start is None else str(res.train_start),
     }
     print(json.dumps(summary, indent=2))
     return 0

@@ -20,10 +20,7 @@ item, then a group-by per impression) as the reference the lookup is tested and 
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -382,33 +379,3 @@ def run(cfg: SamplesConfig, spark: SparkSession | None = None) -> SamplesResult:
     write_contract_table(ext, RANKING_SAMPLES, str(core_path))
     rows = {r["split"]: int(r["count"]) for r in ext.groupBy("split").count().collect()}
     return SamplesResult(ext_path, core_path, rows, valid_start, test_start, cfg.train_start, version, dim)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sail build-ranking-data", description="Build point-in-time ranking samples.")
-    p.add_argument("--data", required=True, type=Path, help="data set directory (interactions/, items/)")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--item-features", type=Path, default=None, help="ITEM_FEATURES table directory")
-    p.add_argument("--model-version", default=None)
-    p.add_argument("--recent-len", type=int, default=10)
-    p.add_argument("--valid-days", type=int, default=3)
-    p.add_argument("--test-days", type=int, default=4)
-    p.add_argument("--master", default=os.environ.get("SAIL_SPARK_MASTER", "local[2]"))
-    args = p.parse_args(argv)
-    res = run(
-        SamplesConfig(
-            data_dir=args.data,
-            out_dir=args.out,
-            item_features_dir=args.item_features,
-            model_version=args.model_version,
-            recent_len=args.recent_len,
-            valid_days=args.valid_days,
-            test_days=args.test_days,
-            master=args.master or None,
-        )
-    )
-    print(
-        f"ranking samples: {res.rows} (valid from {res.valid_start}, test from {res.test_start}, "
-        f"features {res.model_version or 'none'}, dim {res.embedding_dim}) -> {res.ext_path}"
-    )
-    return 0

@@ -213,3 +213,28 @@ def test_the_ranker_uses_its_own_sid_levels_or_every_level_of_the_features(tmp_p
     assert ranker_train_kwargs(cfg)["sid_levels"] == 1 and ranker_train_kwargs(cfg)["sail_dropout"] == 0.2
     assert ranker_variants_args(cfg, tmp_path, tmp_path).lgbm_kwargs["sid_levels"] == 1
     assert ranker_train_kwargs(load_config("smoke"))["sid_levels"] == 3
+
+
+def test_build_ranking_data_passes_what_sail_run_sets(monkeypatch, tmp_path, capsys):
+    """The by-hand samples command (docs/CLUSTER.md) can build what the ranking_samples stage builds: the train start
+    at the cutoff, the Matryoshka prefix and the engine reach `recsys.samples.run`."""
+    import datetime as dt
+
+    import recsys.samples as samples
+    from recsys.cli import main_build_ranking_data
+
+    seen = []
+
+    def fake_run(cfg):
+        seen.append(cfg)
+        return samples.SamplesResult(tmp_path / "e", tmp_path / "c", {"train": 1}, dt.date(2025, 3, 20),
+                                     dt.date(2025, 3, 23), cfg.train_start, "v", 64)  # fmt: skip
+
+    monkeypatch.setattr(samples, "run", fake_run)
+    argv = ["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--item-features", str(tmp_path / "f")]
+    main_build_ranking_data([*argv, "--train-start", "2025-03-12", "--embedding-prefix", "64", "--sail-engine", "join"])
+    cfg = seen[-1]
+    assert (cfg.train_start, cfg.embedding_prefix, cfg.sail_engine) == (dt.date(2025, 3, 12), 64, "join")
+    assert '"train_start": "2025-03-12"' in capsys.readouterr().out
+    main_build_ranking_data(argv)
+    assert (seen[-1].train_start, seen[-1].embedding_prefix, seen[-1].sail_engine) == (None, None, "lookup")
