@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -92,3 +94,50 @@ def build_spark(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def spark_running() -> bool:
+    """Whether this process has a live SparkContext (without importing PySpark when nothing did)."""
+    core = sys.modules.get("pyspark.core.context")
+    return core is not None and core.SparkContext._active_spark_context is not None
+
+
+def release_spark(timeout_s: float = 60.0) -> None:
+    """Stops this process's SparkContext and shuts down the JVM PySpark started for it.
+
+    `SparkSession.stop()` alone leaves the JVM running, with the heap it grew to (a local session's 40% of the
+    memory once a large job has filled it), for the rest of the process; the next session would reuse it. Here the
+    JVM is told to exit (PySpark's gateway exits when its stdin closes), so the memory goes back to the machine and
+    the next `build_spark` starts a fresh one. A JVM this process did not start (spark-submit's) is left alone.
+    """
+    from pyspark.core.context import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is not None:
+        sc.stop()
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None)
+    if gateway is None or proc is None:  # no JVM of ours (spark-submit launched this driver)
+        return
+    gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def spark_released_after() -> Iterator[None]:
+    """Releases (`release_spark`) a Spark session the block started, whether it succeeded or failed; a session that
+    was running before the block is left running (the test suite's shared one, a caller's own)."""
+    before = spark_running()
+    try:
+        yield
+    finally:
+        if not before and spark_running():
+            release_spark()

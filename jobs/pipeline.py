@@ -1470,6 +1470,7 @@ def run_pipeline(cfg: RunConfig, echo: Callable[[str], None] = print, until: str
 
 def _run_stages(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None], until: str | None) -> RunResult:
     from core.machine import code_version
+    from core.spark_session import spark_released_after
 
     code = code_hash()
     write_json_atomic(
@@ -1521,7 +1522,9 @@ def _run_stages(cfg: RunConfig, run_dir: Path, echo: Callable[[str], None], unti
         try:
             with atomic_dir(path) as tmp:
                 try:
-                    with PeakRss() as memory:  # this process and its children (Spark's JVM, torchrun ranks)
+                    # this process and its children (Spark's JVM, torchrun ranks); a Spark session the stage started
+                    # is shut down with its JVM at the end, so its heap does not stay held through later stages
+                    with PeakRss() as memory, spark_released_after():
                         metrics = stage.run(StageContext(cfg, run_dir, tmp, work, echo))
                 except StageSkipped as why:
                     skipped, metrics = str(why), {"reason": str(why)}

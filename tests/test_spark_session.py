@@ -56,3 +56,41 @@ def test_a_local_session_gets_a_share_of_the_machine_s_memory(spark):
     assert spark.sparkContext.getConf().get("spark.driver.memory") == want
     heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**30
     assert heap > 0.8 * int(want[:-1])  # the JVM was started with it (not Spark's 1 GB default)
+
+
+RELEASE_SCRIPT = """
+import json, os, sys
+from core.spark_session import build_spark, spark_released_after, spark_running
+from pyspark.core.context import SparkContext
+
+out = {}
+with spark_released_after():  # a session the block starts: stopped, and its JVM gone, at the end
+    build_spark("release-check", master="local[1]", driver_memory="512m").range(10).count()
+    jvm = SparkContext._gateway.proc
+out["first_jvm_exit"] = jvm.poll()
+out["running_after"] = spark_running()
+spark = build_spark("release-check", master="local[1]", driver_memory="512m")  # a fresh JVM works
+out["second_jvm_is_new"] = SparkContext._gateway.proc.pid != jvm.pid
+with spark_released_after():  # one running before the block: left alone
+    out["count"] = spark.range(5).count()
+out["kept"] = spark_running() and SparkContext._gateway.proc.poll() is None
+print(json.dumps(out))
+"""
+
+
+def test_a_session_a_block_started_is_shut_down_with_its_jvm(tmp_path):
+    """`sail run` releases a Spark session a stage started: the JVM exits (its heap goes back to the machine) and the
+    next stage starts a fresh one; a session running before (the test suite's) is left running."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("PYSPARK_SUBMIT_ARGS", None)
+    res = subprocess.run([sys.executable, "-c", RELEASE_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"first_jvm_exit": 0, "running_after": False, "second_jvm_is_new": True, "count": 5, "kept": True}
