@@ -100,11 +100,15 @@ class _PresortedAUC:
         order, self.starts, _ = _sorted_blocks(s)
         self.y_sorted = y[order]
         self.code_sorted = code[order]
+        self.tied = self.starts.shape[0] < y.shape[0]  # without ties every block is one row: no per-block sums
 
     def __call__(self, multiplicity: np.ndarray) -> float:
         w = multiplicity[self.code_sorted].astype(np.float64)  # rows' multiplicities, in score order
-        pos = np.add.reduceat(w * self.y_sorted, self.starts)  # per tie block
-        neg = np.add.reduceat(w, self.starts) - pos
+        pos = w * self.y_sorted
+        if self.tied:
+            pos = np.add.reduceat(pos, self.starts)  # per tie block
+            w = np.add.reduceat(w, self.starts)
+        neg = w - pos
         n_pos, n_neg = pos.sum(), neg.sum()
         if n_pos == 0 or n_neg == 0:
             raise ValueError("AUC is undefined: only one class present in the resample")
