@@ -27,8 +27,11 @@ Definitions (pinned)
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,9 +149,8 @@ def _draw_multiplicity(rng: np.random.Generator, n_clusters: int) -> np.ndarray:
     return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters))
 
 
-def _resample_indices(rng: np.random.Generator, code: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Row indices of one cluster resample: each row repeated by its cluster's multinomial multiplicity."""
-    mult = _draw_multiplicity(rng, n_clusters)
+def _resample_indices(mult: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Row indices of one cluster resample: each row repeated by its cluster's multiplicity."""
     return np.repeat(np.arange(code.shape[0]), mult[code])
 
 
@@ -206,13 +208,13 @@ def cluster_bootstrap(
     elif metric_fn is normalized_entropy and set(arrays) == {"labels", "probs"}:
         fast = _ClusterNE(arrays["labels"], arrays["probs"], code, n_clusters)
 
-    def draw() -> float:
+    def draw(mult: np.ndarray) -> float:
         if fast is not None:
-            return fast(_draw_multiplicity(rng, n_clusters))
-        idx = _resample_indices(rng, code, n_clusters)
+            return fast(mult)
+        idx = _resample_indices(mult, code)
         return float(metric_fn(**{name: a[idx] for name, a in arrays.items()}))
 
-    stats = _draws(n_boot, draw)
+    stats = _draws(n_boot, rng, n_clusters, draw, threads=FAST_PATH_THREADS if fast is not None else 1)
     return _percentile_interval(estimate, stats, alpha, n_boot - stats.size)
 
 
@@ -250,30 +252,48 @@ def paired_bootstrap_diff(
     if not ex and metric_fn in (auc, normalized_entropy):
         fast = (_fast_metric(metric_fn, y, a, code, n_clusters), _fast_metric(metric_fn, y, b, code, n_clusters))
 
-    def draw() -> float:
+    def draw(mult: np.ndarray) -> float:
         if fast is not None:
-            mult = _draw_multiplicity(rng, n_clusters)
             return fast[1](mult) - fast[0](mult)
-        idx = _resample_indices(rng, code, n_clusters)
+        idx = _resample_indices(mult, code)
         y_r, ex_r = y[idx], {k: v[idx] for k, v in ex.items()}
         return float(metric_fn(y_r, b[idx], **ex_r)) - float(metric_fn(y_r, a[idx], **ex_r))
 
-    diffs = _draws(n_boot, draw)
+    diffs = _draws(n_boot, rng, n_clusters, draw, threads=FAST_PATH_THREADS if fast is not None else 1)
     return _paired_result(metric_a, metric_b, diffs, alpha, n_boot - diffs.size)
 
 
-def _draws(n_boot: int, draw: Callable[[], float]) -> np.ndarray:
-    """The values of `n_boot` calls of `draw()`, leaving out the draws that raised ValueError (a resample on
-    which the metric is undefined, e.g. one class only); the caller reports n_boot - len as failed."""
-    out = np.empty(n_boot)
-    n_ok = 0
-    for _ in range(n_boot):
+FAST_PATH_THREADS = min(4, os.cpu_count() or 1)
+"""Threads that evaluate the resamples of the numpy fast paths (AUC, NE, slice gains: O(rows) each, GIL released)."""
+
+
+def _draws(
+    n_boot: int,
+    rng: np.random.Generator,
+    n_clusters: int,
+    draw: Callable[[np.ndarray], float],
+    threads: int = 1,
+) -> np.ndarray:
+    """draw(multiplicity) for `n_boot` cluster resamples, leaving out the draws that raised ValueError (a resample
+    on which the metric is undefined, e.g. one class only); the caller reports n_boot - len as failed.
+
+    The multiplicities are drawn from `rng` in order, a chunk at a time; with threads > 1 each chunk's draws are
+    evaluated in parallel threads. The values, and their order, are the same for any number of threads.
+    """
+
+    def one(mult: np.ndarray) -> float | None:
         try:
-            out[n_ok] = draw()
+            return draw(mult)
         except ValueError:
-            continue
-        n_ok += 1
-    return out[:n_ok]
+            return None
+
+    values: list[float | None] = []
+    chunk = 4 * max(1, threads)  # multiplicities held at once: chunk x n_clusters
+    with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+        for start in range(0, n_boot, chunk):
+            mults = [_draw_multiplicity(rng, n_clusters) for _ in range(min(chunk, n_boot - start))]
+            values.extend(pool.map(one, mults) if pool is not None else map(one, mults))
+    return np.asarray([v for v in values if v is not None], dtype=np.float64)
 
 
 def _paired_result(metric_a: float, metric_b: float, diffs: np.ndarray, alpha: float, n_failed: int) -> PairedDiff:
@@ -329,11 +349,10 @@ def slice_gain_difference(
 
     rng = np.random.default_rng(seed)
 
-    def draw() -> float:
-        mult = _draw_multiplicity(rng, n_clusters)
+    def draw(mult: np.ndarray) -> float:
         return gain("in", mult) - gain("out", mult)
 
-    diffs = _draws(n_boot, draw)
+    diffs = _draws(n_boot, rng, n_clusters, draw, threads=FAST_PATH_THREADS)
     return _paired_result(gains["out"], gains["in"], diffs, alpha, n_boot - diffs.size)
 
 
@@ -399,7 +418,7 @@ def gauc_bootstrap(
     estimate = _weighted_mean_of_drawn(values, weights, np.ones_like(weights))
     rng = np.random.default_rng(seed)
     stats = _draws(
-        n_boot, lambda: _weighted_mean_of_drawn(values, weights, _draw_multiplicity(rng, n_clusters)[cluster_of_group])
+        n_boot, rng, n_clusters, lambda mult: _weighted_mean_of_drawn(values, weights, mult[cluster_of_group])
     )
     return _percentile_interval(estimate, stats, alpha, n_boot - stats.size)
 
@@ -425,11 +444,11 @@ def paired_gauc_diff(
     metric_b = _weighted_mean_of_drawn(values_b, weights, ones)
     rng = np.random.default_rng(seed)
 
-    def draw() -> float:
-        drawn = _draw_multiplicity(rng, n_clusters)[cluster_of_group]
+    def draw(mult: np.ndarray) -> float:
+        drawn = mult[cluster_of_group]
         return _weighted_mean_of_drawn(values_b, weights, drawn) - _weighted_mean_of_drawn(values_a, weights, drawn)
 
-    diffs = _draws(n_boot, draw)
+    diffs = _draws(n_boot, rng, n_clusters, draw)
     return _paired_result(metric_a, metric_b, diffs, alpha, n_boot - diffs.size)
 
 

@@ -319,3 +319,28 @@ def test_slice_gain_difference_equals_four_materialised_aucs_per_resample():
     assert res.diff.estimate == pytest.approx(g_in - g_out, abs=1e-12) and res.diff.low > 0  # the larger cold gain
     with pytest.raises(ValueError, match="outside the slice is undefined"):
         slice_gain_difference(y, a, b, np.ones(y.size, bool), users, n_boot=5)
+
+
+def test_threaded_resamples_give_the_single_thread_values_in_order(monkeypatch):
+    """The fast paths evaluate resamples in threads; the draws come from the seed in order either way."""
+    import core.bootstrap as cb
+
+    rng = np.random.default_rng(23)
+    y, _, users = _auc_world(rng, 80, 6)
+    a = np.round(rng.normal(size=y.size) + 0.5 * y, 1)
+    b = a + 0.3 * y + 0.2 * rng.normal(size=y.size)
+    cold = rng.random(y.size) < 0.3
+    results = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(cb, "FAST_PATH_THREADS", threads)
+        results[threads] = (
+            cb.slice_gain_difference(y, a, b, cold, users, n_boot=37, seed=2),
+            cb.paired_bootstrap_diff(auc, y, a, b, users, n_boot=37, seed=2),
+            cb.cluster_bootstrap(auc, {"labels": y, "scores": b}, users, n_boot=37, seed=2),
+        )
+    assert results[1] == results[3]
+    _, code = np.unique(users, return_inverse=True)
+    fast = cb._PresortedAUC(y, b, code)
+    values = {t: cb._draws(37, np.random.default_rng(4), 80, fast, threads=t) for t in (1, 3)}
+    np.testing.assert_array_equal(values[1], values[3])
+    assert values[1].shape == (37,) and len(set(values[1].tolist())) > 30  # distinct resamples, in one order
