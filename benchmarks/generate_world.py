@@ -13,18 +13,15 @@ import argparse
 import datetime as dt
 import json
 import resource
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.machine import describe_machine, dir_bytes, run_measured  # noqa: E402
 
 
 def _child(size: str, seed: int, out: str) -> None:
@@ -45,51 +42,19 @@ def _child(size: str, seed: int, out: str) -> None:
     )
 
 
-def _tree_rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in KiB (0 once gone)."""
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                stack.extend(int(c) for c in f.read().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
-
-
-def _du(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def run_size(size: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"world-{size}-") as tmp:
         out = Path(tmp) / "world"
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", size, "--seed", str(seed), "--child-out", str(out)],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
+        run = run_measured(
+            [sys.executable, __file__, "--child", size, "--seed", str(seed), "--child-out", str(out)], cwd=ROOT
         )
-        peak = [0]
-
-        def sample() -> None:
-            while proc.poll() is None:
-                peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
-                time.sleep(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        stdout, _ = proc.communicate()
-        wall = time.perf_counter() - t0
-        sampler.join()
-        if proc.returncode != 0:
-            raise RuntimeError(f"generation of size {size!r} failed with exit code {proc.returncode}")
-        child = json.loads(stdout.strip().splitlines()[-1])
-        on_disk = _du(out)
+        wall = run.seconds
+        if run.returncode != 0:
+            raise RuntimeError(
+                f"generation of size {size!r} failed with exit code {run.returncode}:\n{run.stderr[-4000:]}"
+            )
+        child = json.loads(run.stdout.strip().splitlines()[-1])
+        on_disk = dir_bytes(out)
     impressions = child["rows"]["interactions"]
     return {
         "size": size,
@@ -99,7 +64,7 @@ def run_size(size: str, seed: int) -> dict:
         "stage_seconds": child["stage_seconds"],
         "rows": child["rows"],
         "impressions_per_second": round(impressions / child["seconds"]),
-        "peak_rss_tree_mb_sampled": round(peak[0] / 1024, 1),
+        "peak_rss_tree_mb_sampled": round(run.peak_rss / 2**20, 1),
         "peak_rss_generator_mb": child["ru_maxrss_self_mb"],
         "peak_rss_media_workers_mb": child["ru_maxrss_children_mb"],
         "bytes_on_disk": on_disk,

@@ -23,10 +23,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,10 +37,9 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.machine import describe_machine, run_measured  # noqa: E402
 from core import contracts as K  # noqa: E402
 from core.io import write_table  # noqa: E402
-from core.machine import tree_rss  # noqa: E402
 from core.spark_session import local_shuffle_partitions  # noqa: E402
 
 START = datetime(2025, 3, 3, tzinfo=UTC)
@@ -129,25 +126,10 @@ def run_engine(engine: str, data: Path, out: Path, spark_args: list[str]) -> dic
     cmd = [sys.executable, "-m", "mining.mine_pairs", "--engine", engine, "--data", str(data), "--out", str(out)]
     if engine == "spark":
         cmd += spark_args
-    peak = 0
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, tree_rss(proc.pid))
-            done.wait(0.2)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - t0
-    done.set()
-    th.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{engine} failed ({proc.returncode}):\n{stderr[-4000:]}")
+    run = run_measured(cmd, cwd=ROOT)
+    wall, peak = run.seconds, run.peak_rss
+    if run.returncode != 0:
+        raise RuntimeError(f"{engine} failed ({run.returncode}):\n{run.stderr[-4000:]}")
     counts = json.loads((out / "mining.json").read_text())
     mine_s = counts["seconds"]
     start_s = counts.get("spark_start_s", 0.0)

@@ -21,13 +21,10 @@ and .md, with the machine, the commit and each run's config.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,21 +32,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from benchmarks.machine import describe_machine, write_results  # noqa: E402
-from core.machine import tree_rss  # noqa: E402
+from benchmarks.machine import describe_machine, dir_bytes, run_measured, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ranking_samples.json"
 ENGINES = ("lookup", "join")
-
-
-def dir_bytes(path: Path) -> int:
-    """Bytes of the files under `path` (files may vanish while it is walked)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    return total
 
 
 def build_child(config: str, run_dir: Path, engine: str, out: Path) -> dict[str, Any]:
@@ -95,30 +81,16 @@ def measure(config: str, run_dir: Path, engine: str, scratch: Path) -> dict[str,
         p.mkdir(parents=True)
     cmd = [sys.executable, __file__, "--child", config, str(run_dir), engine, str(out), str(record)]
     env = {**os.environ, "SPARK_LOCAL_DIRS": str(local)}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = {"rss": 0, "local": 0}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak["rss"] = max(peak["rss"], tree_rss(proc.pid))
-            peak["local"] = max(peak["local"], dir_bytes(local))
-            done.wait(1.0)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    log, _ = proc.communicate()
-    done.set()
-    th.join()
+    run = run_measured(cmd, cwd=ROOT, env=env, merge_stderr=True, every=1.0, sample={"local": lambda: dir_bytes(local)})
+    log = run.stdout
     row: dict[str, Any] = {
         "run_dir": str(run_dir),
         "engine": engine,
-        "process_seconds": round(time.perf_counter() - t0, 1),
-        "peak_rss_mb": round(peak["rss"] / 2**20),
-        "peak_local_dir_mb": round(peak["local"] / 2**20),
+        "process_seconds": round(run.seconds, 1),
+        "peak_rss_mb": round(run.peak_rss / 2**20),
+        "peak_local_dir_mb": round(run.peaks["local"] / 2**20),
     }
-    if proc.returncode == 0 and record.exists():
+    if run.returncode == 0 and record.exists():
         row.update(json.loads(record.read_text()), status="ok")
     else:
         lines = [ln for ln in log.splitlines() if ln.strip()]

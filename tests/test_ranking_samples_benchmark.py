@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from benchmarks import ranking_samples as bench
+from benchmarks.machine import dir_bytes
 
 
 def _ok(engine: str, sim_sum: float, rows=None) -> dict:
@@ -37,4 +38,4 @@ def test_dir_bytes_counts_every_file_below(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x").write_bytes(b"12345")
     (tmp_path / "y").write_bytes(b"123")
-    assert bench.dir_bytes(tmp_path) == 8
+    assert dir_bytes(tmp_path) == 8
