@@ -179,6 +179,7 @@ class ItemStore:
     audio: list[torch.Tensor | None]  # per item (C, M, T) float16
     audio_frames: list[torch.Tensor | None]  # per item (C,) int64
     media_stats: dict[str, int] = field(default_factory=dict)
+    cache_dir: Path | None = None  # where build_item_store cached it; frozen text states are stored beside it
 
     def __post_init__(self) -> None:
         self.index = {int(i): k for k, i in enumerate(self.item_ids.tolist())}
@@ -281,7 +282,9 @@ def build_item_store(
         )
         path = Path(cache_dir) / f"items-{key}.safetensors"
         if path.exists():
-            return ItemStore.load(path)
+            store = ItemStore.load(path)
+            store.cache_dir = Path(cache_dir)
+            return store
     prep = Preprocessor(pre, media_root, seed=0)
     frames, audio, audio_frames = [], [], []
     for row in rows:
@@ -300,6 +303,7 @@ def build_item_store(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         store.save(path)
+        store.cache_dir = Path(cache_dir)
     return store
 
 

@@ -115,10 +115,18 @@ class ItemEncoder:
         threads: int = 1,
         device: str = "cpu",
         precision: str = "fp32",
+        text_states_dir: str | os.PathLike | None = None,
     ) -> ItemEncoder:
+        """`text_states_dir`: a cache directory holding the frozen text states of the catalogue (written by the
+        trainer, `embedding.text_states`); used when its fingerprint matches the model's text tower."""
+        from embedding.text_states import open_text_states
+
         torch.set_num_threads(threads)
         loaded = load_embedding_model(path)
-        return cls(loaded.model, loaded.cfg, media_root, loaded.use_audio, batch_size, threads, device, precision)
+        enc = cls(loaded.model, loaded.cfg, media_root, loaded.use_audio, batch_size, threads, device, precision)
+        max_tokens = loaded.cfg.preprocess.max_text_tokens
+        open_text_states(enc.model.text_tower, enc.tokenizer, max_tokens, text_states_dir)
+        return enc
 
     def preprocess(self, items: pa.Table | pd.DataFrame | Sequence[dict[str, Any]]) -> list[ItemInputs]:
         return self.preprocess_with_reasons(items)[0]
@@ -175,7 +183,10 @@ def sail_embedder(
     threads: int = 1,
     device: str = "cpu",
     precision: str = "fp32",
+    text_states_dir: str | None = None,
 ) -> SailEmbedder:
     """Factory for `EmbedderSpec("embedding.infer:sail_embedder", {"model_path": ..., "media_root": ...})`."""
-    enc = ItemEncoder.from_checkpoint(Path(model_path), media_root, batch_size, threads, device, precision)
+    enc = ItemEncoder.from_checkpoint(
+        Path(model_path), media_root, batch_size, threads, device, precision, text_states_dir
+    )
     return SailEmbedder(enc, dims)

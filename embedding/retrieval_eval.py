@@ -361,10 +361,12 @@ def model_method(
     from embedding.device import resolve_device
     from embedding.infer import embed_item_inputs
     from embedding.preprocess import ItemInputs, build_tokenizer
+    from embedding.text_states import open_text_states
 
     lm = load_embedding_model(path)
     model = lm.model.to(resolve_device(device))
     tok = build_tokenizer(lm.cfg.text)
+    open_text_states(model.text_tower, tok, lm.cfg.preprocess.max_text_tokens, store.cache_dir)
     d = lm.cfg.embed_dim
     inputs = store.inputs(range(len(store)), audio=lm.use_audio)
     desc = f"embed catalogue ({Path(path).parent.name}/{Path(path).name})"

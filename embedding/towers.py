@@ -79,7 +79,8 @@ class TextTower(nn.Module):
 
     Frozen towers can cache per-text states (LRU, fp16). With `train_top_layers = k > 0` a frozen tower still trains
     its top k layers: the states below them are what is cached (once per text), and the top layers run on them with
-    gradients at every step, so fine-tuning costs k layers instead of the whole encoder.
+    gradients at every step, so fine-tuning costs k layers instead of the whole encoder. A cache miss first reads
+    the states stored on disk for the catalogue's texts (`states`, see `embedding.text_states`), if attached.
     """
 
     def __init__(self, encoder: nn.Module, freeze: bool = False, cache_size: int = 0, train_top_layers: int = 0):
@@ -90,6 +91,7 @@ class TextTower(nn.Module):
         self.cache_size = cache_size if freeze else 0
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
+        self.states = None  # embedding.text_states.TextStates: stored states read before encoding (cache misses)
         self.top_layers: list[nn.Module] = []
         if freeze:
             self.encoder.requires_grad_(False)
@@ -138,6 +140,12 @@ class TextTower(nn.Module):
             states = self._encode(input_ids, attention_mask)
             return self._top(states, attention_mask) * attention_mask.unsqueeze(-1)
         todo = [i for i, t in enumerate(texts) if t not in self._cache]
+        if todo and self.states is not None:
+            stored = [(i, self.states.get(texts[i])) for i in todo]
+            for i, state in stored:
+                if state is not None:
+                    self._cache[texts[i]] = state
+            todo = [i for i, state in stored if state is None]
         if todo:
             width = int(attention_mask[todo].sum(1).max())
             with torch.no_grad():

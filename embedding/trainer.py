@@ -364,6 +364,7 @@ class Trainer:
         self.model = build_embedding_model(model_cfg, fuser=cfg.fuser)
         self.tokenizer = build_tokenizer(model_cfg.text)
         self.start_vectors: np.ndarray | None = None  # (N, D) per store row: the embedding at the pretrained start
+        self._store_text_states()
         if getattr(self.model, "text_residual", None) is not None:  # the pretrained start (a checkpoint overrides it)
             from embedding.model import init_text_residual
 
@@ -414,6 +415,25 @@ class Trainer:
         if slow:
             groups.append({"params": slow, "scale": self.cfg.pretrained_lr_scale})
         return groups
+
+    def _store_text_states(self) -> None:
+        """A frozen text tower reads its lower-layer states of the catalogue's full texts from disk, beside the
+        item store's cache (`embedding.text_states`): rank 0 computes them once (or finds them from an earlier
+        model with the same frozen layers), the other ranks then open them."""
+        from embedding.text_states import build_text_states, open_text_states
+
+        cache_dir = self.data.store.cache_dir
+        tower = self.model.text_tower
+        if cache_dir is None or not tower.cache_size:
+            return
+        max_tokens = self.model_cfg.preprocess.max_text_tokens
+        if self.rank == 0:
+            texts = [build_text(r) for r in self.data.store.text_rows]
+            desc = "text states" if self.cfg.progress else None
+            build_text_states(tower, self.tokenizer, texts, max_tokens, cache_dir, self.cfg.embed_batch_size, desc)
+        _barrier()
+        if self.rank != 0:
+            open_text_states(tower, self.tokenizer, max_tokens, cache_dir)
 
     @torch.no_grad()
     def sentence_vectors(self, rows: np.ndarray) -> np.ndarray:

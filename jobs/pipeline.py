@@ -996,6 +996,7 @@ def _stage_embed(ctx: StageContext) -> dict[str, Any]:
             "batch_size": f.batch_size,
             "device": ctx.cfg.embedding.device,
             "precision": ctx.cfg.embedding.precision,
+            "text_states_dir": str(_train_stage_work(ctx)),  # the trainer's frozen text states of the catalogue
         },
     )
     emb = embed_local(
