@@ -22,7 +22,8 @@ Only what the table reads is run: the TorchRec control and +both rankers (no Lig
 `--reuse VALUE=RUN_DIR` takes a finished run of the same config at that knob value (the demo's own run, say)
 instead of running it again; its config must equal the one this script would run, apart from the ranker grid.
 
-Writes benchmarks/results/collab_in_content.json (one entry per value) and .md. Reports whatever comes out.
+Writes benchmarks/results/collab_in_content.json (one entry per value) and .md after each value, so a stopped
+sweep keeps the values it finished (the .md names the ones not measured). Reports whatever comes out.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def markdown(payload: dict) -> str:
         "CRE - I-III | CRE - w/o audio (co-eng.) | ceiling: visible / whole | ranker gain all | cold gain - other |",
         "|" + "---|" * 11,
     ]
-    for r in payload["values"]:
+    rows = payload["values"]
+    for r in rows:
         t, p = r["retrieval"], r["cre_minus_content_stages"]
         cells = [f"{r['collab_in_content']:g}"]
         for task in TASKS:
@@ -169,6 +171,10 @@ def markdown(payload: dict) -> str:
         cells.append("n/a" if not d else f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
         cells.append("n/a" if not g else f"{g['value']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]")
         lines.append("| " + " | ".join(cells) + " |")
+    missing = [v for v in payload.get("values_requested", []) if v not in {r["collab_in_content"] for r in rows}]
+    if missing:
+        done = ", ".join(f"{v:g}" for v in missing)
+        lines += ["", f"Not measured yet: {done} (the file is written after each value)."]
     lines += [
         "",
         "Cold (ranker): test impressions of items with no impression in the ranker's training window. Ceiling: truth "
@@ -203,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     base = load_config(args.config)
     reuse = {float(k): Path(d) for k, d in (x.split("=", 1) for x in args.reuse)}
+    values = [float(x) for x in args.values.split(",") if x]
     rows = []
-    for v in (float(x) for x in args.values.split(",") if x):
+    for v in values:
         run_dir = reuse.get(v, args.runs / f"rho_{v:g}")
         cfg = dataclasses.replace(base, run_dir=str(run_dir), data=dataclasses.replace(base.data, collab_in_content=v))
         if v in reuse:
@@ -219,14 +226,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(value_row(v, run_dir.resolve(), cfg))
         print(json.dumps({"collab_in_content": v, "cre_minus_content_stages": rows[-1]["cre_minus_content_stages"],
                           "ranker_cold_slice_gain": rows[-1]["ranker_cold_slice_gain"]}), flush=True)  # fmt: skip
-    payload = {
-        "benchmark": "collab_in_content",
-        "machine": describe_machine("torch", "torchrec"),
-        "config": args.config,
-        "base_config": dataclasses.asdict(base),
-        "values": rows,
-    }
-    write_results(args.out, payload, markdown(payload))
+        payload = {
+            "benchmark": "collab_in_content",
+            "machine": describe_machine("torch", "torchrec"),
+            "config": args.config,
+            "base_config": dataclasses.asdict(base),
+            "values_requested": values,
+            "values": rows,
+        }
+        write_results(args.out, payload, markdown(payload))  # after each value: a stopped sweep keeps what it did
     return 0
 
 

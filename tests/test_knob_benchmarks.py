@@ -43,3 +43,20 @@ def test_a_reused_run_must_be_the_same_config_and_have_reached_the_ranker(tmp_pa
         collab_in_content._check_reused(tmp_path, other)
     grid = dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, trainers=("torchrec",)))
     collab_in_content._check_reused(tmp_path, grid)  # the ranker grid may differ
+
+
+def test_the_dose_table_names_the_values_not_measured_yet():
+    cell = {"recall": 0.2, "low": 0.19, "high": 0.21}
+    diff = {"diff": 0.01, "low": 0.0, "high": 0.02}
+    row = {
+        "collab_in_content": 0.0,
+        "retrieval": {c: dict.fromkeys(collab_in_content.TASKS, cell) for c in ("SAIL stages I-III", "SAIL + CRE")},
+        "cre_minus_content_stages": dict.fromkeys(collab_in_content.TASKS, diff),
+        "without_audio": {"full_minus_without_audio": {"i2i_coengagement": diff}},
+        "ceiling": {"topics + visible collab": cell, "topics + whole collab": cell},
+        "ranker_cold_slice_gain": None,
+        "ranker_click_auc_gain_all": None,
+    }
+    md = collab_in_content.markdown({"config": "demo", "values_requested": [0.0, 0.25, 0.5], "values": [row]})
+    assert "| 0 | 20.0 / 20.0 |" in md and "Not measured yet: 0.25, 0.5" in md
+    assert "Not measured yet" not in collab_in_content.markdown({"config": "demo", "values": [row]})
