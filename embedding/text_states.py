@@ -56,7 +56,7 @@ def tower_fingerprint(tower, tokenizer, max_tokens: int) -> str:
 
 
 def _tokenizer_id(tokenizer) -> str:
-    inner = getattr(tokenizer, "tok", None) or getattr(tokenizer, "tokenizer", None)
+    inner = getattr(tokenizer, "tokenizer", None)  # HFTokenizer's transformers tokenizer; None for HashTokenizer
     vocab = getattr(inner, "vocab_size", None) or getattr(tokenizer, "vocab_size", None)
     name = getattr(inner, "name_or_path", None)
     return f"{type(tokenizer).__name__}:{type(inner).__name__}:{vocab}:{Path(name).name if name else ''}"
@@ -72,10 +72,6 @@ class TextStates:
         self.keys, self.offsets, self.lengths = index["keys"], index["offsets"], index["lengths"]
         self.states = np.load(self.path / "states.npy", mmap_mode="r")
         self.hits = 0
-
-    @property
-    def fingerprint(self) -> str:
-        return self.meta["fingerprint"]
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -94,17 +90,21 @@ def states_dir(cache_dir: str | os.PathLike, fingerprint: str) -> Path:
     return Path(cache_dir) / f"text-states-{fingerprint}"
 
 
+def _attach(tower, path: Path) -> TextStates | None:
+    """Attaches the finished directory `path` to the tower; None when it is not there (a directory is only
+    renamed into place once complete)."""
+    if not (path / "meta.json").exists():
+        return None
+    tower.states = TextStates(path)
+    return tower.states
+
+
 def open_text_states(tower, tokenizer, max_tokens: int, cache_dir: str | os.PathLike | None) -> TextStates | None:
     """The stored states matching this tower under `cache_dir`, attached to the tower; None (and nothing attached)
     when the tower caches nothing or no matching directory exists."""
     if cache_dir is None or not tower.cache_size:
         return None
-    path = states_dir(cache_dir, tower_fingerprint(tower, tokenizer, max_tokens))
-    if not (path / "meta.json").exists():
-        return None
-    states = TextStates(path)
-    tower.states = states
-    return states
+    return _attach(tower, states_dir(cache_dir, tower_fingerprint(tower, tokenizer, max_tokens)))
 
 
 @torch.no_grad()
@@ -128,9 +128,8 @@ def build_text_states(
         return None
     fingerprint = tower_fingerprint(tower, tokenizer, max_tokens)
     path = states_dir(cache_dir, fingerprint)
-    if (path / "meta.json").exists():
-        tower.states = TextStates(path)
-        return tower.states
+    if (found := _attach(tower, path)) is not None:
+        return found
     unique = sorted({t for t in texts if t})
     lengths = np.zeros(len(unique), np.int64)
     for s in range(0, len(unique), 4096):
@@ -172,5 +171,4 @@ def build_text_states(
         os.replace(tmp, path)
     except OSError:  # another process wrote the same directory first: its states are the same
         shutil.rmtree(tmp, ignore_errors=True)
-    tower.states = TextStates(path)
-    return tower.states
+    return _attach(tower, path)
