@@ -238,6 +238,7 @@ class EmbeddingMethod:
 
     def __init__(self, item_vecs: np.ndarray, embed_texts: Callable[[list[str]], np.ndarray]) -> None:
         self.item_vecs, self.embed_texts = _normalise(item_vecs), embed_texts
+        self.stored_states = 0  # item texts whose frozen lower-layer states were read from disk
 
     def retrieve(self, b: Benchmark) -> list[list[int]]:
         if b.anchors is not None:
@@ -345,13 +346,41 @@ def paired_differences(
 # --------------------------------------------------------------------------------------------------------
 
 
-def minilm_method(store: ItemStore, batch_size: int = 128) -> EmbeddingMethod:
-    """The packaged pretrained MiniLM, frozen: mean-pooled token states of the tagged item text / the query."""
-    from embedding.preprocess import build_text
-    from embedding.towers import minilm_sentence_encoder
+def minilm_method(store: ItemStore, batch_size: int = 128, max_tokens: int = 64) -> EmbeddingMethod:
+    """The packaged pretrained MiniLM, frozen: mean-pooled token states of the tagged item text / the query.
 
-    encode = minilm_sentence_encoder(batch_size)
-    return EmbeddingMethod(encode([build_text(r) for r in store.text_rows]), encode)
+    When a model trained on this catalogue stored the states of MiniLM's frozen lower layers (`embedding.text_states`,
+    under `store.cache_dir`), the item pass reads them and runs only the layers above: the same vectors up to the fp16
+    rounding of the stored states, for the cost of those layers."""
+    import torch
+
+    from core.progress import progress
+    from embedding.config import ModelConfig
+    from embedding.preprocess import build_text, build_tokenizer
+    from embedding.text_states import open_at_any_depth
+    from embedding.towers import build_text_tower, masked_mean, minilm_sentence_encoder
+
+    encode = minilm_sentence_encoder(batch_size, max_tokens)
+    texts = [build_text(r) for r in store.text_rows]
+    text_cfg = ModelConfig.minilm().text
+    tok = build_tokenizer(text_cfg)
+    tower = open_at_any_depth(build_text_tower(text_cfg).encoder, tok, max_tokens, store.cache_dir)
+    if tower is None:
+        return EmbeddingMethod(encode(texts), encode)
+    vecs = np.zeros((len(texts), tower.hidden_size), np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")  # batches of similar length pad little
+    bar = progress(len(texts), desc="MiniLM catalogue (stored states)", unit="items")
+    with torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            rows = order[s : s + batch_size]
+            batch = [texts[r] for r in rows]
+            ids, mask = tok(batch, max_tokens)
+            vecs[rows] = masked_mean(tower(ids, mask, batch), mask.bool(), 1).numpy()
+            bar.update(len(rows))
+    bar.close()
+    method = EmbeddingMethod(vecs, encode)
+    method.stored_states = tower.states.hits
+    return method
 
 
 def model_method(
@@ -459,7 +488,9 @@ def run_retrieval_eval(
     add("ItemCF (covisit)", PairsMethod(i2i, q2i, store, "covisit"))
     add("Swing", PairsMethod(i2i, q2i, store, "swing"))
     if cfg.minilm:
-        add(MINILM, minilm_method(store))
+        minilm = minilm_method(store)
+        log["minilm_stored_states"] = minilm.stored_states
+        add(MINILM, minilm)
 
     def trained(name: str, tcfg: TrainConfig) -> Any:
         same_data = tcfg.data == cfg.train.data  # else (a data ablation) train builds its own sources

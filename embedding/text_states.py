@@ -107,6 +107,23 @@ def open_text_states(tower, tokenizer, max_tokens: int, cache_dir: str | os.Path
     return _attach(tower, states_dir(cache_dir, tower_fingerprint(tower, tokenizer, max_tokens)))
 
 
+def open_at_any_depth(encoder, tokenizer, max_tokens: int, cache_dir: str | os.PathLike | None, cache_size: int = 256):
+    """A frozen `TextTower` over the pretrained `encoder`, attached to states stored under `cache_dir` by a model
+    that froze the same encoder below some depth (any number of trained top layers); None when none match.
+
+    The layers above that depth run with the encoder's own weights, so the tower computes the pretrained encoder's
+    output and reads what it can: the pretrained-encoder column of the retrieval table uses it."""
+    from embedding.towers import TextTower, _encoder_layers
+
+    if cache_dir is None or not any(Path(cache_dir).glob("text-states-*")):
+        return None
+    for top in range(len(_encoder_layers(encoder))):
+        tower = TextTower(encoder, freeze=True, cache_size=cache_size, train_top_layers=top)
+        if open_text_states(tower, tokenizer, max_tokens, cache_dir) is not None:
+            return tower.eval()
+    return None
+
+
 @torch.no_grad()
 def build_text_states(
     tower,

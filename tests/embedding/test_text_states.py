@@ -122,3 +122,19 @@ def test_trainer_stores_the_catalogue_once_and_the_catalogue_pass_reads_it(tiny_
     # a second model from the same start finds the directory instead of writing another
     Trainer(cfg, data, tmp_path / "again", mc)
     assert len(list(work.glob("text-states-*"))) == 1
+
+
+def test_the_minilm_column_reads_states_a_trained_model_stored(minilm, tmp_path):
+    from types import SimpleNamespace
+
+    from embedding.retrieval_eval import minilm_method
+
+    cfg, tok = minilm
+    rows = [{"title": t.split(" tags: ")[0].removeprefix("title: ")} for t in TEXTS] + [{"title": ""}]
+    alone = minilm_method(SimpleNamespace(text_rows=rows, cache_dir=None), batch_size=4)
+    assert alone.stored_states == 0
+    build_text_states(_tower(cfg), tok, [build_text(r) for r in rows], cfg.preprocess.max_text_tokens, tmp_path)
+    reading = minilm_method(SimpleNamespace(text_rows=rows, cache_dir=tmp_path), batch_size=4)
+    assert reading.stored_states == len(TEXTS)  # every non-empty text read; the empty one encoded
+    np.testing.assert_allclose(reading.item_vecs, alone.item_vecs, atol=2e-3)
+    assert np.array_equal(reading.embed_texts(["heat"]), alone.embed_texts(["heat"]))
