@@ -5,8 +5,8 @@ sail train-embedding --data DIR --pairs DIR --out DIR [--model tiny|minilm|cpu_d
                      [--lr F] [--seed N] [--threads N] [--device cpu|cuda|cuda:N|auto] [--precision fp32|bf16]
                      [--no-balancing] [--no-hard-negatives] [--no-fuser] [--no-audio] [--checkpoint-every N]
                      [--work DIR] [--fresh]
-sail eval-retrieval --data DIR --pairs DIR --out DIR [--sail DIR] [same training knobs] [--n-boot N]
-                    [--max-queries N] [--no-ablations] [--ablation-scale F] [--no-minilm]
+sail eval-retrieval [--config NAME] --data DIR --pairs DIR --out DIR [--sail DIR] [same training knobs] [--n-boot N]
+                    [--max-queries N] [--no-ablations] [--ablation-scale F] [--no-minilm] [--no-two-tower]
 
 --pairs is a `sail mine-pairs --cutoff ISO | --holdout-frac F` output (train/, heldout/, full/): the only source of
 training pairs and of the held-out ground truth.
@@ -19,8 +19,12 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedding.trainer import TrainConfig
+
+if TYPE_CHECKING:
+    from embedding.retrieval_eval import EvalConfig
 
 
 def _add_train_args(p: argparse.ArgumentParser, base: TrainConfig | None = None) -> None:
@@ -131,25 +135,31 @@ def main_train(argv: Sequence[str] | None = None, base: TrainConfig | None = Non
     return 0
 
 
-def main_eval(argv: Sequence[str] | None = None) -> int:
+def main_eval(argv: Sequence[str] | None = None, base: EvalConfig | None = None) -> int:
+    """`base`: the settings the options start from (`sail eval-retrieval --config NAME` passes the run config's
+    retrieval table, so the command evaluates what `sail run --config NAME` evaluates); default EvalConfig()."""
     from embedding.retrieval_eval import EvalConfig, run_retrieval_eval
 
+    base = base or EvalConfig()
     p = argparse.ArgumentParser(prog="sail eval-retrieval", description="Retrieval table with baselines + ablations.")
-    _add_train_args(p)
+    _add_train_args(p, base.train)
     p.add_argument("--sail", type=Path, default=None, help="a `sail train-embedding` output to evaluate as SAIL")
-    p.add_argument("--n-boot", type=int, default=EvalConfig().n_boot)
-    p.add_argument("--max-queries", type=int, default=EvalConfig().max_queries)
+    p.add_argument("--n-boot", type=int, default=base.n_boot)
+    p.add_argument("--max-queries", type=int, default=base.max_queries)
     p.add_argument("--no-ablations", action="store_true")
-    p.add_argument("--ablation-scale", type=float, default=1.0, help="ablation runs use steps x this")
+    p.add_argument("--ablation-scale", type=float, default=base.ablation_scale, help="ablation runs use steps x this")
     p.add_argument("--no-minilm", action="store_true")
+    p.add_argument("--no-two-tower", action="store_true", help="no content two-tower column (a second training)")
     args = p.parse_args(argv)
-    cfg = EvalConfig(
-        train=train_config_from_args(args),
+    cfg = dataclasses.replace(
+        base,
+        train=train_config_from_args(args, base.train),
         n_boot=args.n_boot,
         max_queries=args.max_queries,
-        ablations=not args.no_ablations,
+        ablations=base.ablations and not args.no_ablations,
         ablation_scale=args.ablation_scale,
-        minilm=not args.no_minilm,
+        minilm=base.minilm and not args.no_minilm,
+        two_tower=base.two_tower and not args.no_two_tower,
     )
     work = args.work or (args.sail / "work" if args.sail is not None else None)
     res = run_retrieval_eval(cfg, args.data, args.pairs, args.out, sail_dir=args.sail, work_dir=work)

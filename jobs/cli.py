@@ -11,7 +11,7 @@ sail build-ann --embeddings DIR --out DIR [--kind hnsw|ivf|flat] [--ef-search N]
 sail export --features DIR --repo DIR [--version V] [--overwrite] [--check-sample N]
 sail train-embedding [--config NAME] --data DIR --pairs DIR --out DIR [--model tiny|minilm] [--steps I,II,III,CRE]
                      [--device cpu|cuda|cuda:N|auto] [--precision fp32|bf16] [...]
-sail eval-retrieval --data DIR --pairs DIR --out DIR [--sail DIR] [...]
+sail eval-retrieval [--config NAME] --data DIR --pairs DIR --out DIR [--sail DIR] [--no-two-tower] [...]
 sail report compare RUN_A RUN_B [--json]
 sail build-ranking-data --data DIR --out DIR [--item-features DIR | --standin]
 sail train-ranker --samples DIR --out DIR --variant control|emb|sid|both|placebo|all --trainer torchrec|lgbm|all
@@ -183,6 +183,27 @@ def main_train_embedding(argv: Sequence[str]) -> int:
     return main_train(rest, base=embedding_train_config(load_config(known.config, run_dir=".")))
 
 
+def main_eval_retrieval(argv: Sequence[str]) -> int:
+    """`sail eval-retrieval [--config NAME|FILE] ...`: with --config, the options start from that run config's
+    retrieval table (`jobs.pipeline.retrieval_eval_config`: [retrieval] and [embedding], no ablations), so the
+    command evaluates what `sail run --config` evaluates."""
+    from embedding.cli import main_eval
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    if {"-h", "--help"} & set(rest):
+        print(
+            "--config NAME|FILE: a run config (shipped name or YAML) whose [retrieval] and [embedding] settings are "
+            "the defaults of the options below: the command then evaluates what `sail run --config` evaluates"
+        )
+    if known.config is None:
+        return main_eval(rest)
+    from jobs.pipeline import load_config, retrieval_eval_config
+
+    return main_eval(rest, base=retrieval_eval_config(load_config(known.config, run_dir=".")))
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": main_run,
     "generate": main_generate,
@@ -194,7 +215,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "build-ann": _lazy("embedding.ann:main"),
     "export": _lazy("export.export_features:main"),
     "train-embedding": main_train_embedding,
-    "eval-retrieval": _lazy("embedding.cli:main_eval"),
+    "eval-retrieval": main_eval_retrieval,
     "build-ranking-data": _lazy("recsys.cli:main_build_ranking_data"),
     "train-ranker": _lazy("recsys.cli:main_train_ranker"),
 }

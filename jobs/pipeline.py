@@ -941,22 +941,31 @@ def _train_stage_work(ctx: StageContext) -> Path:
     return ctx.resolve(meta["metrics"]["work_dir"]) / "cache"
 
 
+def retrieval_eval_config(cfg: RunConfig):
+    """The retrieval table's settings in a run of `cfg` (`[retrieval]` and the embedding's training settings; no
+    ablations): `sail eval-retrieval --config` starts from these."""
+    from embedding.retrieval_eval import EvalConfig
+
+    r = cfg.retrieval
+    return EvalConfig(
+        train=embedding_train_config(cfg),
+        max_queries=r.max_queries,
+        n_boot=r.n_boot,
+        ablations=False,
+        minilm=r.minilm,
+        two_tower=r.two_tower,
+        baseline_steps_scale=r.two_tower_scale,
+    )
+
+
 def _stage_eval_retrieval(ctx: StageContext) -> dict[str, Any]:
     r = ctx.cfg.retrieval
     if not r.enabled:
         raise StageSkipped("[retrieval] enabled is false")
-    from embedding.retrieval_eval import EvalConfig, run_retrieval_eval
+    from embedding.retrieval_eval import run_retrieval_eval
 
     res = run_retrieval_eval(
-        EvalConfig(
-            train=embedding_train_config(ctx.cfg),
-            max_queries=r.max_queries,
-            n_boot=r.n_boot,
-            ablations=False,
-            minilm=r.minilm,
-            two_tower=r.two_tower,
-            baseline_steps_scale=r.two_tower_scale,
-        ),
+        retrieval_eval_config(ctx.cfg),
         ctx.stage_dir("validate"),
         ctx.stage_dir("mine"),
         ctx.out,

@@ -187,6 +187,31 @@ def test_train_embedding_with_a_run_config_trains_what_sail_run_trains(config, m
     assert seen["cfg"] == embedding.trainer.TrainConfig()
 
 
+@pytest.mark.parametrize("config", ["demo", "large"])
+def test_eval_retrieval_with_a_run_config_evaluates_what_sail_run_evaluates(config, monkeypatch, tmp_path):
+    import embedding.retrieval_eval
+    from jobs.pipeline import load_config, retrieval_eval_config
+
+    seen = {}
+
+    def fake_eval(cfg, *args, **kwargs):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(embedding.retrieval_eval, "run_retrieval_eval", fake_eval)
+    argv = ["eval-retrieval", "--config", config, "--data", "d", "--pairs", "p", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    want = retrieval_eval_config(load_config(config, run_dir="."))
+    assert seen["cfg"] == want and not want.ablations and want.train.model == "minilm"
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--no-minilm", "--no-two-tower", "--max-queries", "7"])
+    assert (seen["cfg"].minilm, seen["cfg"].two_tower, seen["cfg"].max_queries) == (False, False, 7)
+    with pytest.raises(SystemExit):
+        cli.main(["eval-retrieval", "--data", "d", "--pairs", "p", "--out", str(tmp_path)])
+    assert seen["cfg"] == embedding.retrieval_eval.EvalConfig()
+
+
 def test_the_run_config_and_the_trainer_share_their_embedding_defaults():
     """One set of defaults: a run config without an [embedding] section trains what `sail train-embedding` trains
     without options (and the other way round)."""
