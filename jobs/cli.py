@@ -163,24 +163,30 @@ def _lazy(target: str) -> Callable[[Sequence[str]], int]:
     return run
 
 
-def main_train_embedding(argv: Sequence[str]) -> int:
-    """`sail train-embedding [--config NAME|FILE] ...`: with --config, the options start from that run config's
-    [embedding] settings (`jobs.pipeline.embedding_train_config`), so the command trains what `sail run` trains."""
-    from embedding.cli import main_train
-
+def _from_run_config(argv: Sequence[str], main: Callable[..., int], base_of: str, sections: str, does: str) -> int:
+    """`main(rest, base=...)` with the defaults of `jobs.pipeline.<base_of>(run config)` when `--config NAME|FILE` is
+    given, else `main(argv)` with the command's own defaults."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
     if {"-h", "--help"} & set(rest):
         print(
-            "--config NAME|FILE: a run config (shipped name or YAML) whose [embedding] settings are the defaults of "
-            "the options below: the command then trains what `sail run --config` trains"
+            f"--config NAME|FILE: a run config (shipped name or YAML) whose {sections} settings are the defaults of "
+            f"the options below: the command then {does} what `sail run --config` {does}"
         )
     if known.config is None:
-        return main_train(rest)
-    from jobs.pipeline import embedding_train_config, load_config
+        return main(rest)
+    from jobs import pipeline
 
-    return main_train(rest, base=embedding_train_config(load_config(known.config, run_dir=".")))
+    return main(rest, base=getattr(pipeline, base_of)(pipeline.load_config(known.config, run_dir=".")))
+
+
+def main_train_embedding(argv: Sequence[str]) -> int:
+    """`sail train-embedding [--config NAME|FILE] ...`: with --config, the options start from that run config's
+    [embedding] settings (`jobs.pipeline.embedding_train_config`), so the command trains what `sail run` trains."""
+    from embedding.cli import main_train
+
+    return _from_run_config(argv, main_train, "embedding_train_config", "[embedding]", "trains")
 
 
 def main_eval_retrieval(argv: Sequence[str]) -> int:
@@ -189,19 +195,7 @@ def main_eval_retrieval(argv: Sequence[str]) -> int:
     command evaluates what `sail run --config` evaluates."""
     from embedding.cli import main_eval
 
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
-    if {"-h", "--help"} & set(rest):
-        print(
-            "--config NAME|FILE: a run config (shipped name or YAML) whose [retrieval] and [embedding] settings are "
-            "the defaults of the options below: the command then evaluates what `sail run --config` evaluates"
-        )
-    if known.config is None:
-        return main_eval(rest)
-    from jobs.pipeline import load_config, retrieval_eval_config
-
-    return main_eval(rest, base=retrieval_eval_config(load_config(known.config, run_dir=".")))
+    return _from_run_config(argv, main_eval, "retrieval_eval_config", "[retrieval] and [embedding]", "evaluates")
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
