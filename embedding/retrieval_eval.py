@@ -236,9 +236,11 @@ def search_excluding(index_vecs: np.ndarray, queries: np.ndarray, k: int, exclud
 class EmbeddingMethod:
     """Retrieval with item vectors (N, D) and a text-query embedding function."""
 
-    def __init__(self, item_vecs: np.ndarray, embed_texts: Callable[[list[str]], np.ndarray]) -> None:
+    def __init__(
+        self, item_vecs: np.ndarray, embed_texts: Callable[[list[str]], np.ndarray], stored_states: int = 0
+    ) -> None:
         self.item_vecs, self.embed_texts = _normalise(item_vecs), embed_texts
-        self.stored_states = 0  # item texts whose frozen lower-layer states were read from disk
+        self.stored_states = stored_states  # item texts whose frozen lower-layer states were read from disk
 
     def retrieve(self, b: Benchmark) -> list[list[int]]:
         if b.anchors is not None:
@@ -360,11 +362,12 @@ def minilm_method(store: ItemStore, batch_size: int = 128, max_tokens: int = 64)
     from embedding.text_states import open_at_any_depth
     from embedding.towers import build_text_tower, masked_mean, minilm_sentence_encoder
 
-    encode = minilm_sentence_encoder(batch_size, max_tokens)
-    texts = [build_text(r) for r in store.text_rows]
     text_cfg = ModelConfig.minilm().text
+    encoder = build_text_tower(text_cfg).encoder  # loaded once: the item pass and the query encoder share it
+    encode = minilm_sentence_encoder(batch_size, max_tokens, model=encoder)
+    texts = [build_text(r) for r in store.text_rows]
     tok = build_tokenizer(text_cfg)
-    tower = open_at_any_depth(build_text_tower(text_cfg).encoder, tok, max_tokens, store.cache_dir)
+    tower = open_at_any_depth(encoder, tok, max_tokens, store.cache_dir)
     if tower is None:
         return EmbeddingMethod(encode(texts), encode)
     vecs = np.zeros((len(texts), tower.hidden_size), np.float32)
@@ -378,9 +381,7 @@ def minilm_method(store: ItemStore, batch_size: int = 128, max_tokens: int = 64)
             vecs[rows] = masked_mean(tower(ids, mask, batch), mask.bool(), 1).numpy()
             bar.update(len(rows))
     bar.close()
-    method = EmbeddingMethod(vecs, encode)
-    method.stored_states = tower.states.hits
-    return method
+    return EmbeddingMethod(vecs, encode, stored_states=tower.states.hits)
 
 
 def model_method(

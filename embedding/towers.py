@@ -39,9 +39,10 @@ def _hf_load(load_dir: str, weights: bool) -> nn.Module:
 # --------------------------------------------------------------------------------------------------------
 
 
-def minilm_sentence_encoder(batch_size: int = 128, max_length: int = 64):
+def minilm_sentence_encoder(batch_size: int = 128, max_length: int = 64, model: nn.Module | None = None):
     """The packaged pretrained MiniLM, frozen: a function texts -> (n, 384) float32 mean-pooled token states (not
-    normalised). Loads once per call of this factory; reads only the package's local files."""
+    normalised). Loads once per call of this factory (`model`: the packaged encoder, already loaded); reads only
+    the package's local files."""
     import numpy as np
     from transformers import AutoModel, AutoTokenizer
 
@@ -50,7 +51,7 @@ def minilm_sentence_encoder(batch_size: int = 128, max_length: int = 64):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     d = str(packaged_minilm_dir())
     tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
-    model = AutoModel.from_pretrained(d, local_files_only=True).eval()
+    model = (model if model is not None else AutoModel.from_pretrained(d, local_files_only=True)).eval()
 
     @torch.no_grad()
     def encode(texts: list[str]) -> np.ndarray:
