@@ -23,7 +23,9 @@ Only what the table reads is run: the TorchRec control and +both rankers (no Lig
 instead of running it again; its config must equal the one this script would run, apart from the ranker grid.
 
 Writes benchmarks/results/collab_in_content.json (one entry per value) and .md after each value, so a stopped
-sweep keeps the values it finished (the .md names the ones not measured). Reports whatever comes out.
+sweep keeps the values it finished (the .md names the ones not measured). A sweep may span several invocations: the
+rows already in the file for other values are kept when their runs were made by the same code (the stage code hash
+of `jobs.pipeline.code_hash`), and dropped, with a message, when not. Reports whatever comes out.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def value_row(value: float, run_dir: Path, cfg) -> dict[str, Any]:
     return {
         "collab_in_content": value,
         "run_dir": str(run_dir),
+        "code": json.loads((run_dir / "run.json").read_text())["code"],
         "retrieval": {c: {t: table[c].get(t) for t in TASKS} for c in table if c != "ItemCF (covisit)"},
         "cre_minus_content_stages": paired.get("SAIL + CRE - SAIL stages I-III", {}),
         "cre_minus_minilm": paired.get("SAIL + CRE - MiniLM (pretrained, text)", {}),
@@ -175,6 +178,13 @@ def markdown(payload: dict) -> str:
     if missing:
         done = ", ".join(f"{v:g}" for v in missing)
         lines += ["", f"Not measured yet: {done} (the file is written after each value)."]
+    made = {}
+    for r in rows:
+        code = r.get("code") or {}
+        label = f"commit {str(code.get('commit', '?'))[:7]}" + (" (uncommitted changes)" if code.get("dirty") else "")
+        made.setdefault(label, []).append(f"{r['collab_in_content']:g}")
+    if made:
+        lines += ["", "Runs made at " + "; ".join(f"{k}: {', '.join(v)}" for k, v in made.items()) + "."]
     lines += [
         "",
         "Cold (ranker): test impressions of items with no impression in the ranker's training window. Ceiling: truth "
@@ -183,6 +193,33 @@ def markdown(payload: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _row_code_hash(row: dict) -> str | None:
+    """The stage code hash a row's run was made with (older rows: read from the run's run.json, if still there)."""
+    if "code" in row:
+        return row["code"].get("hash")
+    try:
+        return json.loads((Path(row["run_dir"]) / "run.json").read_text())["code"]["hash"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def kept_rows(previous: dict | None, measuring: list[float], code: str) -> tuple[list[dict], list[float]]:
+    """The rows of an earlier invocation's payload to keep beside this one's: those of values not measured now whose
+    runs were made by code `code`. Returns them and the values that earlier invocation requested."""
+    if not previous:
+        return [], []
+    kept = []
+    for row in previous.get("values", []):
+        v = row["collab_in_content"]
+        if v in measuring:
+            continue
+        if _row_code_hash(row) == code:
+            kept.append(row)
+        else:
+            print(f"collab_in_content {v:g}: dropped, its run was made by other code ({row.get('run_dir')})")
+    return kept, [float(v) for v in previous.get("values_requested", [])]
 
 
 def _check_reused(run_dir: Path, cfg) -> None:
@@ -197,7 +234,7 @@ def _check_reused(run_dir: Path, cfg) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.pipeline import load_config, run_pipeline
+    from jobs.pipeline import code_hash, load_config, run_pipeline
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="demo")
@@ -210,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config(args.config)
     reuse = {float(k): Path(d) for k, d in (x.split("=", 1) for x in args.reuse)}
     values = [float(x) for x in args.values.split(",") if x]
-    rows = []
+    previous = json.loads(args.out.read_text()) if args.out.exists() else None
+    if previous is not None and previous.get("config") != args.config:
+        previous = None
+    kept, requested = kept_rows(previous, values, code_hash())
+    requested = sorted(set(requested) | set(values))
+    rows: list[dict] = []
     for v in values:
         run_dir = reuse.get(v, args.runs / f"rho_{v:g}")
         cfg = dataclasses.replace(base, run_dir=str(run_dir), data=dataclasses.replace(base.data, collab_in_content=v))
@@ -231,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": describe_machine("torch", "torchrec"),
             "config": args.config,
             "base_config": dataclasses.asdict(base),
-            "values_requested": values,
-            "values": rows,
+            "values_requested": requested,
+            "values": sorted(kept + rows, key=lambda r: r["collab_in_content"]),
         }
         write_results(args.out, payload, markdown(payload))  # after each value: a stopped sweep keeps what it did
     return 0

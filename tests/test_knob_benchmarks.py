@@ -56,7 +56,31 @@ def test_the_dose_table_names_the_values_not_measured_yet():
         "ceiling": {"topics + visible collab": cell, "topics + whole collab": cell},
         "ranker_cold_slice_gain": None,
         "ranker_click_auc_gain_all": None,
+        "code": {"commit": "b" * 40, "dirty": False},
     }
     md = collab_in_content.markdown({"config": "demo", "values_requested": [0.0, 0.25, 0.5], "values": [row]})
     assert "| 0 | 20.0 / 20.0 |" in md and "Not measured yet: 0.25, 0.5" in md
+    assert "Runs made at commit bbbbbbb: 0." in md
     assert "Not measured yet" not in collab_in_content.markdown({"config": "demo", "values": [row]})
+
+
+def test_a_sweep_spanning_invocations_keeps_the_rows_of_the_same_code_only(tmp_path, capsys):
+    old_run = tmp_path / "rho_0"
+    old_run.mkdir()
+    (old_run / "run.json").write_text(json.dumps({"code": {"commit": "a" * 40, "hash": "old"}}))
+    previous = {
+        "config": "demo",
+        "values_requested": [0.0, 0.25, 0.5],
+        "values": [
+            {"collab_in_content": 0.0, "run_dir": str(old_run)},  # written before rows recorded their code
+            {"collab_in_content": 0.25, "run_dir": "gone", "code": {"commit": "b" * 40, "hash": "new"}},
+            {"collab_in_content": 0.5, "run_dir": "gone", "code": {"commit": "b" * 40, "hash": "new"}},
+        ],
+    }
+    kept, requested = collab_in_content.kept_rows(previous, [0.5], "new")
+    assert [r["collab_in_content"] for r in kept] == [0.25]  # 0.5 is measured again; 0 was other code
+    assert requested == [0.0, 0.25, 0.5]
+    assert "collab_in_content 0: dropped" in capsys.readouterr().out
+    kept, _ = collab_in_content.kept_rows(previous, [], "old")
+    assert [r["collab_in_content"] for r in kept] == [0.0]  # its code read from the run's run.json
+    assert collab_in_content.kept_rows(None, [0.5], "new") == ([], [])
