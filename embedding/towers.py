@@ -116,11 +116,18 @@ class TextTower(nn.Module):
         return self
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's states at `cached_depth` (its last layer when no top layers train). With trained top layers
+        only the layers below them run: the encoder's own forward over its lower layers, the top ones left out."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             if not self.top_layers:
                 return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-            return out.hidden_states[self.cached_depth]
+            stack = self.encoder.encoder
+            full = stack.layer
+            stack.layer = nn.ModuleList(list(full)[: self.cached_depth])
+            try:
+                return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            finally:
+                stack.layer = full
 
     def _top(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The trainable top layers on (B, L, Dt) lower states with a (B, L) mask -> (B, L, Dt)."""

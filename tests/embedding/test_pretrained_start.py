@@ -103,6 +103,15 @@ def test_top_layer_on_cached_states_equals_the_whole_encoder(start):
         cached = tower(ids, mask, TEXTS[:3])  # lower states from the cache (fp16), top layer fresh
         full = tower.encoder(input_ids=ids, attention_mask=mask).last_hidden_state * mask.unsqueeze(-1)
     np.testing.assert_allclose(cached.numpy(), full.numpy(), atol=2e-2)
+    # the lower states run only the frozen layers, and equal the whole encoder's hidden states at that depth
+    ran = []
+    hook = tower.top_layers[0].register_forward_hook(lambda *a: ran.append(1))
+    with torch.no_grad():
+        lower = tower._encode(ids, mask)
+        every = tower.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    hook.remove()
+    assert len(ran) == 1 and len(tower.encoder.encoder.layer) == 6  # the top layer ran once: for `every` only
+    torch.testing.assert_close(lower, every[tower.cached_depth], rtol=0, atol=1e-6)
     # gradients reach the top layer through the cached path
     tower.train()
     out = tower(ids, mask, TEXTS[:3])
