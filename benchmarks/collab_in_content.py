@@ -93,7 +93,7 @@ def without_audio(run_dir: Path, cfg, store_data, bench, n_boot: int) -> dict[st
     from embedding.trainer import train
     from jobs.pipeline import embedding_train_config
 
-    tcfg = dataclasses.replace(embedding_train_config(cfg), audio=False, progress=False)
+    tcfg = dataclasses.replace(embedding_train_config(cfg), audio=False)  # progress as configured
     out_dir = run_dir / "ablations" / "without_audio"
     res = train(tcfg, run_dir / "validate", out_dir, run_dir / "mine", work_dir=out_dir / "work", data=store_data)
     per_query: dict[str, dict] = {"SAIL + CRE": {}, "w/o audio": {}}
