@@ -34,32 +34,37 @@ K = 10
 SIGNALS = ("sound_id", "author_id")
 
 
-def neighbour_share(vectors: np.ndarray, labels: np.ndarray, k: int = K) -> tuple[float, float]:
-    """(share of each row's k nearest other rows by cosine that carry its label, chance: the share of all other
-    rows that do), both averaged over rows."""
+def neighbour_share(vectors: np.ndarray, labels: np.ndarray, k: int = K) -> float:
+    """The share of each row's k nearest other rows by cosine that carry its label, averaged over rows."""
     x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     sim = x @ x.T
     np.fill_diagonal(sim, -np.inf)
     top = np.argpartition(-sim, k, axis=1)[:, :k]
-    same = labels[:, None] == labels[None, :]
-    np.fill_diagonal(same, False)
+    return float((labels[top] == labels[:, None]).mean())
+
+
+def chance_share(labels: np.ndarray) -> float:
+    """The share of all other rows that carry a row's label, averaged over rows (ordered pairs of equal labels)."""
+    counts = np.unique(labels, return_counts=True)[1].astype(np.float64)
     n = len(labels)
-    return float((labels[top] == labels[:, None]).mean()), float(same.sum() / (n * (n - 1)))
+    return float((counts * (counts - 1)).sum() / (n * (n - 1)))
 
 
-def mel_features(run_dir: Path, items) -> np.ndarray:
-    """(n, 2M) per-item [mean | std] of the log-mel spectrogram over time, standardised per column; 0 without audio."""
+def mel_features(run_dir: Path, items) -> tuple[np.ndarray, dict[str, int]]:
+    """(n, 2M) per-item [mean | std] of the log-mel spectrogram over time, standardised per column (0 for an item
+    without readable audio), and the media counts (decoded, skipped by reason) of the preprocessor that read them."""
     from embedding.config import PreprocessConfig
-    from embedding.preprocess import decode_wav, log_mel_chunks
+    from embedding.preprocess import Preprocessor
 
     cfg = PreprocessConfig()
+    pre = Preprocessor(cfg, run_dir / "data" / "media")
     out = np.zeros((len(items), 2 * cfg.n_mels), np.float32)
     for i, ref in enumerate(items["audio_path"]):
-        if ref:
-            samples, rate = decode_wav((run_dir / "data" / "media" / ref).read_bytes())
-            chunks = log_mel_chunks(samples, rate, cfg)[0].float()  # (C, M, T)
+        audio = pre.audio({"audio_path": ref})
+        if audio is not None:
+            chunks = audio[0].float()  # (C, M, T)
             out[i] = np.concatenate([chunks.mean(dim=(0, 2)).numpy(), chunks.std(dim=(0, 2)).numpy()])
-    return (out - out.mean(0)) / (out.std(0) + 1e-6)
+    return (out - out.mean(0)) / (out.std(0) + 1e-6), pre.stats.as_dict()
 
 
 def run_row(run_dir: Path) -> dict:
@@ -71,25 +76,21 @@ def run_row(run_dir: Path) -> dict:
     m = signals.merge(emb, on="item_id").merge(items, on="item_id")
     if m.empty:
         raise SystemExit(f"{run_dir}: no item has both truth signals and an exported embedding")
-    features = {
-        "SAIL + CRE": np.stack(m["embedding"].to_numpy()).astype(np.float32),
-        "log-mel mean/std": mel_features(run_dir, m),
-    }
+    mel, media = mel_features(run_dir, m)
+    features = {"SAIL + CRE": np.stack(m["embedding"].to_numpy()).astype(np.float32), "log-mel mean/std": mel}
     run = json.loads((run_dir / "run.json").read_text())
     row = {
         "run_dir": str(run_dir),
         "code": run["code"],
         "collab_in_content": run["config"]["data"]["collab_in_content"],
         "items": len(m),
+        "audio": media,
         "k": K,
     }
     for signal in SIGNALS:
         labels = m[signal].to_numpy()
-        row[signal] = {}
-        for name, x in features.items():
-            share, chance = neighbour_share(x, labels)
-            row[signal][name] = share
-            row[signal]["chance"] = chance
+        row[signal] = {name: neighbour_share(x, labels) for name, x in features.items()}
+        row[signal]["chance"] = chance_share(labels)
     return row
 
 

@@ -88,10 +88,11 @@ def test_a_sweep_spanning_invocations_keeps_the_rows_of_the_same_code_only(tmp_p
 
 
 def test_neighbour_share_against_a_hand_worked_case():
-    from benchmarks.signal_neighbours import neighbour_share
+    from benchmarks.signal_neighbours import chance_share, neighbour_share
 
     # two tight pairs far apart; labels a, a, b, c: rows 0 and 1 find each other (same label), 2 and 3 do not
     x = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
-    share, chance = neighbour_share(x, np.array(["a", "a", "b", "c"]), k=1)
+    labels = np.array(["a", "a", "b", "c"])
+    share, chance = neighbour_share(x, labels, k=1), chance_share(labels)
     assert share == 0.5  # 2 of the 4 rows' nearest neighbour carries their label
     assert chance == 2 / 12  # 2 ordered same-label pairs of 4 x 3
