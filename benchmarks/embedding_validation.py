@@ -51,6 +51,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "content_minilm_i_only": {"data_overrides": {"content_similarity": "minilm"}, "steps_ii": 0, "steps_iii": 0},
     "content_minilm_cre_x2": {"data_overrides": {"content_similarity": "minilm"}, "steps_scale": {"steps_cre": 2.0}},
     "no_balancing": {"balancing": False},
+    "micl_audio_1": {"micl_audio_weight": 1.0},
+    "micl_audio_5": {"micl_audio_weight": 5.0},
 }
 """Named knob settings: TrainConfig fields, `steps_scale` (stage -> factor on the run's steps) and
 `model_overrides` (ModelConfig text-tower fields, written to a model JSON) and `data_overrides` (DataConfig fields)."""

@@ -187,16 +187,27 @@ class MatryoshkaLoss(nn.Module):
 
 class MICLLoss(nn.Module):
     """Modality-specific contrastive terms (mICL): InfoNCE between the visual-only embeddings of query and
-    target, plus InfoNCE between their text-only embeddings, each over the pairs where both sides have that
-    modality (a term is 0 when fewer than 2 such pairs). Temperatures: sources 'visual' and 'text' of its bank.
+    target, plus InfoNCE between their text-only embeddings, plus (with `audio_weight` > 0) InfoNCE between their
+    audio-only embeddings; each over the pairs where both sides have that modality (a term is 0 when fewer than 2
+    such pairs). Temperatures: sources 'visual', 'text' and 'audio' of its bank.
     """
 
     def __init__(
-        self, temperatures: TemperatureBank | None = None, visual_weight: float = 1.0, text_weight: float = 1.0
+        self,
+        temperatures: TemperatureBank | None = None,
+        visual_weight: float = 1.0,
+        text_weight: float = 1.0,
+        audio_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        self.temperatures = temperatures if temperatures is not None else TemperatureBank(["visual", "text"])
-        self.visual_weight, self.text_weight = visual_weight, text_weight
+        if audio_weight < 0:
+            raise ValueError(f"audio_weight must be >= 0, got {audio_weight}")
+        names = ["visual", "text", "audio"] if audio_weight else ["visual", "text"]
+        self.temperatures = temperatures if temperatures is not None else TemperatureBank(names)
+        missing = [n for n in names if n not in self.temperatures.sources]
+        if missing:
+            raise ValueError(f"the temperature bank has no source {missing}; known: {self.temperatures.sources}")
+        self.visual_weight, self.text_weight, self.audio_weight = visual_weight, text_weight, audio_weight
 
     def _term(self, q: torch.Tensor, t: torch.Tensor, keep: torch.Tensor, source: str) -> torch.Tensor:
         if int(keep.sum()) < 2:
@@ -211,13 +222,24 @@ class MICLLoss(nn.Module):
         target_text: torch.Tensor,
         visual_mask: torch.Tensor,
         text_mask: torch.Tensor,
+        query_audio: torch.Tensor | None = None,
+        target_audio: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.visual_weight * self._term(query_visual, target_visual, visual_mask, "visual") + (
+        loss = self.visual_weight * self._term(query_visual, target_visual, visual_mask, "visual") + (
             self.text_weight * self._term(query_text, target_text, text_mask, "text")
         )
+        if self.audio_weight and query_audio is not None and target_audio is not None and audio_mask is not None:
+            loss = loss + self.audio_weight * self._term(query_audio, target_audio, audio_mask, "audio")
+        return loss
 
     def forward(self, query_out: EmbeddingOutput, target_out: EmbeddingOutput) -> torch.Tensor:
-        """Two EmbeddingOutputs of B paired items (visual, text (B, D); has_vision, has_text (B,)) -> scalar."""
+        """Two EmbeddingOutputs of B paired items (visual, text (B, D), audio (B, H) or None; has_vision,
+        has_text, has_audio (B,)) -> scalar."""
+        q_audio, t_audio = getattr(query_out, "audio", None), getattr(target_out, "audio", None)
+        audio_mask = None
+        if q_audio is not None and t_audio is not None:
+            audio_mask = query_out.has_audio & target_out.has_audio
         return self.compute_loss_from_embeddings(
             query_out.visual,
             target_out.visual,
@@ -225,4 +247,7 @@ class MICLLoss(nn.Module):
             target_out.text,
             query_out.has_vision & target_out.has_vision,
             query_out.has_text & target_out.has_text,
+            q_audio,
+            t_audio,
+            audio_mask,
         )

@@ -26,6 +26,10 @@ vectors of its sentence vectors), so before any step the fused embedding is the 
 rotated (cosines unchanged when D = Dt) and its Matryoshka prefixes are its best low-rank views; training then moves
 the projection, the fine-tuned text layers and the backbone's contribution away from that start.
 
+Modality-only embeddings for the mICL terms: visual = visual_head(mean resampler tokens), text =
+text_head(mean text states), both (B, D); audio = the audio token itself, (B, H), so an audio-only term trains
+exactly the vector the fuser reads for the audio (no extra head).
+
 Late-fusion gate (documented choice): the visual-only embedding z_v (resampler tokens mean-pooled, projected,
 normalised) and the fused embedding z_f are combined as g = sigmoid(w . [z_f; z_v] + b),
 z = normalise(g * z_f + (1 - g) * z_v), with g forced to 1 for items without images. The bias starts at
@@ -68,6 +72,9 @@ class EmbeddingOutput:
     gate: torch.Tensor  # (B,) weight of `fused` in the final embedding
     has_vision: torch.Tensor  # (B,) bool
     has_text: torch.Tensor  # (B,) bool
+    audio: torch.Tensor | None = None  # (B, H) audio-only embedding: the audio token the fuser reads, normalised
+    # (zero rows for items without audio; None for models without that token)
+    has_audio: torch.Tensor | None = None  # (B,) bool
 
     @property
     def embedding(self) -> torch.Tensor:
@@ -204,10 +211,11 @@ class SailEmbeddingModel(nn.Module):
         q = towers["vision"].shape[1]
 
         instr = self.instruction(task, b)  # (B, K, H)
+        audio_token = self.audio_proj(towers["audio"])  # (B, H)
         seq = torch.cat(
             [
                 instr,
-                self.audio_proj(towers["audio"]).unsqueeze(1),  # (B, 1, H)
+                audio_token.unsqueeze(1),  # (B, 1, H)
                 self.vision_proj(towers["vision"]),  # (B, Q, H)
                 self.text_proj(towers["text"]),  # (B, L, H)
             ],
@@ -244,6 +252,8 @@ class SailEmbeddingModel(nn.Module):
             gate=gate,
             has_vision=batch.has_vision,
             has_text=batch.has_text,
+            audio=l2_normalize(audio_token) * batch.has_audio.unsqueeze(1),
+            has_audio=batch.has_audio,
         )
 
 

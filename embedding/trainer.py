@@ -17,7 +17,8 @@ Notation: B pairs per batch (per rank: B / world), N hard negatives per query, D
   refresh mines only the rows the seeded sampler draws before the next refresh, and with `hn_catalogue_pool` P > 0
   searches a seeded sample of P catalogue items instead of the whole catalogue (`embedding.negatives`).
 - Loss (`SailTrain`, the thin train wrapper): Matryoshka(InfoNCE with the source's temperature) + cosent_weight *
-  COSENT (graded q2i) + micl_weight * mICL (visual-only / text-only terms) [+ id2item InfoNCE through `id_proj`].
+  COSENT (graded q2i) + micl_weight * mICL (visual-only + text-only [+ micl_audio_weight * audio-only] terms)
+  [+ id2item InfoNCE through `id_proj`].
 - Determinism / resume: every step reseeds torch and the batch's field-dropout generator from (seed, step); the
   sampler is a pure function of (seed, stage, weights) and is fast-forwarded on resume; the learning rate is a pure
   function of the step. A checkpoint (`checkpoints/step-XXXXXXX/`) holds the model, temperatures, projection,
@@ -110,6 +111,7 @@ class TrainConfig:
     collaborative: bool = True  # False: no CRE stage (content-only model)
     cosent_weight: float = 0.2  # COSENT on graded q2i pairs
     micl_weight: float = 0.1  # modality-specific contrastive terms
+    micl_audio_weight: float = 0.0  # the audio-only term's weight inside mICL (visual and text weigh 1); 0: no term
     id_weight: float = 1.0  # id2item loss weight
     field_drop_prob: float = 0.1  # training-time text field dropout
     text_cache_size: int = 16384  # frozen text tower: cached texts (fp16 token states)
@@ -211,11 +213,12 @@ class SailTrain(nn.Module):
     def __init__(self, model: nn.Module, sources: list[str], id_dim: int | None, cfg: TrainConfig) -> None:
         super().__init__()
         self.model = model
-        self.temperatures = TemperatureBank([*sources, "visual", "text"])
+        modalities = ["visual", "text", "audio"] if cfg.micl_audio_weight else ["visual", "text"]
+        self.temperatures = TemperatureBank([*sources, *modalities])
         self.dims = tuple(model.matryoshka_dims)
         self.info_nce = MatryoshkaLoss(InfoNCELoss(self.temperatures), self.dims)
         self.cosent = CoSENTLoss()
-        self.micl = MICLLoss(self.temperatures)
+        self.micl = MICLLoss(self.temperatures, audio_weight=cfg.micl_audio_weight)
         self.id_proj = nn.Linear(self.dims[-1], id_dim) if id_dim else None
         self.cosent_weight, self.micl_weight, self.id_weight = cfg.cosent_weight, cfg.micl_weight, cfg.id_weight
         self.keep_start_weight = cfg.keep_start_weight

@@ -133,6 +133,8 @@ class EmbeddingSection:
     lr: float = 1e-3
     pretrained_lr_scale: float = 0.1  # the pretrained text layer and the residual projection learn at lr x this
     keep_start_weight: float = 0.0  # pretrained start: weight of the pull back to each item's start embedding
+    micl_audio_weight: float = 0.0  # weight of the audio-only contrastive term (the audio token of each side of a
+    # pair) inside the modality-specific terms, where the visual-only and text-only terms weigh 1; 0: no audio term
     refresh_every: int = 30  # stage-III steps between hard-negative refreshes
     hn_catalogue_pool: int = 0  # items a hard-negative refresh searches: 0 = the whole catalogue; N > 0 = a seeded
     # sample of N items, new at each refresh (negatives are the hardest within it; bounds a refresh's cost)
@@ -454,6 +456,7 @@ RANGES: dict[str, dict[str, str]] = {
         "lr": "> 0",
         "pretrained_lr_scale": ">= 0",
         "keep_start_weight": ">= 0",
+        "micl_audio_weight": ">= 0",
         "refresh_every": ">= 1",
         "hn_catalogue_pool": ">= 0",
         "checkpoint_every": ">= 1",
@@ -869,6 +872,7 @@ def embedding_train_config(cfg: RunConfig):
         lr=e.lr,
         pretrained_lr_scale=e.pretrained_lr_scale,
         keep_start_weight=e.keep_start_weight,
+        micl_audio_weight=e.micl_audio_weight,
         refresh_every=e.refresh_every,
         hn_catalogue_pool=e.hn_catalogue_pool,
         checkpoint_every=e.checkpoint_every,

@@ -105,3 +105,29 @@ def test_micl_uses_only_pairs_with_the_modality():
     assert loss_fn(out_q, out_t).item() == pytest.approx(expected.item(), abs=1e-5)
     one = SimpleNamespace(**{**vars(out_q), "has_vision": torch.tensor([True, False, False, False])})
     assert loss_fn(one, out_t).item() == pytest.approx(info_nce_loss(tq[1:], tt[1:], 0.1).item(), abs=1e-5)
+
+
+def test_micl_audio_term_only_with_its_weight_and_on_pairs_with_audio():
+    g = torch.Generator().manual_seed(3)
+    vq, vt, tq, tt = (F.normalize(torch.randn(4, 8, generator=g), dim=1) for _ in range(4))
+    aq, at = (F.normalize(torch.randn(4, 6, generator=g), dim=1) for _ in range(2))
+    every = torch.ones(4, dtype=torch.bool)
+    has_a = torch.tensor([True, False, True, True])
+    out_q = SimpleNamespace(visual=vq, text=tq, audio=aq, has_vision=every, has_text=every, has_audio=has_a)
+    out_t = SimpleNamespace(visual=vt, text=tt, audio=at, has_vision=every, has_text=every, has_audio=every)
+    base = info_nce_loss(vq, vt, 0.1) + info_nce_loss(tq, tt, 0.1)
+    # weight 0 (the default): the audio rows change nothing
+    assert MICLLoss(TemperatureBank(["visual", "text"], init=0.1))(out_q, out_t).item() == pytest.approx(
+        base.item(), abs=1e-5
+    )
+    # weight 2: twice InfoNCE over the pairs where both sides have audio (rows 0, 2, 3), at the 'audio' temperature
+    bank = TemperatureBank(["visual", "text", "audio"], init=0.1)
+    with torch.no_grad():
+        bank.log_temps["audio"].fill_(math.log(0.2))
+    expected = base + 2.0 * info_nce_loss(aq[has_a], at[has_a], 0.2)
+    assert MICLLoss(bank, audio_weight=2.0)(out_q, out_t).item() == pytest.approx(expected.item(), abs=1e-5)
+    # outputs without an audio embedding (the concatenation model) skip the term
+    no_audio = SimpleNamespace(**{**vars(out_q), "audio": None})
+    assert MICLLoss(bank, audio_weight=2.0)(no_audio, out_t).item() == pytest.approx(base.item(), abs=1e-5)
+    with pytest.raises(ValueError, match="no source"):
+        MICLLoss(TemperatureBank(["visual", "text"]), audio_weight=1.0)

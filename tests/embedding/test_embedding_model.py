@@ -56,6 +56,13 @@ def test_forward_shapes_norms_and_matryoshka_prefixes(model):
     assert out.text.norm(dim=1).round().tolist() == [1.0, 1.0, 1.0, 0.0]
     # gate: sigmoid(0 . x + 2) = 0.8808 at init with images; forced to 1 without
     assert torch.allclose(out.gate, torch.tensor([0.8808, 1.0, 1.0, 0.8808]), atol=1e-4)
+    # audio-only embedding: the audio token the fuser reads, normalised; zero rows without audio
+    assert out.audio.shape == (4, model.backbone.hidden_size) and out.has_audio.tolist() == [True, True, False, False]
+    assert out.audio.norm(dim=1).round().tolist() == [1.0, 1.0, 0.0, 0.0]
+    batch = batch_of(items())
+    with torch.no_grad():
+        enc = model.audio_encoder(batch.audio, batch.audio_chunk_mask, batch.audio_frames)
+    torch.testing.assert_close(out.audio[:2], F.normalize(model.audio_proj(enc), dim=1)[:2], rtol=0, atol=1e-5)
 
 
 def test_backbone_is_bidirectional_and_4d_mask_is_needed():

@@ -241,3 +241,30 @@ def test_resume_mid_stage_iii_with_a_catalogue_pool_matches_an_unbroken_run(worl
     for (na, pa), (nb, pb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
         assert na == nb
         torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6)
+
+
+def test_the_audio_micl_term_trains_the_audio_token_from_item_pairs(world, tmp_path):
+    from embedding.trainer import Trainer, load_training_data, resolve_model_config
+
+    data_dir, work, pairs = world
+    mc = resolve_model_config(FAST.model, FAST)
+    data = load_training_data(FAST, data_dir, pairs, work, mc)
+
+    def micl_and_audio_grad(weight: float) -> tuple[float, float]:
+        cfg = dataclasses.replace(FAST, micl_audio_weight=weight, field_drop_prob=0.0)
+        tr = Trainer(cfg, data, tmp_path / f"a{weight}", mc)
+        batch = tr.make_batch("content_i2i", np.arange(8), torch.Generator().manual_seed(0))
+        assert int(batch.query.has_audio.sum()) >= 2 and int(batch.target.has_audio.sum()) >= 2
+        tr.model.zero_grad()
+        loss, (_, parts) = tr.train_module(batch)
+        tr.train_module.micl(tr.model(batch.query, "item"), tr.model(batch.target, "item")).backward()
+        grad = sum(float(p.grad.abs().sum()) for p in tr.model.audio_encoder.parameters() if p.grad is not None)
+        return parts["micl"], grad
+
+    torch.manual_seed(0)
+    micl_off, grad_off = micl_and_audio_grad(0.0)
+    torch.manual_seed(0)
+    micl_on, grad_on = micl_and_audio_grad(1.0)
+    # Without the term the modality-only losses never touch the audio encoder; with it they do, and add a loss
+    assert grad_off == 0.0 and grad_on > 0.0
+    assert micl_on > micl_off
