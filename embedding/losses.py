@@ -185,6 +185,11 @@ class MatryoshkaLoss(nn.Module):
         return total
 
 
+def micl_sources(audio_weight: float) -> list[str]:
+    """The temperature-bank sources the mICL terms use: 'visual', 'text', and 'audio' when its term is on."""
+    return ["visual", "text", "audio"] if audio_weight else ["visual", "text"]
+
+
 class MICLLoss(nn.Module):
     """Modality-specific contrastive terms (mICL): InfoNCE between the visual-only embeddings of query and
     target, plus InfoNCE between their text-only embeddings, plus (with `audio_weight` > 0) InfoNCE between their
@@ -202,7 +207,7 @@ class MICLLoss(nn.Module):
         super().__init__()
         if audio_weight < 0:
             raise ValueError(f"audio_weight must be >= 0, got {audio_weight}")
-        names = ["visual", "text", "audio"] if audio_weight else ["visual", "text"]
+        names = micl_sources(audio_weight)
         self.temperatures = temperatures if temperatures is not None else TemperatureBank(names)
         missing = [n for n in names if n not in self.temperatures.sources]
         if missing:

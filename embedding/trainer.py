@@ -61,7 +61,7 @@ from embedding.checkpoint import save_embedding_model
 from embedding.config import ModelConfig
 from embedding.data import DataConfig, PairSource, TrainingData
 from embedding.device import autocast, check_device, check_precision, resolve_device
-from embedding.losses import CoSENTLoss, InfoNCELoss, MatryoshkaLoss, MICLLoss, TemperatureBank
+from embedding.losses import CoSENTLoss, InfoNCELoss, MatryoshkaLoss, MICLLoss, TemperatureBank, micl_sources
 from embedding.model import EmbeddingOutput, build_embedding_model
 from embedding.negatives import HardNegativeMiner, MiningSource
 from embedding.preprocess import ItemBatch, ItemInputs, build_text, build_tokenizer, collate_items
@@ -213,8 +213,7 @@ class SailTrain(nn.Module):
     def __init__(self, model: nn.Module, sources: list[str], id_dim: int | None, cfg: TrainConfig) -> None:
         super().__init__()
         self.model = model
-        modalities = ["visual", "text", "audio"] if cfg.micl_audio_weight else ["visual", "text"]
-        self.temperatures = TemperatureBank([*sources, *modalities])
+        self.temperatures = TemperatureBank([*sources, *micl_sources(cfg.micl_audio_weight)])
         self.dims = tuple(model.matryoshka_dims)
         self.info_nce = MatryoshkaLoss(InfoNCELoss(self.temperatures), self.dims)
         self.cosent = CoSENTLoss()
