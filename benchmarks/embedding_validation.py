@@ -11,7 +11,7 @@ is scored on [C_v, C). Nothing at or after C is read, so the held-out period sta
 Per variant it records the retrieval rows of MiniLM (the start), SAIL stages I-III and SAIL + CRE, the paired
 differences CRE - MiniLM, CRE - stages I-III and stages I-III - MiniLM (same queries, cluster-bootstrap intervals),
 the training seconds and pairs/s, and the knobs. Results: benchmarks/results/embedding_validation_<config>.json and
-its Markdown twin.
+its Markdown twin, rewritten after every variant (`pending` lists those still to run).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,16 @@ def variant_config(base, spec: dict[str, Any], out: Path):
     return cfg
 
 
-def run(config: str, run_dir: Path | None, names: list[str], n_boot: int, max_queries: int) -> dict:
+def run(
+    config: str,
+    run_dir: Path | None,
+    names: list[str],
+    n_boot: int,
+    max_queries: int,
+    on_variant: Callable[[dict], None] | None = None,
+) -> dict:
+    """Every variant in `names`, one after another; `on_variant` gets the payload so far after each (`pending`: the
+    variants still to run), so a long sweep leaves its finished rows behind."""
     import torch
 
     from embedding.data import load_pairs
@@ -198,15 +208,19 @@ def run(config: str, run_dir: Path | None, names: list[str], n_boot: int, max_qu
         }
         print(json.dumps({name: {k: v for k, v in results[name].items() if k == "paired"}}, default=str), flush=True)
         shutil.rmtree(work / "variants" / name / "checkpoints", ignore_errors=True)
-    return {
-        "config": config,
-        "run_dir": str(rd),
-        "heldout_cutoff_not_read": cutoff.isoformat(),
-        "validation_cutoff": prepared.split_ts.isoformat(),
-        "train_config": dataclasses.asdict(base),
-        "queries": {t: len(b) for t, b in bench.items()},
-        "variants": results,
-    }
+        payload = {
+            "config": config,
+            "run_dir": str(rd),
+            "heldout_cutoff_not_read": cutoff.isoformat(),
+            "validation_cutoff": prepared.split_ts.isoformat(),
+            "train_config": dataclasses.asdict(base),
+            "queries": {t: len(b) for t, b in bench.items()},
+            "variants": dict(results),
+            "pending": names[len(results) :],
+        }
+        if on_variant is not None:
+            on_variant(payload)
+    return payload
 
 
 def render(payload: dict) -> str:
@@ -237,6 +251,8 @@ def render(payload: dict) -> str:
                 + " / ".join(f"{100 * c['diff']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]" for c in d)
             )
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['train_seconds']} |")
+    if payload.get("pending"):
+        lines += ["", "Not run yet: " + ", ".join(payload["pending"]) + "."]
     first = next(iter(payload["variants"].values()), None)
     if first is not None:
         m = first["table"]["MiniLM (pretrained, text)"]
@@ -257,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
-    payload = run(args.config, args.run_dir, names, args.n_boot, args.max_queries)
     out = args.out or RESULTS / f"embedding_validation_{args.config}.json"
-    write_results(out, {"machine": describe_machine("torch", "transformers"), **payload}, render(payload))
+
+    def save(payload: dict) -> None:  # after every variant: a stopped sweep keeps its finished rows
+        write_results(out, {"machine": describe_machine("torch", "transformers"), **payload}, render(payload))
+
+    run(args.config, args.run_dir, names, args.n_boot, args.max_queries, on_variant=save)
     return 0
 
 
