@@ -73,7 +73,10 @@ class DataConfig:
     # docs/DATA.md) or "movielens" (the shipped MovieLens mapping, sources.logs.MOVIELENS)
     size: str = "small"  # generated world size: tiny | small | medium | large
     seed: int = 7  # generated world seed
-    movielens_dir: str | None = None  # MovieLens folder; None: $SAIL_MOVIELENS_DIR or ../shared/data/...
+    movielens_dir: str | None = None  # MovieLens folder (relative to the config file); None: $SAIL_MOVIELENS_DIR
+    # or ../shared/data/movielens-latest-small
+    movielens_posters: str | None = None  # MovieLens: a folder of `<movieId>.jpg` posters (relative to the config
+    # file), each movie's image (a movie without one has none); None: text only
     session_gap_s: int = 1800  # MovieLens sessionisation gap (seconds)
     positive_rating: float = 4.0  # MovieLens: a rating >= this is engaged; a lower one is shown, not engaged
     contracts_dir: str | None = None  # source contracts: a folder already in the contracts (relative to the config)
@@ -402,6 +405,11 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
             raise ValueError(f"{where} [data]: source contracts needs contracts_dir (the folder with the tables)")
         folder = str(config_path(cfg.data.contracts_dir, base))
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, contracts_dir=folder))
+    if cfg.data.source == "movielens":
+        paths = {
+            k: str(config_path(v, base)) for k in ("movielens_dir", "movielens_posters") if (v := getattr(cfg.data, k))
+        }
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **paths))
     check_config(cfg, where)
     return cfg
 
@@ -760,7 +768,7 @@ def _copy_contracts(src: Path, out: Path, echo: Callable[[str], None]) -> dict[s
 def logs_mapping(cfg: RunConfig) -> LogsMapping:
     """The mapping a run's data stage reads: [data.logs] (its root already resolved by `load_config`), or for
     source movielens the shipped MovieLens mapping on `movielens_dir` with [data]'s session gap and positive
-    rating and [data.logs]'s negatives."""
+    rating, [data.logs]'s negatives and, with `movielens_posters`, each movie's `<movieId>.jpg` there as its image."""
     from sources.logs import MOVIELENS, PositivesMapping
 
     d = cfg.data
@@ -769,13 +777,20 @@ def logs_mapping(cfg: RunConfig) -> LogsMapping:
     if d.source != "movielens":
         raise ValueError(f"data.source {d.source!r} is not read through a mapping")
     root = Path(d.movielens_dir) if d.movielens_dir else default_movielens_dir()
-    return dataclasses.replace(
+    mapping = dataclasses.replace(
         MOVIELENS,
         root=str(root.resolve()),
         session_gap_s=d.session_gap_s,
         positives=PositivesMapping(rating_threshold=d.positive_rating),
         negatives=d.logs.negatives,
     )
+    if d.movielens_posters is None:
+        return mapping
+    posters = Path(d.movielens_posters).resolve()
+    if not posters.is_dir():
+        raise FileNotFoundError(f"data.movielens_posters: {posters} is not a folder")
+    items = dataclasses.replace(MOVIELENS.items, image_pattern="{item}.jpg")
+    return dataclasses.replace(mapping, items=items, media_root=str(posters))
 
 
 def _stage_validate(ctx: StageContext) -> dict[str, Any]:

@@ -523,3 +523,40 @@ def test_real_positive_share_matches_csv(real):
     assert liked == pytest.approx(expected, abs=1e-9)
     assert finished == pytest.approx(expected, abs=1e-9)
     assert 0.3 < expected < 0.7  # sanity: ml-latest-small is about half positives
+
+
+# --------------------------------------------------------------------------------------------------------
+# Posters (data.movielens_posters)
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_posters_become_the_movies_images_and_a_missing_one_is_counted(tmp_path):
+    import yaml
+
+    from jobs.pipeline import load_config, logs_mapping
+
+    src = write_fixture(tmp_path)
+    posters = tmp_path / "cfg" / "posters"
+    posters.mkdir(parents=True)
+    for movie in (10, 30):
+        (posters / f"{movie}.jpg").write_bytes(b"\xff\xd8\xff")  # only the path's existence is read here
+    config = tmp_path / "cfg" / "ml.yaml"  # paths in [data] are relative to the config file's folder
+    config.write_text(
+        yaml.safe_dump({"data": {"source": "movielens", "movielens_dir": str(src), "movielens_posters": "posters"}})
+    )
+    m = logs_mapping(load_config(str(config)))
+    assert (m.items.image_pattern, Path(m.media_root)) == ("{item}.jpg", posters.resolve())
+    result = adapt_logs(m, tmp_path / "out", echo=lambda _line: None)
+    covers = {r["item_id"]: r["cover_path"] for r in rows(result, "items")}
+    assert covers == {10: "10.jpg", 20: None, 30: "30.jpg", 40: None, 50: None, 60: None}
+    assert manifest_of(result)["media"]["root"] == str(posters.resolve())
+    assert result.counts["media_missing_cover_path"] == 4  # movies 20, 40, 50, 60 have no poster file
+
+
+def test_a_posters_folder_that_is_not_there_is_named(tmp_path):
+    from jobs.pipeline import load_config, logs_mapping
+
+    cfg = load_config("movielens")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, movielens_posters=str(tmp_path / "nope")))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope"))):
+        logs_mapping(cfg)
