@@ -7,11 +7,14 @@ the run's miners (its own period layout) and trains each variant on it: a varian
 is scored on [C_v, C). Nothing at or after C is read, so the held-out period stays untouched by knob choices.
 
     python benchmarks/embedding_validation.py --config movielens [--run-dir DIR] [--variants a,b] [--out FILE]
+    python benchmarks/embedding_validation.py --compare A.queries.npz:variant B.queries.npz:variant
 
 Per variant it records the retrieval rows of MiniLM (the start), SAIL stages I-III and SAIL + CRE, the paired
 differences CRE - MiniLM, CRE - stages I-III and stages I-III - MiniLM (same queries, cluster-bootstrap intervals),
 the training seconds and pairs/s, and the knobs. Results: benchmarks/results/embedding_validation_<config>.json and
-its Markdown twin, rewritten after every variant (`pending` lists those still to run).
+its Markdown twin, rewritten after every variant (`pending` lists those still to run), and `<out>.queries.npz`: every
+column's per-query recalls with the queries' clusters. `--compare` pairs two such runs on the same split (say, a
+config with and one without a modality): SAIL + CRE of A minus B per task, cluster-bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
@@ -187,6 +192,8 @@ def run(
     per_query: dict[str, dict[str, Any]] = {MINILM: {}}
     minilm = score_method(minilm_method(data.store), bench, n_boot, 0, per_query[MINILM])
     results: dict[str, Any] = {}
+    per_query_out = {f"clusters/{t}": b.clusters for t, b in bench.items()}  # the queries' identity, for --compare
+    per_query_out |= {f"{MINILM}/{t}": r for t, r in per_query[MINILM].items()}
     for name in names:
         vcfg = variant_config(base, VARIANTS[name], work / "variants" / name)
         t0 = time.perf_counter()
@@ -198,6 +205,9 @@ def run(
         for col, path in ((SAIL_CONTENT, res.content_model_path), (SAIL, res.model_path)):
             table[col] = score_method(model_method(path, data.store), bench, n_boot, 0, pq[col])
         comparisons = [(SAIL, MINILM), (SAIL, SAIL_CONTENT), (SAIL_CONTENT, MINILM)]
+        for col in (SAIL_CONTENT, SAIL):
+            for task, r in pq[col].items():
+                per_query_out[f"{name}/{col}/{task}"] = r
         results[name] = {
             "spec": VARIANTS[name],
             "table": table,
@@ -217,6 +227,7 @@ def run(
             "queries": {t: len(b) for t, b in bench.items()},
             "variants": dict(results),
             "pending": names[len(results) :],
+            "per_query": dict(per_query_out),
         }
         if on_variant is not None:
             on_variant(payload)
@@ -260,6 +271,42 @@ def render(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def save_per_query(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Every column's per-query recalls and each task's query clusters, written atomically (`--compare` reads it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    tmp.replace(path)
+
+
+def compare(a: str, b: str, n_boot: int = 500) -> dict[str, dict[str, float]]:
+    """SAIL + CRE of run A's variant minus run B's, paired over the same validation queries: `a` and `b` are
+    `<result>.queries.npz:<variant>` (two harness runs on the same split, e.g. one config with and one without a
+    modality). A ValueError when the two runs' queries differ (another split, another data set)."""
+    from core.bootstrap import cluster_bootstrap
+
+    def load(spec: str) -> tuple[dict[str, np.ndarray], str]:
+        path, _, variant = spec.rpartition(":")
+        if not path:
+            raise ValueError(f"{spec!r}: give <file>.queries.npz:<variant>")
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        if not any(k.startswith(f"{variant}/") for k in arrays):
+            raise ValueError(f"{path}: no variant {variant!r}")
+        return arrays, variant
+
+    (qa, va), (qb, vb) = load(a), load(b)
+    out = {}
+    for key in sorted(k for k in qa if k.startswith("clusters/")):
+        task = key.split("/", 1)[1]
+        if key not in qb or not np.array_equal(qa[key], qb[key]):
+            raise ValueError(f"{a} and {b} were scored on different {task} queries: not paired")
+        d = qa[f"{va}/SAIL + CRE/{task}"] - qb[f"{vb}/SAIL + CRE/{task}"]
+        iv = cluster_bootstrap(lambda r: float(np.mean(r)), {"r": d}, qa[key], n_boot=n_boot, seed=0)
+        out[task] = {"diff": iv.estimate, "low": iv.low, "high": iv.high, "queries": len(d)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="movielens")
@@ -268,7 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--max-queries", type=int, default=2000)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="no training: SAIL + CRE of A minus B, paired; each <result>.queries.npz:<variant>",
+    )
     args = p.parse_args(argv)
+    if args.compare:
+        for task, c in compare(*args.compare, n_boot=args.n_boot).items():
+            interval = f"{100 * c['diff']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
+            print(f"{task}: SAIL + CRE {interval} ({c['queries']} queries)")
+        return 0
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -276,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / f"embedding_validation_{args.config}.json"
 
     def save(payload: dict) -> None:  # after every variant: a stopped sweep keeps its finished rows
+        payload = dict(payload)
+        save_per_query(out.with_suffix(".queries.npz"), payload.pop("per_query"))
         write_results(out, {"machine": describe_machine("torch", "transformers"), **payload}, render(payload))
 
     run(args.config, args.run_dir, names, args.n_boot, args.max_queries, on_variant=save)

@@ -96,3 +96,20 @@ def test_neighbour_share_against_a_hand_worked_case():
     share, chance = neighbour_share(x, labels, k=1), chance_share(labels)
     assert share == 0.5  # 2 of the 4 rows' nearest neighbour carries their label
     assert chance == 2 / 12  # 2 ordered same-label pairs of 4 x 3
+
+
+def test_compare_pairs_two_runs_over_the_same_queries_and_refuses_different_ones(tmp_path):
+    clusters = np.array([1, 1, 2, 3])
+    a = {"clusters/seq2item": clusters, "shipped/SAIL + CRE/seq2item": np.array([1.0, 0.0, 1.0, 1.0])}
+    b = {"clusters/seq2item": clusters, "shipped/SAIL + CRE/seq2item": np.array([0.0, 0.0, 1.0, 0.0])}
+    embedding_validation.save_per_query(tmp_path / "a.queries.npz", a)
+    embedding_validation.save_per_query(tmp_path / "b.queries.npz", b)
+    got = embedding_validation.compare(f"{tmp_path}/a.queries.npz:shipped", f"{tmp_path}/b.queries.npz:shipped", 200)
+    assert got["seq2item"]["diff"] == pytest.approx(0.5) and got["seq2item"]["queries"] == 4  # (1 + 0 + 0 + 1) / 4
+    assert got["seq2item"]["low"] <= 0.5 <= got["seq2item"]["high"]
+    other = {**b, "clusters/seq2item": np.array([1, 2, 2, 3])}
+    embedding_validation.save_per_query(tmp_path / "c.queries.npz", other)
+    with pytest.raises(ValueError, match="different seq2item queries"):
+        embedding_validation.compare(f"{tmp_path}/a.queries.npz:shipped", f"{tmp_path}/c.queries.npz:shipped")
+    with pytest.raises(ValueError, match="no variant 'cre_x2'"):
+        embedding_validation.compare(f"{tmp_path}/a.queries.npz:cre_x2", f"{tmp_path}/b.queries.npz:shipped")
