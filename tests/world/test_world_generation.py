@@ -73,9 +73,9 @@ def _same_vs_other(sim: np.ndarray, label: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_tiny_generation_is_fast_and_sized(world, tables):
-    _, result = world
-    assert result.seconds < 10.0, f"tiny generation took {result.seconds:.1f}s (budget 10 s, media included)"
+def test_tiny_generation_is_sized(world, tables):
+    _, result = world  # its wall time is benchmarks/generate_world.py's, not a unit test's
+    assert result.seconds > 0
     assert result.counts["items"] == SIZES["tiny"].n_items == tables["items"].height
     assert 10_000 <= result.counts["interactions"] <= 100_000
     assert result.counts["interactions"] == tables["interactions"].height
