@@ -212,13 +212,24 @@ def test_eval_retrieval_with_a_run_config_evaluates_what_sail_run_evaluates(conf
     assert seen["cfg"] == embedding.retrieval_eval.EvalConfig()
 
 
-def test_the_run_config_and_the_trainer_share_their_embedding_defaults():
-    """One set of defaults: a run config without an [embedding] section trains what `sail train-embedding` trains
-    without options (and the other way round)."""
-    import embedding.trainer
-    from jobs.pipeline import RunConfig, embedding_train_config
+def test_a_config_without_an_embedding_section_trains_the_validated_real_data_recipe():
+    """Your own data with only [data] written trains what the shipped movielens config trains (the recipe picked
+    on its validation split), but for that config's data-specific holdout and checkpoint spacing; the trainer's
+    library defaults are the test-size tiny model, and everything else is shared with them."""
+    import dataclasses
 
-    assert embedding_train_config(RunConfig(name="x", run_dir="x")) == embedding.trainer.TrainConfig()
+    import embedding.trainer
+    from embedding.data import DataConfig
+    from jobs.pipeline import RunConfig, embedding_train_config, load_config
+
+    default = embedding_train_config(RunConfig(name="x", run_dir="x"))
+    shipped = embedding_train_config(load_config("movielens"))
+    assert default == dataclasses.replace(shipped, checkpoint_every=default.checkpoint_every)  # holdout: the run's
+    assert (default.model, default.data.content_similarity) == ("minilm", "minilm")
+    library = embedding.trainer.TrainConfig()
+    recipe = {"model": "minilm", "steps_i": 200, "steps_ii": 50, "steps_iii": 50, "steps_cre": 800}
+    recipe |= {"batch_size": 64, "threads": 2, "data": DataConfig(content_similarity="minilm")}
+    assert default == dataclasses.replace(library, **recipe)
 
 
 def test_the_run_config_and_the_ranker_trainer_share_their_defaults(tmp_path):
