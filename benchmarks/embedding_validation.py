@@ -319,13 +319,20 @@ def main(argv: list[str] | None = None) -> int:
         "--compare",
         nargs=2,
         metavar=("A", "B"),
-        help="no training: SAIL + CRE of A minus B, paired; each <result>.queries.npz:<variant>",
+        help="no training: SAIL + CRE of A minus B, paired; each <result>.queries.npz:<variant> (--out: a result file)",
     )
     args = p.parse_args(argv)
     if args.compare:
-        for task, c in compare(*args.compare, n_boot=args.n_boot).items():
+        diffs = compare(*args.compare, n_boot=args.n_boot)
+        lines = [f"# SAIL + CRE: {args.compare[0]} minus {args.compare[1]} (Recall x 100, paired, 95% interval)", ""]
+        for task, c in diffs.items():
             interval = f"{100 * c['diff']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
-            print(f"{task}: SAIL + CRE {interval} ({c['queries']} queries)")
+            lines.append(f"- {task}: {interval} ({c['queries']} queries)")
+        if args.out is not None:
+            payload = {"a": args.compare[0], "b": args.compare[1], "n_boot": args.n_boot, "sail_cre_a_minus_b": diffs}
+            write_results(args.out, {"machine": describe_machine("torch"), **payload}, "\n".join(lines) + "\n")
+        else:
+            print("\n".join(lines))
         return 0
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
