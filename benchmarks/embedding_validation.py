@@ -194,6 +194,20 @@ def run(
     results: dict[str, Any] = {}
     per_query_out = {f"clusters/{t}": b.clusters for t, b in bench.items()}  # the queries' identity, for --compare
     per_query_out |= {f"{MINILM}/{t}": r for t, r in per_query[MINILM].items()}
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "config": config,
+            "run_dir": str(rd),
+            "heldout_cutoff_not_read": cutoff.isoformat(),
+            "validation_cutoff": prepared.split_ts.isoformat(),
+            "train_config": dataclasses.asdict(base),
+            "queries": {t: len(b) for t, b in bench.items()},
+            "variants": dict(results),
+            "pending": names[len(results) :],
+            "per_query": dict(per_query_out),
+        }
+
     for name in names:
         vcfg = variant_config(base, VARIANTS[name], work / "variants" / name)
         t0 = time.perf_counter()
@@ -218,20 +232,9 @@ def run(
         }
         print(json.dumps({name: {k: v for k, v in results[name].items() if k == "paired"}}, default=str), flush=True)
         shutil.rmtree(work / "variants" / name / "checkpoints", ignore_errors=True)
-        payload = {
-            "config": config,
-            "run_dir": str(rd),
-            "heldout_cutoff_not_read": cutoff.isoformat(),
-            "validation_cutoff": prepared.split_ts.isoformat(),
-            "train_config": dataclasses.asdict(base),
-            "queries": {t: len(b) for t, b in bench.items()},
-            "variants": dict(results),
-            "pending": names[len(results) :],
-            "per_query": dict(per_query_out),
-        }
         if on_variant is not None:
-            on_variant(payload)
-    return payload
+            on_variant(snapshot())
+    return snapshot()
 
 
 def render(payload: dict) -> str:
