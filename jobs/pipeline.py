@@ -67,6 +67,9 @@ SHIPPED_CONFIGS = ("demo", "smoke", "movielens", "large")
 # ------------------------------------------------------------------------------------------------------------
 
 
+DEFAULT_POSTERS = "default"  # data.movielens_posters: `default_movielens_posters()`
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "generated"  # "generated" (the simulated world), "logs" (your own files, mapped by [data.logs];
@@ -76,7 +79,8 @@ class DataConfig:
     movielens_dir: str | None = None  # MovieLens folder (relative to the config file); None: $SAIL_MOVIELENS_DIR
     # or ../shared/data/movielens-latest-small
     movielens_posters: str | None = None  # MovieLens: a folder of `<movieId>.jpg` posters (relative to the config
-    # file), each movie's image (a movie without one has none); None: text only
+    # file), each movie's image (a movie without one has none); "default": $SAIL_MOVIELENS_POSTERS or
+    # ../shared/data/movielens-posters/posters; None: text only
     session_gap_s: int = 1800  # MovieLens sessionisation gap (seconds)
     positive_rating: float = 4.0  # MovieLens: a rating >= this is engaged; a lower one is shown, not engaged
     contracts_dir: str | None = None  # source contracts: a folder already in the contracts (relative to the config)
@@ -411,7 +415,9 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, contracts_dir=folder))
     if cfg.data.source == "movielens":
         paths = {
-            k: str(config_path(v, base)) for k in ("movielens_dir", "movielens_posters") if (v := getattr(cfg.data, k))
+            k: str(config_path(v, base))
+            for k in ("movielens_dir", "movielens_posters")
+            if (v := getattr(cfg.data, k)) and v != DEFAULT_POSTERS
         }
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **paths))
     check_config(cfg, where)
@@ -693,11 +699,19 @@ class Stage:
     deps: tuple[str, ...] = ()  # upstream stages whose outputs it reads (their hashes enter its hash)
 
 
+def _shared_data() -> Path:
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
 def default_movielens_dir() -> Path:
     env = os.environ.get("SAIL_MOVIELENS_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-latest-small"
+    return Path(env) if env else _shared_data() / "movielens-latest-small"
+
+
+def default_movielens_posters() -> Path:
+    """`data.movielens_posters: default`: $SAIL_MOVIELENS_POSTERS, else the shared posters folder."""
+    env = os.environ.get("SAIL_MOVIELENS_POSTERS")
+    return Path(env) if env else _shared_data() / "movielens-posters" / "posters"
 
 
 def _world(d: DataConfig):
@@ -790,9 +804,11 @@ def logs_mapping(cfg: RunConfig) -> LogsMapping:
     )
     if d.movielens_posters is None:
         return mapping
-    posters = Path(d.movielens_posters).resolve()
+    default = d.movielens_posters == DEFAULT_POSTERS
+    posters = (default_movielens_posters() if default else Path(d.movielens_posters)).resolve()
     if not posters.is_dir():
-        raise FileNotFoundError(f"data.movielens_posters: {posters} is not a folder")
+        hint = " (default: set $SAIL_MOVIELENS_POSTERS, or movielens_posters: null for text only)" if default else ""
+        raise FileNotFoundError(f"data.movielens_posters: {posters} is not a folder{hint}")
     items = dataclasses.replace(MOVIELENS.items, image_pattern="{item}.jpg")
     return dataclasses.replace(mapping, items=items, media_root=str(posters))
 

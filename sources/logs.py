@@ -235,7 +235,8 @@ MOVIELENS = LogsMapping(
     positives=PositivesMapping(rating_threshold=4.0),
 )
 """MovieLens (ml-latest-small and the other GroupLens dumps) as a shipped mapping: ratings >= 4 are positives,
-genres are tags and the first one the category, user tags before the cutoff join the tags, no media."""
+genres are tags and the first one the category, user tags before the cutoff join the tags, no media (a run
+config's `data.movielens_posters` adds each movie's poster as its image)."""
 
 
 class MappingError(ValueError):

@@ -22,6 +22,10 @@ needs_movielens = pytest.mark.skipif(
     not (MOVIELENS / "ratings.csv").exists(),
     reason=f"MovieLens latest-small not found at {MOVIELENS} (set SAIL_MOVIELENS_DIR to run these tests)",
 )
+POSTERS = pipeline.default_movielens_posters()  # the shipped movielens config reads them (`movielens_posters: default`)
+needs_posters = pytest.mark.skipif(
+    not POSTERS.is_dir(), reason=f"MovieLens posters not found at {POSTERS} (set SAIL_MOVIELENS_POSTERS)"
+)
 STAGE_NAMES = [s.name for s in pipeline.STAGES]
 
 
@@ -372,6 +376,7 @@ def test_killed_during_embedding_training_the_rerun_ends_with_the_unbroken_summa
 
 @pytest.mark.slow
 @needs_movielens
+@needs_posters
 def test_movielens_config_produces_its_report_from_the_real_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAIL_MOVIELENS_DIR", str(MOVIELENS))
     assert main(["run", "--config", "movielens", "--run-dir", str(tmp_path / "run")]) == 0

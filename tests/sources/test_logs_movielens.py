@@ -560,3 +560,21 @@ def test_a_posters_folder_that_is_not_there_is_named(tmp_path):
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, movielens_posters=str(tmp_path / "nope")))
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope"))):
         logs_mapping(cfg)
+
+
+def test_default_posters_are_the_environment_folder_and_a_missing_one_says_how_to_go_text_only(tmp_path, monkeypatch):
+    import yaml
+
+    from jobs.pipeline import load_config, logs_mapping
+
+    config = tmp_path / "ml.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": "movielens", "movielens_posters": "default"}}))
+    posters = tmp_path / "elsewhere"
+    posters.mkdir()
+    monkeypatch.setenv("SAIL_MOVIELENS_POSTERS", str(posters))
+    cfg = load_config(str(config))
+    assert cfg.data.movielens_posters == "default"  # not a folder named `default` beside the config
+    assert Path(logs_mapping(cfg).media_root) == posters.resolve()
+    monkeypatch.setenv("SAIL_MOVIELENS_POSTERS", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match=r"nope is not a folder .*movielens_posters: null for text only"):
+        logs_mapping(cfg)
