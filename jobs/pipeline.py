@@ -417,7 +417,7 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
         paths = {
             k: str(config_path(v, base))
             for k in ("movielens_dir", "movielens_posters")
-            if (v := getattr(cfg.data, k)) and v != DEFAULT_POSTERS
+            if (v := getattr(cfg.data, k)) and not (k == "movielens_posters" and v == DEFAULT_POSTERS)
         }
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **paths))
     check_config(cfg, where)

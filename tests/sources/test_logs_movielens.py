@@ -568,12 +568,14 @@ def test_default_posters_are_the_environment_folder_and_a_missing_one_says_how_t
     from jobs.pipeline import load_config, logs_mapping
 
     config = tmp_path / "ml.yaml"
-    config.write_text(yaml.safe_dump({"data": {"source": "movielens", "movielens_posters": "default"}}))
+    data = {"source": "movielens", "movielens_dir": "default", "movielens_posters": "default"}
+    config.write_text(yaml.safe_dump({"data": data}))
     posters = tmp_path / "elsewhere"
     posters.mkdir()
     monkeypatch.setenv("SAIL_MOVIELENS_POSTERS", str(posters))
     cfg = load_config(str(config))
     assert cfg.data.movielens_posters == "default"  # not a folder named `default` beside the config
+    assert cfg.data.movielens_dir == str(tmp_path / "default")  # the keyword is the posters' only
     assert Path(logs_mapping(cfg).media_root) == posters.resolve()
     monkeypatch.setenv("SAIL_MOVIELENS_POSTERS", str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match=r"nope is not a folder .*movielens_posters: null for text only"):
