@@ -414,12 +414,12 @@ def load_config(name_or_path: str, run_dir: str | None = None) -> RunConfig:
         folder = str(config_path(cfg.data.contracts_dir, base))
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, contracts_dir=folder))
     if cfg.data.source == "movielens":
-        paths = {
-            k: str(config_path(v, base))
-            for k in ("movielens_dir", "movielens_posters")
-            if (v := getattr(cfg.data, k)) and not (k == "movielens_posters" and v == DEFAULT_POSTERS)
-        }
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **paths))
+        d = cfg.data  # folders relative to the config; None and `default` are resolved when the data stage reads them
+        paths = {"movielens_dir": d.movielens_dir} if d.movielens_dir else {}
+        if d.movielens_posters and d.movielens_posters != DEFAULT_POSTERS:
+            paths["movielens_posters"] = d.movielens_posters
+        paths = {k: str(config_path(v, base)) for k, v in paths.items()}
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, **paths))
     check_config(cfg, where)
     return cfg
 
